@@ -1,0 +1,191 @@
+"""Calibration: a threshold chosen for a target false-positive rate on one model's benign prompts.
+
+A `Calibration` is tied to the model it was measured on by a fingerprint of the UNet and text
+encoder weights, so a threshold cannot silently be applied to another model. It is saved as plain
+JSON (never pickle). `calibrate()` measures one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import MISSING, asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+
+FORMAT_VERSION = 1
+
+
+def model_fingerprint(pipe) -> str:
+    """A short, stable hash of the UNet and text-encoder weights (shapes and a sample of values).
+
+    Sampling the head and tail of every tensor keeps this cheap for SD-sized models while any
+    re-training or fine-tuning of a layer still changes it.
+    """
+    digest = hashlib.sha256()
+    for component in ("unet", "text_encoder"):
+        module = getattr(pipe, component, None)
+        if module is None:
+            continue
+        for name, tensor in module.state_dict().items():
+            flat = tensor.detach().reshape(-1)
+            sample = torch.cat([flat[:16], flat[-16:]]).to(device="cpu", dtype=torch.float32)
+            digest.update(f"{component}.{name}:{tuple(tensor.shape)}".encode())
+            digest.update(sample.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A detector threshold measured on benign prompts of one model."""
+
+    model_fingerprint: str
+    threshold: float
+    target_fpr: float
+    decision_step: int
+    detector: str
+    num_scores: int
+    achieved_fpr: float
+    num_inference_steps: int
+    guidance_scale: float
+    scheduler: str
+    model_name: str = ""
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.threshold):
+            raise ValueError(f"calibration threshold must be a finite number, got {self.threshold}")
+        if not 0.0 < self.target_fpr < 1.0:
+            raise ValueError(f"calibration target_fpr must be in (0, 1), got {self.target_fpr}")
+        if self.decision_step < 1:
+            raise ValueError(f"calibration decision_step must be >= 1, got {self.decision_step}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: str | os.PathLike) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "calibration") -> Calibration:
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: expected a JSON object")
+        if data.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{source}: unsupported format_version {data.get('format_version')!r} "
+                f"(this memguard reads {FORMAT_VERSION})"
+            )
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown field(s) {unknown}")
+        required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+        missing = sorted(required - set(data))
+        if missing:
+            raise ValueError(f"{source}: missing field(s) {missing}")
+        try:
+            return cls(**data)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{source}: {err}") from None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Calibration:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as err:
+            raise ValueError(f"cannot read calibration file {path}: {err.strerror}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"calibration file {path} is not valid JSON (line {err.lineno})") from None
+        return cls.from_dict(data, source=f"calibration file {path}")
+
+    def check_model(self, pipe) -> None:
+        """Raise ValueError if this calibration was measured on another model."""
+        actual = model_fingerprint(pipe)
+        if actual != self.model_fingerprint:
+            raise ValueError(
+                f"calibration was measured on another model (fingerprint {self.model_fingerprint}, "
+                f"{self.model_name or 'unnamed'}); this pipeline's fingerprint is {actual}. "
+                "Re-run memguard.calibrate on this model."
+            )
+
+
+def threshold_for_fpr(scores: Sequence[float], target_fpr: float) -> tuple[float, float]:
+    """The lowest threshold with at most `target_fpr` of `scores` strictly above it, and the rate achieved.
+
+    An image is called memorized when its score is strictly greater than the threshold.
+    """
+    if not 0.0 < target_fpr < 1.0:
+        raise ValueError(f"target_fpr must be in (0, 1), got {target_fpr}")
+    finite = sorted((s for s in scores if math.isfinite(s)), reverse=True)
+    if len(finite) != len(scores):
+        raise ValueError("benign scores contain NaN or infinity; is the noise signal available (guidance > 1)?")
+    needed = math.ceil(1.0 / target_fpr)
+    if len(finite) < needed:
+        raise ValueError(
+            f"target_fpr={target_fpr} needs at least {needed} benign scores, got {len(finite)}; "
+            "pass more prompts or num_images_per_prompt"
+        )
+    allowed_above = math.floor(target_fpr * len(finite))
+    threshold = finite[allowed_above]
+    achieved = sum(s > threshold for s in finite) / len(finite)
+    return float(threshold), achieved
+
+
+def calibrate(
+    pipe,
+    benign_prompts: Sequence[str],
+    target_fpr: float = 0.01,
+    *,
+    decision_step: int = 1,
+    num_images_per_prompt: int = 1,
+    num_inference_steps: int = 50,
+    guidance_scale: float = 7.5,
+    batch_size: int = 8,
+    seed: int = 0,
+    progress: bool = True,
+    **call_kwargs,
+) -> Calibration:
+    """Score benign prompts at the decision step (images are not finished) and pick the threshold.
+
+    `pipe` is a `GuardedStableDiffusionPipeline` or any `StableDiffusionPipeline` (wrapped for the run).
+    """
+    from .pipelines.stable_diffusion import GuardedStableDiffusionPipeline, guard
+
+    if isinstance(benign_prompts, str) or not all(isinstance(p, str) for p in benign_prompts):
+        raise TypeError("benign_prompts must be a sequence of prompt strings")
+    if len(benign_prompts) == 0:
+        raise ValueError("benign_prompts is empty")
+    guarded = pipe if isinstance(pipe, GuardedStableDiffusionPipeline) else guard(pipe)
+    config = guarded.guard_config.replace(enabled=True, calibration=None, threshold=None, decision_step=decision_step)
+    reports = guarded.score(
+        list(benign_prompts),
+        config=config,
+        num_images_per_prompt=num_images_per_prompt,
+        num_inference_steps=num_inference_steps,
+        guidance_scale=guidance_scale,
+        batch_size=batch_size,
+        seed=seed,
+        progress=progress,
+        **call_kwargs,
+    )
+    threshold, achieved = threshold_for_fpr([r.score for r in reports], target_fpr)
+    return Calibration(
+        model_fingerprint=model_fingerprint(guarded),
+        threshold=threshold,
+        target_fpr=target_fpr,
+        decision_step=decision_step,
+        detector=reports[0].detector,
+        num_scores=len(reports),
+        achieved_fpr=achieved,
+        num_inference_steps=num_inference_steps,
+        guidance_scale=guidance_scale,
+        scheduler=type(guarded.scheduler).__name__,
+        model_name=str(getattr(guarded, "name_or_path", "") or ""),
+    )

@@ -1,0 +1,3 @@
+from .stable_diffusion import GuardedStableDiffusionPipeline, guard
+
+__all__ = ["GuardedStableDiffusionPipeline", "guard"]

@@ -1,0 +1,15 @@
+"""Signals read from the denoising loop through public diffusers seams (see `taps`)."""
+
+from .recorder import NO_UNCONDITIONAL_BRANCH, SignalRecorder
+from .taps import UNetTap, cross_attention_layers, is_installed
+from .trace import SignalTrace, StepSignals
+
+__all__ = [
+    "NO_UNCONDITIONAL_BRANCH",
+    "SignalRecorder",
+    "SignalTrace",
+    "StepSignals",
+    "UNetTap",
+    "cross_attention_layers",
+    "is_installed",
+]

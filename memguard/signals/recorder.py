@@ -1,0 +1,139 @@
+"""`SignalRecorder`: turns the taps' raw callbacks into a `SignalTrace` for one pipeline call."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+
+from .trace import SignalTrace
+
+# Why the noise signal may be missing for a call; shown in reports.
+NO_UNCONDITIONAL_BRANCH = (
+    "guidance is off (guidance_scale <= 1), so there is no unconditional branch to compare with; "
+    "set GuardConfig(unconditional_pass=True) to pay one extra UNet pass per step up to the decision step"
+)
+
+
+def _unet_inputs(args: tuple, kwargs: dict) -> tuple[torch.Tensor, object, dict]:
+    """(sample, timestep, the other keyword arguments) of a UNet2DConditionModel call."""
+    rest = dict(kwargs)
+    sample = args[0] if len(args) > 0 else rest.pop("sample")
+    timestep = args[1] if len(args) > 1 else rest.pop("timestep")
+    if len(args) > 2:
+        rest["encoder_hidden_states"] = args[2]
+    return sample, timestep, rest
+
+
+def _as_float(timestep) -> float:
+    return float(timestep.reshape(-1)[0]) if isinstance(timestep, torch.Tensor) else float(timestep)
+
+
+class SignalRecorder:
+    """Collects the signals of one guarded call.
+
+    `step` is the 0-based index of the denoising step whose UNet call comes next; the guard's step
+    callback advances it, so it matches the pipeline's own loop index for every scheduler.
+    """
+
+    def __init__(
+        self,
+        unet: torch.nn.Module,
+        *,
+        guidance_enabled: Callable[[], bool],
+        record_until_step: int | None,
+        attention_layers: frozenset[str] | None,
+        unconditional_embeds: Callable[[int], torch.Tensor] | None = None,
+    ):
+        self.unet = unet
+        self.trace = SignalTrace()
+        self.step = 0
+        self.num_images: int | None = None
+        self.seconds = 0.0
+        self.noise_unavailable_reason: str | None = None
+        self._guidance_enabled = guidance_enabled
+        self._record_until = record_until_step  # record steps < this; None: every step
+        self._attention_layers = attention_layers  # None: attention is not recorded
+        self._unconditional_embeds = unconditional_embeds
+        self._cond_slice = slice(None)
+        self._in_extra_pass = False
+        self._cfg_now = False
+
+    # --- what to record -------------------------------------------------------------------------
+    def recording_now(self) -> bool:
+        return not self._in_extra_pass and (self._record_until is None or self.step < self._record_until)
+
+    def wants_attention(self, layer_name: str) -> bool:
+        return self._attention_layers is not None and layer_name in self._attention_layers and self.recording_now()
+
+    # --- taps -----------------------------------------------------------------------------------
+    def on_unet_call(self, args: tuple, kwargs: dict) -> None:
+        if self._in_extra_pass:
+            return
+        start = time.perf_counter()
+        sample, timestep, _ = _unet_inputs(args, kwargs)
+        batch = sample.shape[0]
+        # The CFG batch is [uncond, cond]; a user's callback may turn guidance off mid-run.
+        cfg = self._guidance_enabled() and batch % 2 == 0
+        images = batch // 2 if cfg else batch
+        self.num_images = self.num_images or images
+        self._cond_slice = slice(images, None) if cfg else slice(None)
+        self._cfg_now = cfg
+        if self.recording_now():
+            self.trace.at(self.step).timestep = _as_float(timestep)
+        self.seconds += time.perf_counter() - start
+
+    def on_unet_output(self, args: tuple, kwargs: dict, output) -> None:
+        if not self.recording_now():
+            return
+        start = time.perf_counter()
+        eps = output[0] if isinstance(output, (tuple, list)) else output.sample
+        if self._cfg_now:
+            eps_uncond, eps_text = eps.chunk(2)
+            self.trace.record_noise(self.step, eps_text, eps_uncond)
+        elif self._unconditional_embeds is not None:
+            self.trace.record_noise(self.step, eps, self._extra_unconditional_pass(args, kwargs))
+        else:
+            self.noise_unavailable_reason = NO_UNCONDITIONAL_BRANCH
+        self.seconds += time.perf_counter() - start
+
+    def _extra_unconditional_pass(self, args: tuple, kwargs: dict) -> torch.Tensor:
+        sample, timestep, rest = _unet_inputs(args, kwargs)
+        rest["encoder_hidden_states"] = self._unconditional_embeds(sample.shape[0])
+        rest["return_dict"] = False
+        self._in_extra_pass = True  # the hooks fire again inside: ignore that call
+        try:
+            return self.unet(sample, timestep, **rest)[0]
+        finally:
+            self._in_extra_pass = False
+
+    def on_cross_attention(self, layer_name, attn, hidden_states, encoder_hidden_states, kwargs) -> None:
+        start = time.perf_counter()
+        if isinstance(encoder_hidden_states, tuple):  # IP-Adapter passes (text, image) embeddings
+            encoder_hidden_states = encoder_hidden_states[0]
+        hidden = hidden_states[self._cond_slice]
+        context = encoder_hidden_states[self._cond_slice]
+        if attn.spatial_norm is not None:
+            hidden = attn.spatial_norm(hidden, kwargs.get("temb"))
+        if hidden.ndim == 4:
+            b, c, h, w = hidden.shape
+            hidden = hidden.view(b, c, h * w).transpose(1, 2)
+        if attn.group_norm is not None:
+            hidden = attn.group_norm(hidden.transpose(1, 2)).transpose(1, 2)
+        if attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        query = attn.to_q(hidden)
+        key = attn.to_k(context)
+        b, _, inner = key.shape
+        head_dim = inner // attn.heads
+        query = query.view(b, -1, attn.heads, head_dim).transpose(1, 2)
+        key = key.view(b, -1, attn.heads, head_dim).transpose(1, 2)
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+        # float32 statistics whatever the pipeline dtype
+        probs = torch.softmax(query.float() @ key.float().transpose(-1, -2) * attn.scale, dim=-1)
+        self.trace.record_attention(self.step, probs.mean(dim=(1, 2)))  # (N, T): mean over heads, queries
+        self.seconds += time.perf_counter() - start

@@ -1,0 +1,79 @@
+"""Per-call store of the signals read during denoising, indexed by 0-based step and image."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class StepSignals:
+    timestep: float | None = None
+    noise_norm: torch.Tensor | None = None  # (N,) ||eps_text - eps_uncond||_2 over the latent
+    noise_rms: torch.Tensor | None = None  # (N,) the same divided by sqrt(latent elements)
+    attention_sum: torch.Tensor | None = None  # (N, T) per-token attention mass, summed over layers
+    attention_layers: int = 0
+
+
+@dataclass
+class SignalTrace:
+    """Signals of one pipeline call. Tensors stay on the pipeline's device until summarized."""
+
+    steps: dict[int, StepSignals] = field(default_factory=dict)
+
+    def at(self, step: int) -> StepSignals:
+        return self.steps.setdefault(step, StepSignals())
+
+    def record_noise(self, step: int, eps_text: torch.Tensor, eps_uncond: torch.Tensor) -> None:
+        diff = eps_text.float() - eps_uncond.float()  # statistics in float32 whatever the dtype
+        norm = diff.flatten(1).norm(dim=1)
+        entry = self.at(step)
+        entry.noise_norm = norm
+        entry.noise_rms = norm / math.sqrt(diff[0].numel())
+
+    def record_attention(self, step: int, token_mass: torch.Tensor) -> None:
+        entry = self.at(step)
+        token_mass = token_mass.float()
+        if entry.attention_sum is None:
+            entry.attention_sum = token_mass
+        else:
+            entry.attention_sum = entry.attention_sum + token_mass
+        entry.attention_layers += 1
+
+    def recorded_steps(self) -> list[int]:
+        return sorted(self.steps)
+
+    def noise_steps(self) -> list[int]:
+        return [s for s in self.recorded_steps() if self.steps[s].noise_norm is not None]
+
+    def token_mass(self, steps: list[int]) -> torch.Tensor | None:
+        """(N, T) attention mass per token, averaged over layers and the given steps."""
+        masses = [
+            self.steps[s].attention_sum / self.steps[s].attention_layers
+            for s in steps
+            if s in self.steps and self.steps[s].attention_layers
+        ]
+        if not masses:
+            return None
+        return torch.stack(masses).mean(dim=0).cpu()
+
+    def summarize(self, upto_step: int) -> list[dict[str, float]]:
+        """Per image, the signals averaged over steps 0..upto_step-1 (the first `upto_step` steps)."""
+        steps = [s for s in range(upto_step) if s in self.steps]
+        columns: dict[str, torch.Tensor] = {}
+        for name in ("noise_norm", "noise_rms"):
+            values = [getattr(self.steps[s], name) for s in steps if getattr(self.steps[s], name) is not None]
+            if values:
+                columns[name] = torch.stack(values).mean(dim=0).cpu()
+        mass = self.token_mass(steps)
+        if mass is not None:
+            p = mass.clamp_min(1e-12)
+            p = p / p.sum(dim=1, keepdim=True)
+            columns["attention_entropy"] = -(p * p.log()).sum(dim=1)
+            columns["attention_begin_mass"] = p[:, 0]
+        if not columns:
+            return []
+        n_images = len(next(iter(columns.values())))
+        return [{name: float(col[i]) for name, col in columns.items()} for i in range(n_images)]
