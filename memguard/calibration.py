@@ -116,22 +116,26 @@ class Calibration:
             )
 
 
+def _check_sample_size(target_fpr: float, num_scores: int) -> None:
+    if not 0.0 < target_fpr < 1.0:
+        raise ValueError(f"target_fpr must be in (0, 1), got {target_fpr}")
+    needed = math.ceil(1.0 / target_fpr)
+    if num_scores < needed:
+        raise ValueError(
+            f"target_fpr={target_fpr} needs at least {needed} benign scores, got {num_scores}; "
+            "pass more prompts or num_images_per_prompt"
+        )
+
+
 def threshold_for_fpr(scores: Sequence[float], target_fpr: float) -> tuple[float, float]:
     """The lowest threshold with at most `target_fpr` of `scores` strictly above it, and the rate achieved.
 
     An image is called memorized when its score is strictly greater than the threshold.
     """
-    if not 0.0 < target_fpr < 1.0:
-        raise ValueError(f"target_fpr must be in (0, 1), got {target_fpr}")
+    _check_sample_size(target_fpr, len(scores))
     finite = sorted((s for s in scores if math.isfinite(s)), reverse=True)
     if len(finite) != len(scores):
         raise ValueError("benign scores contain NaN or infinity; is the noise signal available (guidance > 1)?")
-    needed = math.ceil(1.0 / target_fpr)
-    if len(finite) < needed:
-        raise ValueError(
-            f"target_fpr={target_fpr} needs at least {needed} benign scores, got {len(finite)}; "
-            "pass more prompts or num_images_per_prompt"
-        )
     allowed_above = math.floor(target_fpr * len(finite))
     threshold = finite[allowed_above]
     achieved = sum(s > threshold for s in finite) / len(finite)
@@ -162,6 +166,7 @@ def calibrate(
         raise TypeError("benign_prompts must be a sequence of prompt strings")
     if len(benign_prompts) == 0:
         raise ValueError("benign_prompts is empty")
+    _check_sample_size(target_fpr, len(benign_prompts) * num_images_per_prompt)  # before any scoring
     guarded = pipe if isinstance(pipe, GuardedStableDiffusionPipeline) else guard(pipe)
     config = guarded.guard_config.replace(enabled=True, calibration=None, threshold=None, decision_step=decision_step)
     reports = guarded.score(

@@ -25,6 +25,9 @@ from ..report import GuardedPipelineOutput, MemorizationReport
 from ..signals import SignalRecorder, UNetTap, cross_attention_layers
 
 _PARENT_SIGNATURE = inspect.signature(StableDiffusionPipeline.__call__)
+# The parent's **kwargs only exists for these deprecated arguments; anything else is a typo that
+# diffusers would silently ignore.
+_DEPRECATED_KEYWORDS = frozenset({"callback", "callback_steps"})
 
 
 def bind_call_arguments(pipe, args: tuple, kwargs: dict) -> dict:
@@ -34,6 +37,9 @@ def bind_call_arguments(pipe, args: tuple, kwargs: dict) -> dict:
     arguments = dict(bound.arguments)
     arguments.pop("self", None)
     extra = arguments.pop("kwargs", {})
+    unknown = sorted(set(extra) - _DEPRECATED_KEYWORDS)
+    if unknown:
+        raise TypeError(f"the pipeline call got unexpected keyword argument(s) {unknown}")
     arguments.update(extra)
     return arguments
 

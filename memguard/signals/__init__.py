@@ -1,11 +1,12 @@
 """Signals read from the denoising loop through public diffusers seams (see `taps`)."""
 
 from .recorder import NO_UNCONDITIONAL_BRANCH, SignalRecorder
-from .taps import UNetTap, cross_attention_layers, is_installed
+from .taps import CrossAttentionTap, UNetTap, cross_attention_layers, is_installed
 from .trace import SignalTrace, StepSignals
 
 __all__ = [
     "NO_UNCONDITIONAL_BRANCH",
+    "CrossAttentionTap",
     "SignalRecorder",
     "SignalTrace",
     "StepSignals",

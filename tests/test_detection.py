@@ -1,0 +1,126 @@
+"""Decisions at step k, flag and block actions, early stopping, scoring and calibration."""
+
+import math
+
+import numpy as np
+import pytest
+from conftest import PROMPTS, UNetCallCounter, seeded
+
+import memguard
+from memguard import Calibration, GuardConfig
+from memguard.detection import DEFAULT_THRESHOLD
+
+STEPS = 6
+BENIGN = [
+    f"a {size} {colour} {shape} on a {bg} background"
+    for size in ("small", "large")
+    for colour in ("red", "blue")
+    for shape in ("circle", "square", "star")
+    for bg in ("white", "black")
+]
+
+
+def _run(pipe, **kwargs):
+    kwargs.setdefault("num_inference_steps", STEPS)
+    kwargs.setdefault("generator", seeded(2))
+    kwargs.setdefault("output_type", "np")
+    return pipe(PROMPTS, **kwargs)
+
+
+def _scores(pipe):
+    return [r.score for r in _run(memguard.guard(pipe)).memorization]
+
+
+def test_block_replaces_every_image_and_stops_the_loop_at_the_decision_step(shared_base_pipe):
+    counter = UNetCallCounter(shared_base_pipe.unet)
+    out = _run(memguard.guard(shared_base_pipe, GuardConfig(action="block", threshold=-1.0, decision_step=2)))
+    counter.remove()
+    assert counter.calls == 2  # the remaining steps were skipped
+    assert np.all(out.images == 0)
+    for report in out.memorization:
+        assert report.action == "blocked" and report.memorized and report.decided_at_step == 2
+        assert "threshold" in report.reason and report.threshold_source == "config"
+
+
+def test_block_only_the_memorized_image_of_a_batch(shared_base_pipe):
+    low, high = sorted(_scores(shared_base_pipe))
+    reference = _run(shared_base_pipe).images
+    config = GuardConfig(action="block", threshold=(low + high) / 2)
+    counter = UNetCallCounter(shared_base_pipe.unet)
+    out = _run(memguard.guard(shared_base_pipe, config), output_type="pil")
+    counter.remove()
+    assert counter.calls == STEPS  # one clean image: the loop must finish
+    actions = [r.action for r in out.memorization]
+    assert sorted(actions) == ["blocked", "none"]
+    for image, report, ref in zip(out.images, out.memorization, reference, strict=True):
+        pixels = np.asarray(image)
+        if report.action == "blocked":
+            assert pixels.max() == 0 and image.size == (ref.shape[1], ref.shape[0])
+        else:
+            assert np.array_equal(pixels, (ref * 255).round().astype("uint8"))
+
+
+def test_flag_marks_images_above_the_threshold_only(shared_base_pipe):
+    low, high = sorted(_scores(shared_base_pipe))
+    out = _run(memguard.guard(shared_base_pipe, GuardConfig(threshold=(low + high) / 2)))
+    assert sorted(r.action for r in out.memorization) == ["flagged", "none"]
+    assert all(r.memorized == (r.score > r.threshold) for r in out.memorization)
+
+
+def test_uncalibrated_reports_say_so_and_use_the_documented_default(shared_base_pipe):
+    out = _run(memguard.guard(shared_base_pipe))
+    assert {(r.threshold, r.threshold_source, r.calibrated) for r in out.memorization} == {
+        (DEFAULT_THRESHOLD, "default", False)
+    }
+
+
+def test_user_interrupt_before_the_decision_step_still_reports(shared_base_pipe):
+    def stop_now(pipe, step, timestep, kwargs):
+        pipe._interrupt = True
+        return kwargs
+
+    out = _run(memguard.guard(shared_base_pipe, GuardConfig(decision_step=4)), callback_on_step_end=stop_now)
+    assert [r.decided_at_step for r in out.memorization] == [1, 1]
+    assert all(r.status == "checked" for r in out.memorization)
+
+
+def test_score_stops_at_the_decision_step_and_matches_full_calls(shared_base_pipe):
+    guarded = memguard.guard(shared_base_pipe, GuardConfig(decision_step=2))
+    counter = UNetCallCounter(shared_base_pipe.unet)
+    reports = guarded.score(PROMPTS * 2, batch_size=3, num_inference_steps=STEPS, progress=False)
+    counter.remove()
+    assert counter.calls == 2 * 2  # two batches (3 + 1 prompts), two steps each
+    assert len(reports) == 4
+    full = _run(guarded, generator=seeded(2)).memorization
+    assert [r.score for r in reports[:2]] == pytest.approx([r.score for r in full], rel=1e-5)
+    # seeds follow the image index, not the batch: images 2 and 3 use seeds 2 and 3
+    later = _run(guarded, generator=seeded(2, seed=2)).memorization
+    assert [r.score for r in reports[2:]] == pytest.approx([r.score for r in later], rel=1e-5)
+
+
+def test_calibrate_picks_a_threshold_for_the_target_rate_and_guards_with_it(shared_base_pipe, tmp_path):
+    calibration = memguard.calibrate(
+        shared_base_pipe, BENIGN, target_fpr=0.1, num_inference_steps=STEPS, decision_step=1, progress=False
+    )
+    assert calibration.num_scores == len(BENIGN) and calibration.achieved_fpr <= 0.1
+    assert calibration.model_fingerprint == memguard.model_fingerprint(shared_base_pipe)
+    scores = [
+        r.score for r in memguard.guard(shared_base_pipe).score(BENIGN, num_inference_steps=STEPS, progress=False)
+    ]
+    assert sum(s > calibration.threshold for s in scores) == math.floor(0.1 * len(BENIGN))
+    path = tmp_path / "calibration.json"
+    calibration.save(path)
+    guarded = memguard.guard(shared_base_pipe, GuardConfig(calibration=path))
+    out = _run(guarded)
+    assert {(r.threshold, r.threshold_source) for r in out.memorization} == {(calibration.threshold, "calibration")}
+    assert Calibration.load(path) == calibration
+
+
+def test_a_call_that_differs_from_its_calibration_warns_without_naming_the_prompt(shared_base_pipe):
+    calibration = memguard.calibrate(
+        shared_base_pipe, BENIGN, target_fpr=0.1, num_inference_steps=STEPS, progress=False
+    )
+    guarded = memguard.guard(shared_base_pipe, GuardConfig(calibration=calibration))
+    with pytest.warns(UserWarning, match="num_inference_steps 3 vs 6") as caught:
+        _run(guarded, num_inference_steps=3)
+    assert not any(p in str(w.message) for w in caught for p in PROMPTS)
