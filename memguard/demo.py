@@ -1,0 +1,78 @@
+"""`memguard demo`: guard the shipped testbed on one prompt of each kind; write a grid and a report."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .config import GuardConfig
+from .grid import render_grid
+
+DEMO_SEED = 0
+TESTBED_MODEL_DIR = Path(__file__).parent / "testbed" / "model"
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    grid_path: Path
+    report_path: Path
+    model: str
+    seconds: float
+
+
+def _testbed_prompts(truth) -> list[tuple[str, str]]:
+    """(kind, prompt): a memorized caption, an intended concept, a mixed item and a novel scene."""
+    memorized = next(m for m in truth.memorized if m.kind == "matching")
+    return [
+        ("memorized", truth.memorized_prompts[memorized.id]),
+        ("intended", truth.intended[0].prompt),
+        ("mixed", next(iter(truth.mixed_prompts.values()))),
+        ("novel", truth.novel[0]),
+    ]
+
+
+def run_demo(
+    out_dir: Path, *, steps: int = 50, guidance_scale: float = 7.5, config: GuardConfig | None = None
+) -> DemoResult:
+    start = time.perf_counter()
+    if TESTBED_MODEL_DIR.joinpath("model_index.json").is_file():
+        from . import testbed
+
+        pipe, truth = testbed.load(guard=config)
+        prompts = _testbed_prompts(truth)
+        model = "memguard testbed"
+    else:
+        # Until the testbed's weights ship, show the mechanics on an untrained model.
+        from .pipelines import guard
+        from .testbed.tiny import tiny_pipeline
+
+        pipe = guard(tiny_pipeline(sample_size=8), config)
+        prompts = [(kind, f"a {kind} example prompt") for kind in ("memorized", "intended", "mixed", "novel")]
+        model = "tiny random-weight model (the testbed is not installed; its images are noise)"
+    generators = [torch.Generator("cpu").manual_seed(DEMO_SEED + i) for i in range(len(prompts))]
+    output = pipe(
+        [prompt for _, prompt in prompts],
+        num_inference_steps=steps,
+        guidance_scale=guidance_scale,
+        generator=generators,
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    grid_path = out_dir / "demo_grid.png"
+    render_grid(output.images, [kind for kind, _ in prompts], output.memorization).save(grid_path)
+    report_path = out_dir / "demo_report.json"
+    # The demo's prompts are the project's own test prompts, so the report may show them.
+    payload = {
+        "model": model,
+        "steps": steps,
+        "guidance_scale": guidance_scale,
+        "images": [
+            {"kind": kind, "prompt": prompt, "report": report.to_dict()}
+            for (kind, prompt), report in zip(prompts, output.memorization, strict=True)
+        ],
+    }
+    report_path.write_text(json.dumps(payload, indent=2) + "\n")
+    return DemoResult(grid_path, report_path, model, time.perf_counter() - start)
