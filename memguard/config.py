@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, replace
 from typing import Literal
 
 from .calibration import Calibration
+from .metrics import GuardMetrics, default_metrics
 
 Action = Literal["flag", "block"]
 ACTIONS: tuple[str, ...] = ("flag", "block")
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,6 +35,8 @@ class GuardConfig:
             True the guard pays one extra unconditional UNet pass per step up to the decision step.
         record_all_steps: keep signals for every step, not only up to the decision step (research,
             benchmarks); costs attention-probability computations on every step.
+        name: the `pipeline` label of this guard's Prometheus metrics (letters, digits, "_.-").
+        metrics: where to count; None uses `memguard.metrics.default_metrics()` (the default registry).
     """
 
     enabled: bool = True
@@ -43,11 +48,21 @@ class GuardConfig:
     record_attention: bool = True
     unconditional_pass: bool = False
     record_all_steps: bool = False
+    name: str = "default"
+    metrics: GuardMetrics | None = None
 
     def __post_init__(self) -> None:
         for name in ("enabled", "record_attention", "unconditional_pass", "record_all_steps"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"GuardConfig.{name} must be a bool, got {type(getattr(self, name)).__name__}")
+        if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
+            raise ValueError(
+                f"GuardConfig.name must be 1-64 letters, digits or '_.-' (a metric label), got {self.name!r}"
+            )
+        if self.metrics is not None and not isinstance(self.metrics, GuardMetrics):
+            raise TypeError(
+                f"GuardConfig.metrics must be a memguard.metrics.GuardMetrics, got {type(self.metrics).__name__}"
+            )
         if self.action not in ACTIONS:
             raise ValueError(f"GuardConfig.action must be one of {ACTIONS}, got {self.action!r}")
         if self.decision_step is not None:
@@ -92,6 +107,10 @@ class GuardConfig:
         if self.calibration is not None:
             return self.calibration.decision_step
         return 1
+
+    @property
+    def effective_metrics(self) -> GuardMetrics:
+        return self.metrics if self.metrics is not None else default_metrics()
 
     def replace(self, **changes) -> GuardConfig:
         """A copy with some fields changed (the config itself is immutable)."""

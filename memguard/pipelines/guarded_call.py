@@ -140,11 +140,24 @@ class GuardedCall:
 
     # --- the call ------------------------------------------------------------------------------
     def run(self, parent_call: Callable) -> GuardedPipelineOutput | tuple:
+        metrics = self.config.effective_metrics
+        try:
+            output, reports, return_dict = self._run(parent_call)
+        except Exception as error:
+            metrics.observe_error(self.config.name, error)
+            raise
+        if not self.stop_after_decision:  # audits score prompts; they generate no images to count
+            metrics.observe_call(self.config.name, reports, reports[0].guard_seconds if reports else 0.0)
+        if self.threshold is not None:
+            fingerprint = self.config.calibration.model_fingerprint if self.threshold.source == "calibration" else ""
+            metrics.observe_threshold(self.config.name, self.threshold.value, self.threshold.source, fingerprint)
+        return self._finish(output, reports, return_dict)
+
+    def _run(self, parent_call: Callable) -> tuple[object, list[MemorizationReport], bool]:
         return_dict = self.arguments.pop("return_dict", True)
         if not self.config.enabled:
             output = parent_call(**self.arguments, return_dict=True)
-            reports = [self._disabled_report() for _ in range(len(output.images))]
-            return self._finish(output, reports, return_dict)
+            return output, [self._disabled_report() for _ in range(len(output.images))], return_dict
 
         self._validate()
         started = time.perf_counter()
@@ -186,7 +199,7 @@ class GuardedCall:
         guard_seconds = setup_seconds + self.recorder.seconds + (time.perf_counter() - finishing)
         for report in reports:
             report.guard_seconds = guard_seconds
-        return self._finish(output, reports, return_dict)
+        return output, reports, return_dict
 
     def _on_step_end(self, pipe, step_index: int) -> None:
         start = time.perf_counter()

@@ -1,0 +1,127 @@
+"""Prometheus metrics of the guard.
+
+Every guarded call is counted: images by outcome, scores, decision steps, the guard's own time,
+errors, and the threshold in force. Labels are low-cardinality by construction: the operator's
+pipeline name (`GuardConfig.name`), the outcome, the error's class, the threshold's source and the
+model fingerprint — never a prompt, a token or a file path.
+
+- Default: `default_metrics()` registers once on prometheus_client's default `REGISTRY`.
+- Your own registry: `GuardConfig(metrics=GuardMetrics(registry=my_registry))`.
+- Multiprocess servers (gunicorn etc.): set `PROMETHEUS_MULTIPROC_DIR` before the workers start, as
+  prometheus_client documents; `serve()` (or your `/metrics` route, with a `MultiProcessCollector`)
+  then aggregates every worker. The threshold gauge uses multiprocess mode "mostrecent".
+- Expose: `memguard.metrics.serve(9464)` (loopback by default), or mount
+  `prometheus_client.make_wsgi_app(registry)` / `make_asgi_app` on your own server.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from .report import MemorizationReport
+
+SCORE_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0)
+STEP_BUCKETS = (1, 2, 3, 5, 10, 20, 50)
+SECONDS_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
+
+
+def outcome(report: MemorizationReport) -> str:
+    """The `outcome` label of one image: clean, flagged, blocked, unavailable or disabled."""
+    if report.status != "checked":
+        return report.status
+    return {"none": "clean"}.get(report.action, report.action)
+
+
+class GuardMetrics:
+    """The guard's metric families, registered on one `CollectorRegistry`."""
+
+    def __init__(self, registry: CollectorRegistry | None = REGISTRY):
+        self.registry = registry
+        self.images = Counter(
+            "memguard_images",
+            "Images generated under the guard, by outcome.",
+            ["pipeline", "outcome"],
+            registry=registry,
+        )
+        self.score = Histogram(
+            "memguard_detection_score",
+            "Memorization score of checked images at the decision step.",
+            ["pipeline"],
+            buckets=SCORE_BUCKETS,
+            registry=registry,
+        )
+        self.decision_step = Histogram(
+            "memguard_decision_step",
+            "Denoising step at which the guard decided (1 = the first step).",
+            ["pipeline"],
+            buckets=STEP_BUCKETS,
+            registry=registry,
+        )
+        self.guard_seconds = Histogram(
+            "memguard_guard_overhead_seconds",
+            "Seconds the guard itself spent in one pipeline call.",
+            ["pipeline"],
+            buckets=SECONDS_BUCKETS,
+            registry=registry,
+        )
+        self.errors = Counter(
+            "memguard_guard_errors",
+            "Guarded calls that raised, by exception class.",
+            ["pipeline", "kind"],
+            registry=registry,
+        )
+        self.threshold = Gauge(
+            "memguard_threshold",
+            "Detection threshold in force, by its source (calibration, config, default) and model fingerprint.",
+            ["pipeline", "source", "model_fingerprint"],
+            multiprocess_mode="mostrecent",
+            registry=registry,
+        )
+
+    def observe_call(self, pipeline: str, reports: Sequence[MemorizationReport], guard_seconds: float) -> None:
+        for report in reports:
+            self.images.labels(pipeline, outcome(report)).inc()
+            if report.status == "checked":
+                self.score.labels(pipeline).observe(report.score)
+                self.decision_step.labels(pipeline).observe(report.decided_at_step)
+        if reports and reports[0].status != "disabled":
+            self.guard_seconds.labels(pipeline).observe(guard_seconds)
+
+    def observe_threshold(self, pipeline: str, value: float, source: str, model_fingerprint: str = "") -> None:
+        self.threshold.labels(pipeline, source, model_fingerprint).set(value)
+
+    def observe_error(self, pipeline: str, error: BaseException) -> None:
+        self.errors.labels(pipeline, type(error).__name__).inc()
+
+
+_default: GuardMetrics | None = None
+_default_lock = threading.Lock()
+
+
+def default_metrics() -> GuardMetrics:
+    """The process-wide metrics on prometheus_client's default registry (created on first use)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = GuardMetrics(REGISTRY)
+        return _default
+
+
+def serve(port: int, addr: str = "127.0.0.1", registry: CollectorRegistry | None = None):
+    """Serve `/metrics` over HTTP on `addr:port` (loopback unless told otherwise); returns (server, thread).
+
+    In multiprocess mode (`PROMETHEUS_MULTIPROC_DIR` set) and without an explicit registry, the
+    endpoint aggregates every process's metrics.
+    """
+    if registry is None:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)
+        else:
+            registry = REGISTRY
+    return start_http_server(port, addr=addr, registry=registry)
