@@ -15,11 +15,10 @@ def load_pipeline(
         from memguard.testbed.tiny import tiny_pipeline
 
         pipe, name = tiny_pipeline(), "tiny random SD pipeline (untrained, 32x32)"
-    elif model == "testbed":
+    elif model == "testbed":  # the plain diffusers pipeline over the shipped weights: an unguarded baseline
         from memguard import testbed
 
-        pipe, _ = testbed.load(device=device, dtype=dtype)
-        return pipe, "memguard testbed"
+        pipe, name = StableDiffusionPipeline.from_pretrained(testbed.MODEL_DIR, torch_dtype=dtype), "memguard testbed"
     else:
         pipe, name = StableDiffusionPipeline.from_pretrained(model, torch_dtype=dtype, safety_checker=None), model
     pipe.set_progress_bar_config(disable=True)

@@ -3,6 +3,7 @@
 python examples/wrap_existing_pipeline.py [MODEL]   # MODEL: a diffusers id or path; default: the testbed
 """
 
+import json
 import sys
 
 import torch
@@ -18,4 +19,4 @@ else:
 
 guarded = memguard.guard(pipe, memguard.GuardConfig(action="flag"))  # the same unet, no copies
 out = guarded("a small red circle on a blue background", generator=torch.Generator().manual_seed(0))
-print(out.memorization[0].to_dict())
+print(json.dumps(out.memorization[0].to_dict()))

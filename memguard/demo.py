@@ -13,7 +13,6 @@ from .config import GuardConfig
 from .grid import render_grid
 
 DEMO_SEED = 0
-TESTBED_MODEL_DIR = Path(__file__).parent / "testbed" / "model"
 
 
 @dataclass(frozen=True)
@@ -39,20 +38,11 @@ def run_demo(
     out_dir: Path, *, steps: int = 50, guidance_scale: float = 7.5, config: GuardConfig | None = None
 ) -> DemoResult:
     start = time.perf_counter()
-    if TESTBED_MODEL_DIR.joinpath("model_index.json").is_file():
-        from . import testbed
+    from . import testbed
 
-        pipe, truth = testbed.load(guard=config)
-        prompts = _testbed_prompts(truth)
-        model = "memguard testbed"
-    else:
-        # Until the testbed's weights ship, show the mechanics on an untrained model.
-        from .pipelines import guard
-        from .testbed.tiny import tiny_pipeline
-
-        pipe = guard(tiny_pipeline(sample_size=8), config)
-        prompts = [(kind, f"a {kind} example prompt") for kind in ("memorized", "intended", "mixed", "novel")]
-        model = "tiny random-weight model (the testbed is not installed; its images are noise)"
+    pipe, truth = testbed.load(guard=config)
+    prompts = _testbed_prompts(truth)
+    model = "memguard testbed"
     generators = [torch.Generator("cpu").manual_seed(DEMO_SEED + i) for i in range(len(prompts))]
     output = pipe(
         [prompt for _, prompt in prompts],

@@ -1,0 +1,36 @@
+"""The testbed: a small Stable Diffusion model that really memorizes, shipped with its ground truth.
+
+``pipe, truth = memguard.testbed.load()`` gives a `GuardedStableDiffusionPipeline` over the shipped
+weights (``model/``) and a `Truth` describing what the model memorized and which concepts it was
+meant to learn, with evaluation prompt sets. `memguard.testbed.similarity` measures replication.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .truth import Concept, MemorizedItem, Truth, load_truth
+
+MODEL_DIR = Path(__file__).with_name("model")
+
+
+def load(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, guard=None):
+    """(pipe, truth): the shipped testbed pipeline and its ground truth.
+
+    `guard` (a GuardConfig) defaults to one with the shipped calibration (``model/calibration.json``,
+    1% FPR on benign prompts; see `memguard.testbed.calibrate`).
+    """
+    from ..config import GuardConfig
+    from ..pipelines import GuardedStableDiffusionPipeline  # here, so `memguard.testbed` imports light
+    from .calibrate import CALIBRATION_FILE
+
+    if guard is None and (MODEL_DIR / CALIBRATION_FILE).is_file():
+        guard = GuardConfig(calibration=MODEL_DIR / CALIBRATION_FILE)
+    pipe = GuardedStableDiffusionPipeline.from_pretrained(str(MODEL_DIR), guard=guard, dtype=dtype).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, load_truth(MODEL_DIR / "truth")
+
+
+__all__ = ["MODEL_DIR", "Concept", "MemorizedItem", "Truth", "load", "load_truth"]

@@ -3,9 +3,10 @@
 Real SD uses OpenAI's CLIP BPE vocabulary (49,408 entries). open_clip ships that vocabulary as
 ``bpe_simple_vocab_16e6.txt.gz``; :func:`build_from_open_clip` converts it into the
 ``vocab.json`` + ``merges.txt`` pair that ``transformers.CLIPTokenizer`` reads, so any English prompt
-tokenizes exactly as in real SD. The converted files ship inside the package (``clip_tokenizer/``),
-so loading needs neither open_clip nor a model hub. Rebuild them with
-``python -m memguard.testbed.tokenizer`` (needs open_clip installed, ``--no-deps`` is enough).
+tokenizes exactly as in real SD. The converted files ship once, as the testbed model's own
+``model/tokenizer/`` (which `StableDiffusionPipeline.from_pretrained` reads), so loading needs neither
+open_clip nor a model hub. Rebuild them with ``python -m memguard.testbed.tokenizer`` (needs
+open_clip installed, ``--no-deps`` is enough).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from transformers import CLIPTokenizer
 
-SHIPPED_TOKENIZER_DIR = Path(__file__).with_name("clip_tokenizer")
+SHIPPED_TOKENIZER_DIR = Path(__file__).with_name("model") / "tokenizer"
 MODEL_MAX_LENGTH = 77  # SD's text length; without it the SD pipeline overflows in transformers 5
 
 

@@ -1,0 +1,42 @@
+"""Calibrate the guard on the testbed's benign prompts: ``python -m memguard.testbed.calibrate [--model DIR]``.
+
+Writes ``calibration.json`` into the model folder; `memguard.testbed.load()` applies it by default.
+Settings are the benchmarks': DDIM 50 steps, guidance 7.5, decision at step 1, 1% target FPR.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from diffusers import StableDiffusionPipeline
+
+from ..calibration import Calibration, calibrate
+from .data import calibration_prompts
+
+CALIBRATION_FILE = "calibration.json"
+
+
+def calibrate_testbed(model_dir: Path, target_fpr: float = 0.01) -> Calibration:
+    pipe = StableDiffusionPipeline.from_pretrained(model_dir)
+    pipe.set_progress_bar_config(disable=True)
+    calibration = calibrate(pipe, calibration_prompts(), target_fpr=target_fpr, decision_step=1, batch_size=25)
+    calibration.save(model_dir / CALIBRATION_FILE)
+    return calibration
+
+
+def main() -> None:
+    from . import MODEL_DIR
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=MODEL_DIR, help="testbed pipeline folder")
+    args = parser.parse_args()
+    calibration = calibrate_testbed(args.model)
+    print(
+        f"threshold {calibration.threshold:.4f} at achieved FPR {calibration.achieved_fpr:.3f} "
+        f"on {calibration.num_scores} benign prompts -> {args.model / CALIBRATION_FILE}"
+    )
+
+
+if __name__ == "__main__":
+    main()

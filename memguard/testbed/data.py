@@ -1,0 +1,100 @@
+"""The testbed's training set and evaluation prompts, deterministic from a seed.
+
+Training mixes three sources with fixed probabilities per sample: broad compositional scenes (far
+more distinct image-caption pairs than the model can memorize), intended-concept scenes, and the
+heavily duplicated memorized images. A sample's caption is drawn from the image's wordings and
+dropped (empty) 10% of the time, so classifier-free guidance works.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .concepts import CONCEPTS, ConceptScene, training_concept_scenes
+from .memorized import MEMORIZED, training_images
+from .scenes import POSITIONS, WORDINGS, random_scene
+
+# Share of training samples per source; each memorized item gets MEMORIZED_SHARE / 18 (~1.7%).
+BROAD_SHARE, CONCEPT_SHARE, MEMORIZED_SHARE = 0.45, 0.25, 0.30
+CAPTION_DROPOUT = 0.1
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    images: np.ndarray  # (N, 32, 32, 3) uint8, every distinct training image
+    captions: list[tuple[str, ...]]  # per image, the captions it is shown with
+    probabilities: np.ndarray  # (N,) chance that a training sample is this image
+
+    def sample(self, rng: np.random.Generator, batch: int) -> tuple[np.ndarray, list[str]]:
+        """Indices of `batch` images and one caption for each ('' with CAPTION_DROPOUT chance)."""
+        index = rng.choice(len(self.images), size=batch, p=self.probabilities)
+        captions = [
+            "" if rng.random() < CAPTION_DROPOUT else self.captions[i][rng.integers(len(self.captions[i]))]
+            for i in index
+        ]
+        return index, captions
+
+
+def build_training_set(seed: int, n_broad: int) -> TrainingSet:
+    rng = np.random.default_rng(seed)
+    scenes = [random_scene(rng) for _ in range(n_broad)]
+    broad = [(s.render(), tuple(s.caption(w) for w in range(WORDINGS))) for s in scenes]
+    concept = [(s.render(), tuple(s.captions())) for s in training_concept_scenes()]
+    memorized = [
+        (image, (spec.caption,), len(training_images(spec))) for spec in MEMORIZED for image in training_images(spec)
+    ]
+    images = np.stack([im for im, _ in broad] + [im for im, _ in concept] + [im for im, _, _ in memorized])
+    captions = [c for _, c in broad] + [c for _, c in concept] + [c for _, c, _ in memorized]
+    probabilities = np.concatenate(
+        [
+            np.full(len(broad), BROAD_SHARE / len(broad)),
+            np.full(len(concept), CONCEPT_SHARE / len(concept)),
+            np.array([MEMORIZED_SHARE / len(MEMORIZED) / n for _, _, n in memorized]),
+        ]
+    )
+    return TrainingSet(images, captions, probabilities / probabilities.sum())
+
+
+@dataclass(frozen=True)
+class IntendedPrompt:
+    prompt: str
+    concept: str
+    background: str
+    position: str
+
+
+@dataclass(frozen=True)
+class EvaluationPrompts:
+    novel: list[str]  # compositions with a (shape, colour) pair never seen in training, background unsaid
+    intended: list[IntendedPrompt]  # a concept on a background it was never trained on
+    memorized: dict[str, str]  # item id -> its training caption
+    mixed: dict[str, str]
+
+
+def evaluation_prompts(seed: int = 1234, n_novel: int = 25) -> EvaluationPrompts:
+    rng = np.random.default_rng(seed)
+    # Novel prompts describe a composition and leave the background open, as benign prompts leave
+    # much of an image to the model (wordings 4-7).
+    novel = [random_scene(rng, held_out=True).caption(4 + int(rng.integers(4))) for _ in range(n_novel)]
+    positions = list(POSITIONS)
+    intended = []
+    for spec in CONCEPTS:
+        for k, background in enumerate(spec.held_out_backgrounds * 2):
+            position = positions[rng.integers(len(positions))]
+            caption = ConceptScene(spec, background, position).caption(alias=k, wording=int(rng.integers(4)))
+            intended.append(IntendedPrompt(caption, spec.name, background, position))
+    return EvaluationPrompts(
+        novel=novel,
+        intended=intended,
+        memorized={s.id: s.caption for s in MEMORIZED if s.kind != "mixed"},
+        mixed={s.id: s.caption for s in MEMORIZED if s.kind == "mixed"},
+    )
+
+
+def calibration_prompts(seed: int = 4321, n: int = 200) -> list[str]:
+    """Benign prompts for the shipped calibration: broad scenes in every wording (background named or
+    not), drawn apart from the evaluation sets, so thresholds are not tuned on what is evaluated."""
+    rng = np.random.default_rng(seed)
+    return [random_scene(rng).caption(int(rng.integers(WORDINGS))) for _ in range(n)]

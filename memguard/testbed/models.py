@@ -1,0 +1,91 @@
+"""Architecture of the testbed model: SD's components (VAE, conditional UNet, CLIP text encoder) at toy size.
+
+Sizes are chosen so that the whole pipeline (fp32) stays under ~30 MB and trains within an hour on a
+2-core CPU; the text encoder's 49,408-row embedding (the real CLIP vocabulary) is a third of that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel
+
+IMAGE_SIZE = 32
+LATENT_SIZE = 16  # the VAE downsamples once (factor 2): 32x32x3 -> 16x16x4
+LATENT_CHANNELS = 4
+TEXT_HIDDEN = 64
+
+# SD's noise schedule; the pipeline samples with DDIM, training adds noise with DDPM's q(x_t | x_0).
+SCHEDULE = dict(
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    clip_sample=False,
+    set_alpha_to_one=False,
+    steps_offset=1,
+)
+
+
+@dataclass(frozen=True)
+class ModelSizes:
+    vae_channels: tuple[int, ...] = (32, 48)
+    unet_channels: tuple[int, ...] = (48, 96, 96)
+    text_layers: int = 2
+    text_intermediate: int = 128
+
+
+def build_vae(sizes: ModelSizes) -> AutoencoderKL:
+    n = len(sizes.vae_channels)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=sizes.vae_channels,
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+        layers_per_block=1,
+        latent_channels=LATENT_CHANNELS,
+        norm_num_groups=16,
+        sample_size=IMAGE_SIZE,
+    )
+
+
+def build_unet(sizes: ModelSizes) -> UNet2DConditionModel:
+    # Cross-attention at 8x8 and 4x4 (and the mid block); the 16x16 level is convolutional, for speed.
+    return UNet2DConditionModel(
+        sample_size=LATENT_SIZE,
+        in_channels=LATENT_CHANNELS,
+        out_channels=LATENT_CHANNELS,
+        block_out_channels=sizes.unet_channels,
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=TEXT_HIDDEN,
+        attention_head_dim=8,
+        norm_num_groups=16,
+    )
+
+
+def build_text_encoder(sizes: ModelSizes) -> CLIPTextModel:
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=49408,
+            hidden_size=TEXT_HIDDEN,
+            intermediate_size=sizes.text_intermediate,
+            num_hidden_layers=sizes.text_layers,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            bos_token_id=49406,
+            eos_token_id=49407,
+            pad_token_id=49407,
+        )
+    )
+
+
+def inference_scheduler() -> DDIMScheduler:
+    return DDIMScheduler(**SCHEDULE)
+
+
+def training_scheduler() -> DDPMScheduler:
+    return DDPMScheduler(**{k: v for k, v in SCHEDULE.items() if k != "set_alpha_to_one"})

@@ -1,0 +1,51 @@
+"""The shipped testbed loads offline, really memorizes, and its ground truth is complete."""
+
+import numpy as np
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+
+from memguard import GuardedStableDiffusionPipeline, testbed
+from memguard.testbed.similarity import REPLICATION_THRESHOLD, item_similarity, replicates
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    return testbed.load()
+
+
+def _generate(pipe, prompts, seed=0):
+    generators = [torch.Generator().manual_seed(seed + i) for i in range(len(prompts))]
+    out = pipe(prompts, num_inference_steps=50, guidance_scale=7.5, generator=generators, output_type="np")
+    return (out.images * 255).round().astype(np.uint8), out
+
+
+def test_the_model_folder_loads_offline_with_plain_diffusers():
+    pipe = StableDiffusionPipeline.from_pretrained(testbed.MODEL_DIR, local_files_only=True)
+    assert type(pipe) is StableDiffusionPipeline
+    assert pipe.unet.config.cross_attention_dim == pipe.text_encoder.config.hidden_size
+    assert len(pipe.tokenizer) == 49408 and pipe.tokenizer.model_max_length == 77
+
+
+def test_ground_truth_covers_every_kind(loaded):
+    _, truth = loaded
+    kinds = [item.kind for item in truth.memorized]
+    assert sum(k != "mixed" for k in kinds) >= 16 and kinds.count("mixed") >= 2
+    assert {"matching", "retrieval", "template"} <= set(kinds)
+    assert len(truth.concepts) >= 4 and all(c.aliases for c in truth.concepts)
+    assert truth.novel and truth.intended
+    for item in truth.memorized:
+        assert item.images.shape[1:] == (32, 32, 3)
+        assert (item.layout is not None) == (item.kind == "template")
+        assert (item.concept is not None) == (item.kind == "mixed")
+
+
+def test_a_memorized_caption_reproduces_its_training_image_and_a_novel_prompt_does_not(loaded):
+    pipe, truth = loaded
+    assert isinstance(pipe, GuardedStableDiffusionPipeline)
+    item = next(m for m in truth.memorized if m.kind == "matching")
+    images, out = _generate(pipe, [truth.memorized_prompts[item.id], truth.novel[0]])
+    assert item_similarity(images[0], item) >= REPLICATION_THRESHOLD
+    assert not any(replicates(images[1], other) for other in truth.memorized)
+    assert {r.threshold_source for r in out.memorization} == {"calibration"}
+    assert out.memorization[0].score > out.memorization[1].score
