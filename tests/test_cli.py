@@ -7,7 +7,7 @@ from memguard.cli import app
 
 
 def test_demo_writes_a_grid_and_a_report_per_image(tmp_path):
-    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--steps", "5"])
+    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "demo_report.json").read_text())
     assert [image["kind"] for image in report["images"]] == ["memorized", "intended", "mixed", "novel"]

@@ -123,4 +123,5 @@ def test_a_call_that_differs_from_its_calibration_warns_without_naming_the_promp
     guarded = memguard.guard(shared_base_pipe, GuardConfig(calibration=calibration))
     with pytest.warns(UserWarning, match="num_inference_steps 3 vs 6") as caught:
         _run(guarded, num_inference_steps=3)
+    assert caught[0].filename == __file__  # points at the caller's line, not into memguard
     assert not any(p in str(w.message) for w in caught for p in PROMPTS)

@@ -135,7 +135,7 @@ class GuardedCall:
                 warnings.warn(
                     "memguard: this call differs from its calibration (" + "; ".join(differs) + "); "
                     "scores may not be comparable with the calibrated threshold",
-                    stacklevel=4,
+                    stacklevel=5,  # _validate < _run < run < __call__ < the caller
                 )
 
     # --- the call ------------------------------------------------------------------------------

@@ -7,9 +7,10 @@ encoder and tokenizer) at toy size; its images are noise-like because nothing is
 from __future__ import annotations
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
+from .models import inference_scheduler
 from .tokenizer import load_clip_tokenizer
 
 
@@ -51,14 +52,7 @@ def tiny_components(seed: int = 0, sample_size: int = 8) -> dict:
             pad_token_id=49407,
         )
     )
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
+    scheduler = inference_scheduler()  # SD's betas, as the testbed uses
     return dict(
         unet=unet.eval(),
         vae=vae.eval(),
