@@ -83,14 +83,15 @@ class GuardMetrics:
             registry=registry,
         )
 
-    def observe_call(self, pipeline: str, reports: Sequence[MemorizationReport], guard_seconds: float) -> None:
+    def observe_call(self, pipeline: str, reports: Sequence[MemorizationReport]) -> None:
         for report in reports:
             self.images.labels(pipeline, outcome(report)).inc()
             if report.status == "checked":
                 self.score.labels(pipeline).observe(report.score)
                 self.decision_step.labels(pipeline).observe(report.decided_at_step)
         if reports and reports[0].status != "disabled":
-            self.guard_seconds.labels(pipeline).observe(guard_seconds)
+            # guard_seconds is the whole call's, the same on each of its reports
+            self.guard_seconds.labels(pipeline).observe(reports[0].guard_seconds)
 
     def observe_threshold(self, pipeline: str, value: float, source: str, model_fingerprint: str = "") -> None:
         self.threshold.labels(pipeline, source, model_fingerprint).set(value)

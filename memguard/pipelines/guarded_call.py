@@ -147,7 +147,7 @@ class GuardedCall:
             metrics.observe_error(self.config.name, error)
             raise
         if not self.stop_after_decision:  # audits score prompts; they generate no images to count
-            metrics.observe_call(self.config.name, reports, reports[0].guard_seconds if reports else 0.0)
+            metrics.observe_call(self.config.name, reports)
         if self.threshold is not None:
             fingerprint = self.config.calibration.model_fingerprint if self.threshold.source == "calibration" else ""
             metrics.observe_threshold(self.config.name, self.threshold.value, self.threshold.source, fingerprint)
