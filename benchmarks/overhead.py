@@ -48,7 +48,7 @@ def main(
     out: Path = typer.Option(RESULTS / "overhead.json"),
 ) -> None:
     pipe, name = load_pipeline(model, device=device)
-    guarded = memguard.guard(pipe, memguard.GuardConfig(action="flag"))
+    guarded = memguard.guard(pipe, memguard.GuardConfig(policy=memguard.Policy.uniform("flag")))
     guarded.set_progress_bar_config(disable=True)
     for p in (pipe, guarded):  # warm-up: allocator, kernels, first-call lazy init
         _timed(p, steps, seed=0)

@@ -17,6 +17,6 @@ if len(sys.argv) > 1:
 else:
     pipe = StableDiffusionPipeline.from_pretrained(testbed.MODEL_DIR)
 
-guarded = memguard.guard(pipe, memguard.GuardConfig(action="flag"))  # the same unet, no copies
+guarded = memguard.guard(pipe, memguard.GuardConfig(policy=memguard.Policy.uniform("flag")))  # the same unet, no copies
 out = guarded("a small red circle on a blue background", generator=torch.Generator().manual_seed(0))
 print(json.dumps(out.memorization[0].to_dict()))

@@ -32,3 +32,16 @@ def blank_out(images, indices: Iterable[int]):
         images[indices] = 0
         return images
     raise TypeError(f"cannot block images of type {type(images).__name__}")
+
+
+def replace_image(images, index: int, replacement):
+    """`images` with image `index` replaced by the only image of `replacement` (same output type)."""
+    if isinstance(images, list):
+        images = list(images)
+        images[index] = replacement[0]
+        return images
+    if isinstance(images, (np.ndarray, torch.Tensor)):
+        images = images.copy() if isinstance(images, np.ndarray) else images.clone()
+        images[index] = replacement[0]
+        return images
+    raise TypeError(f"cannot replace an image in images of type {type(images).__name__}")

@@ -5,14 +5,15 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass, replace
-from typing import Literal
+from dataclasses import dataclass, field, replace
 
 from .calibration import Calibration
+from .intent import ATTRIBUTION_METHODS, AttributionMethod, ImplicitMatcher, IntentRegistry
+from .intent.registry import as_registry
 from .metrics import GuardMetrics, default_metrics
+from .mitigation import DEFAULT_MITIGATION, Mitigation
+from .policy import Policy
 
-Action = Literal["flag", "block"]
-ACTIONS: tuple[str, ...] = ("flag", "block")
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
@@ -22,8 +23,15 @@ class GuardConfig:
 
     Args:
         enabled: when False the pipeline behaves exactly like its parent (bit-identical images).
-        action: what to do with an image whose score crosses the threshold: "flag" (report only,
-            pixels untouched) or "block" (replace the image by a black placeholder).
+        policy: what to do with a memorized image by intent verdict (allow, flag, resample, block),
+            how many re-samples, and the fallback (see `memguard.Policy`).
+        registry: the operator's intended concepts (`IntentRegistry` or the path of its JSON/YAML
+            file); None: no concept is intended, every memorized image is "unintended".
+        implicit: an `ImplicitMatcher` for prompts that refer to a concept without naming it.
+        mitigation: what a re-sample changes (`memguard.mitigation`); None: the default strategy.
+        attribution: how trigger words are found: "attention" (free) or "gradient" (one backward
+            pass per memorized image).
+        residual_draws: starting noises used to score a prompt without its intended spans.
         decision_step: the 1-based denoising step at which the detector decides, averaging the
             signals of steps 1..k. None takes the calibration's step, or 1 without a calibration.
         calibration: a `Calibration` or the path of a calibration JSON file (see `memguard.calibrate`).
@@ -40,7 +48,12 @@ class GuardConfig:
     """
 
     enabled: bool = True
-    action: Action = "flag"
+    policy: Policy = field(default_factory=Policy)
+    registry: IntentRegistry | str | os.PathLike | None = None
+    implicit: ImplicitMatcher | None = None
+    mitigation: Mitigation | None = None
+    attribution: AttributionMethod = "attention"
+    residual_draws: int = 8
     decision_step: int | None = None
     calibration: Calibration | str | os.PathLike | None = None
     threshold: float | None = None
@@ -63,8 +76,22 @@ class GuardConfig:
             raise TypeError(
                 f"GuardConfig.metrics must be a memguard.metrics.GuardMetrics, got {type(self.metrics).__name__}"
             )
-        if self.action not in ACTIONS:
-            raise ValueError(f"GuardConfig.action must be one of {ACTIONS}, got {self.action!r}")
+        if not isinstance(self.policy, Policy):
+            raise TypeError(f"GuardConfig.policy must be a memguard.Policy, got {type(self.policy).__name__}")
+        if self.attribution not in ATTRIBUTION_METHODS:
+            raise ValueError(f"GuardConfig.attribution must be one of {ATTRIBUTION_METHODS}, got {self.attribution!r}")
+        if isinstance(self.residual_draws, bool) or not isinstance(self.residual_draws, int) or self.residual_draws < 1:
+            raise ValueError(f"GuardConfig.residual_draws must be an int >= 1, got {self.residual_draws!r}")
+        if self.mitigation is not None and not callable(getattr(self.mitigation, "apply", None)):
+            raise TypeError("GuardConfig.mitigation must have an apply(plan, context) method (see memguard.mitigation)")
+        if self.implicit is not None and not isinstance(self.implicit, ImplicitMatcher):
+            raise TypeError(f"GuardConfig.implicit must be an ImplicitMatcher, got {type(self.implicit).__name__}")
+        if self.registry is not None and not isinstance(self.registry, (IntentRegistry, str, os.PathLike)):
+            raise TypeError(
+                "GuardConfig.registry must be an IntentRegistry or the path of a registry file, "
+                f"got {type(self.registry).__name__}"
+            )
+        object.__setattr__(self, "registry", as_registry(self.registry))
         if self.decision_step is not None:
             if isinstance(self.decision_step, bool) or not isinstance(self.decision_step, int):
                 raise TypeError(f"GuardConfig.decision_step must be an int, got {type(self.decision_step).__name__}")
@@ -107,6 +134,10 @@ class GuardConfig:
         if self.calibration is not None:
             return self.calibration.decision_step
         return 1
+
+    @property
+    def effective_mitigation(self) -> Mitigation:
+        return self.mitigation if self.mitigation is not None else DEFAULT_MITIGATION
 
     @property
     def effective_metrics(self) -> GuardMetrics:

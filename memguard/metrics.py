@@ -31,10 +31,11 @@ SECONDS_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
 
 
 def outcome(report: MemorizationReport) -> str:
-    """The `outcome` label of one image: clean, flagged, blocked, unavailable or disabled."""
-    if report.status != "checked":
+    """The `outcome` label of one image: clean, intended, flagged, resampled, blocked, unavailable
+    or disabled."""
+    if report.status != "checked" and report.action == "none":
         return report.status
-    return {"none": "clean"}.get(report.action, report.action)
+    return {"none": "clean", "allowed": "intended"}.get(report.action, report.action)
 
 
 class GuardMetrics:
@@ -75,6 +76,19 @@ class GuardMetrics:
             ["pipeline", "kind"],
             registry=registry,
         )
+        self.resamples = Histogram(
+            "memguard_resample_attempts",
+            "Re-samples made for an image the policy sent to re-sampling.",
+            ["pipeline"],
+            buckets=(0, 1, 2, 3, 5, 10),
+            registry=registry,
+        )
+        self.mitigations = Counter(
+            "memguard_mitigations",
+            "Re-samples by mitigation strategy (class names, never prompt content).",
+            ["pipeline", "mitigation"],
+            registry=registry,
+        )
         self.threshold = Gauge(
             "memguard_threshold",
             "Detection threshold in force, by its source (calibration, config, default) and model fingerprint.",
@@ -89,6 +103,10 @@ class GuardMetrics:
             if report.status == "checked":
                 self.score.labels(pipeline).observe(report.score)
                 self.decision_step.labels(pipeline).observe(report.decided_at_step)
+            if report.resamples:
+                self.resamples.labels(pipeline).observe(report.resamples)
+                for attempt in report.attempts[1:]:
+                    self.mitigations.labels(pipeline, attempt.mitigation or "none").inc()
         if reports and reports[0].status != "disabled":
             # guard_seconds is the whole call's, the same on each of its reports
             self.guard_seconds.labels(pipeline).observe(reports[0].guard_seconds)

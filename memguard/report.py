@@ -11,8 +11,35 @@ from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
 # "checked": signals were read and a decision taken; "unavailable": the signal does not exist for
 # this call (e.g. guidance off without `unconditional_pass`); "disabled": `GuardConfig(enabled=False)`.
 Status = Literal["checked", "unavailable", "disabled"]
-ReportAction = Literal["none", "flagged", "blocked"]
+# "none": not memorized; "allowed": memorized as the prompt asked (intended); "resampled": the
+# returned image is a re-sample that passed; "flagged"/"blocked": per policy or fallback.
+ReportAction = Literal["none", "allowed", "flagged", "resampled", "blocked"]
+Intent = Literal["none", "intended", "unintended", "mixed"]
 ThresholdSource = Literal["calibration", "config", "default"]
+
+
+@dataclass
+class Trigger:
+    """A span of the prompt that carries the signal: characters [start, end), its share of the
+    attributed signal, and the registered concept it names (`intended`: allowed and asked for)."""
+
+    text: str
+    start: int
+    end: int
+    share: float
+    concept: str | None = None
+    intended: bool = False
+
+
+@dataclass
+class Attempt:
+    """One generation of this image: the first (mitigation None) or a re-sample."""
+
+    score: float
+    memorized: bool
+    intent: Intent
+    mitigation: str | None = None
+    stopped_at_step: int | None = None  # the loop was ended early at this step (not finished)
 
 
 @dataclass
@@ -29,7 +56,11 @@ class MemorizationReport:
     decided_at_step: int
     signals: dict[str, float] = field(default_factory=dict)
     action: ReportAction = "none"
-    attempts: int = 1
+    intent: Intent = "none"
+    triggers: list[Trigger] = field(default_factory=list)
+    residual_score: float | None = None  # the score without the intended spans (see intent/resolver.py)
+    reference_score: float | None = None  # mixed: the score of the intended spans alone
+    attempts: list[Attempt] = field(default_factory=list)
     guard_seconds: float = 0.0
     status: Status = "checked"
     detector: str = ""
@@ -37,12 +68,25 @@ class MemorizationReport:
     reason: str | None = None
 
     @property
+    def resamples(self) -> int:
+        """Re-samples made for this image (0 when the first generation was kept)."""
+        return max(len(self.attempts) - 1, 0)
+
+    @property
     def calibrated(self) -> bool:
         return self.threshold_source == "calibration"
 
-    def to_dict(self) -> dict:
-        """A JSON-serializable dict (NaN and infinities become None)."""
-        return _json_safe(asdict(self))
+    def to_dict(self, *, include_text: bool = False) -> dict:
+        """A JSON-serializable dict (NaN and infinities become None).
+
+        Trigger spans keep their character offsets but not their text unless `include_text=True`:
+        a serialized report is what ends up in logs, and prompts stay out of logs by default.
+        """
+        data = _json_safe(asdict(self))
+        if not include_text:
+            for trigger in data["triggers"]:
+                trigger.pop("text", None)
+        return data
 
 
 def _json_safe(value):

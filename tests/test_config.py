@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from memguard import Calibration, GuardConfig
+from memguard import Calibration, GuardConfig, Policy
 from memguard.calibration import threshold_for_fpr
 
 
@@ -37,7 +37,11 @@ def test_positional_arguments_are_refused():
 @pytest.mark.parametrize(
     "kwargs, error, match",
     [
-        (dict(action="explode"), ValueError, "action"),
+        (dict(policy="block"), TypeError, "policy"),
+        (dict(attribution="vibes"), ValueError, "attribution"),
+        (dict(residual_draws=0), ValueError, "residual_draws"),
+        (dict(registry=42), TypeError, "registry"),
+        (dict(mitigation="reseed"), TypeError, "mitigation"),
         (dict(decision_step=0), ValueError, "decision_step"),
         (dict(decision_step=1.5), TypeError, "decision_step"),
         (dict(decision_step=True), TypeError, "decision_step"),
@@ -58,10 +62,10 @@ def test_bad_values_name_the_field(kwargs, error, match):
 def test_config_is_immutable_and_replace_validates():
     config = GuardConfig()
     with pytest.raises(AttributeError):
-        config.action = "block"
-    assert config.replace(action="block").action == "block"
-    with pytest.raises(ValueError, match="action"):
-        config.replace(action="nope")
+        config.policy = Policy.uniform("block")
+    assert config.replace(policy=Policy.uniform("block")).policy.unintended == "block"
+    with pytest.raises(ValueError, match="unintended"):
+        config.replace(policy=Policy(unintended="nope"))
 
 
 def test_decision_step_defaults_to_calibration_then_one():

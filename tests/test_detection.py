@@ -7,7 +7,7 @@ import pytest
 from conftest import PROMPTS, UNetCallCounter, seeded
 
 import memguard
-from memguard import Calibration, GuardConfig
+from memguard import Calibration, GuardConfig, Policy
 from memguard.detection import DEFAULT_THRESHOLD
 
 STEPS = 6
@@ -33,7 +33,9 @@ def _scores(pipe):
 
 def test_block_replaces_every_image_and_stops_the_loop_at_the_decision_step(shared_base_pipe):
     counter = UNetCallCounter(shared_base_pipe.unet)
-    out = _run(memguard.guard(shared_base_pipe, GuardConfig(action="block", threshold=-1.0, decision_step=2)))
+    out = _run(
+        memguard.guard(shared_base_pipe, GuardConfig(policy=Policy.uniform("block"), threshold=-1.0, decision_step=2))
+    )
     counter.remove()
     assert counter.calls == 2  # the remaining steps were skipped
     assert np.all(out.images == 0)
@@ -45,7 +47,7 @@ def test_block_replaces_every_image_and_stops_the_loop_at_the_decision_step(shar
 def test_block_only_the_memorized_image_of_a_batch(shared_base_pipe):
     low, high = sorted(_scores(shared_base_pipe))
     reference = _run(shared_base_pipe).images
-    config = GuardConfig(action="block", threshold=(low + high) / 2)
+    config = GuardConfig(policy=Policy.uniform("block"), threshold=(low + high) / 2)
     counter = UNetCallCounter(shared_base_pipe.unet)
     out = _run(memguard.guard(shared_base_pipe, config), output_type="pil")
     counter.remove()
@@ -62,7 +64,7 @@ def test_block_only_the_memorized_image_of_a_batch(shared_base_pipe):
 
 def test_flag_marks_images_above_the_threshold_only(shared_base_pipe):
     low, high = sorted(_scores(shared_base_pipe))
-    out = _run(memguard.guard(shared_base_pipe, GuardConfig(threshold=(low + high) / 2)))
+    out = _run(memguard.guard(shared_base_pipe, GuardConfig(policy=Policy.uniform("flag"), threshold=(low + high) / 2)))
     assert sorted(r.action for r in out.memorization) == ["flagged", "none"]
     assert all(r.memorized == (r.score > r.threshold) for r in out.memorization)
 

@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 import memguard
-from memguard import GuardConfig
+from memguard import GuardConfig, Policy
 from memguard.metrics import GuardMetrics, default_metrics, serve
 
 SECRET = "Qwerty Confidential Product Shot Of Brand Zed"
@@ -33,8 +33,12 @@ def _scrape(registry) -> tuple[str, dict]:
 def test_known_calls_are_counted_and_served(shared_base_pipe):
     registry = CollectorRegistry()
     metrics = GuardMetrics(registry)
-    flag = memguard.guard(shared_base_pipe, GuardConfig(name="web", metrics=metrics, threshold=-1.0))
-    block = memguard.guard(shared_base_pipe, GuardConfig(name="web", metrics=metrics, threshold=-1.0, action="block"))
+    flag = memguard.guard(
+        shared_base_pipe, GuardConfig(name="web", metrics=metrics, threshold=-1.0, policy=Policy.uniform("flag"))
+    )
+    block = memguard.guard(
+        shared_base_pipe, GuardConfig(name="web", metrics=metrics, threshold=-1.0, policy=Policy.uniform("block"))
+    )
     clean = memguard.guard(shared_base_pipe, GuardConfig(name="web", metrics=metrics, threshold=1e9, decision_step=2))
     off = memguard.guard(shared_base_pipe, GuardConfig(name="web", metrics=metrics, enabled=False))
     flag.score([SECRET] * 3, num_inference_steps=3, progress=False)  # audits count no images

@@ -10,7 +10,7 @@ from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 from diffusers.callbacks import SDCFGCutoffCallback
 
 import memguard
-from memguard import GuardConfig, GuardedPipelineOutput, GuardedStableDiffusionPipeline, MemorizationReport
+from memguard import GuardConfig, GuardedPipelineOutput, GuardedStableDiffusionPipeline, MemorizationReport, Policy
 
 STEPS = 4
 
@@ -28,7 +28,7 @@ def test_guard_shares_modules_of_the_wrapped_pipeline(shared_base_pipe):
     assert isinstance(guarded, StableDiffusionPipeline)
     for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
         assert getattr(guarded, name) is getattr(shared_base_pipe, name)
-    config = GuardConfig(action="block")
+    config = GuardConfig(policy=Policy.uniform("block"))
     assert GuardedStableDiffusionPipeline.from_pipe(shared_base_pipe, guard=config).guard_config is config
     # Re-wrapping a guarded pipeline keeps its config unless a new one is given.
     assert GuardedStableDiffusionPipeline.from_pipe(memguard.guard(shared_base_pipe, config)).guard_config is config
@@ -44,13 +44,16 @@ def test_from_pretrained_loads_a_saved_pipeline_with_a_guard(shared_base_pipe, t
     out = _run(pipe)
     assert [r.decided_at_step for r in out.memorization] == [2, 2]
     with pytest.raises(TypeError, match="GuardConfig"):
-        GuardedStableDiffusionPipeline.from_pretrained(tmp_path, guard={"action": "block"})
+        GuardedStableDiffusionPipeline.from_pretrained(tmp_path, guard={"policy": "block"})
 
 
 @pytest.mark.parametrize("output_type", ["np", "pt", "pil", "latent"])
 def test_flag_mode_and_disabled_guard_are_bit_identical_to_the_parent(shared_base_pipe, output_type):
     reference = _run(shared_base_pipe, output_type=output_type).images
-    for config in (GuardConfig(threshold=-1.0), GuardConfig(enabled=False)):  # -1: every image is flagged
+    for config in (
+        GuardConfig(policy=Policy.uniform("flag"), threshold=-1.0),
+        GuardConfig(enabled=False),
+    ):  # -1: every image is flagged
         out = _run(memguard.guard(shared_base_pipe, config), output_type=output_type)
         assert isinstance(out, GuardedPipelineOutput)
         if output_type == "pil":

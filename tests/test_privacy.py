@@ -8,7 +8,7 @@ import pytest
 from conftest import seeded
 
 import memguard
-from memguard import GuardConfig
+from memguard import GuardConfig, Policy
 
 SECRET = "Zyxwv Private Diary Page Of Jane Q. Example"
 
@@ -22,7 +22,7 @@ def test_no_prompt_text_in_logs_warnings_or_reports(shared_base_pipe, caplog):
                 [SECRET, SECRET], num_inference_steps=3, generator=seeded(2), output_type="np", guidance_scale=scale
             )
             for config, scale in (
-                (GuardConfig(action="block", threshold=-1.0), 7.5),
+                (GuardConfig(policy=Policy.uniform("block"), threshold=-1.0), 7.5),
                 (GuardConfig(threshold=-1.0), 7.5),
                 (GuardConfig(), 1.0),
             )
@@ -33,6 +33,10 @@ def test_no_prompt_text_in_logs_warnings_or_reports(shared_base_pipe, caplog):
         if len(word) > 3:
             assert word.lower() not in text.lower()
     assert any(r.action == "blocked" for r in outputs[0].memorization)  # the blocking path ran
+    # The caller's own report object points at the words; its serialized form does not quote them.
+    triggers = outputs[0].memorization[0].triggers
+    assert triggers and all(SECRET[t.start : t.end] == t.text for t in triggers)
+    assert "zyxwv" in json.dumps(outputs[0].memorization[0].to_dict(include_text=True)).lower()
 
 
 def test_errors_raised_during_a_call_do_not_quote_the_prompt(shared_base_pipe):

@@ -5,7 +5,7 @@ import pytest
 import torch
 from diffusers import StableDiffusionPipeline
 
-from memguard import GuardedStableDiffusionPipeline, testbed
+from memguard import GuardedStableDiffusionPipeline, Policy, testbed
 from memguard.testbed.similarity import REPLICATION_THRESHOLD, item_similarity, replicates
 
 
@@ -44,8 +44,19 @@ def test_a_memorized_caption_reproduces_its_training_image_and_a_novel_prompt_do
     pipe, truth = loaded
     assert isinstance(pipe, GuardedStableDiffusionPipeline)
     item = next(m for m in truth.memorized if m.kind == "matching")
-    images, out = _generate(pipe, [truth.memorized_prompts[item.id], truth.novel[0]])
+    prompts = [truth.memorized_prompts[item.id], truth.novel[0]]
+    guarded = pipe.guard_config
+    pipe.guard_config = guarded.replace(policy=Policy.uniform("flag"))  # see the model as it is
+    try:
+        images, out = _generate(pipe, prompts)
+    finally:
+        pipe.guard_config = guarded
     assert item_similarity(images[0], item) >= REPLICATION_THRESHOLD
+    assert out.memorization[0].action == "flagged" and out.memorization[0].intent == "unintended"
+    # The shipped default (re-sample with the default mitigation) no longer returns the copy.
+    resampled, out = _generate(pipe, prompts)
+    assert out.memorization[0].action == "resampled" and not replicates(resampled[0], item)
+    assert np.array_equal(resampled[1], images[1]) and out.memorization[1].action == "none"
     assert not any(replicates(images[1], other) for other in truth.memorized)
     assert {r.threshold_source for r in out.memorization} == {"calibration"}
     assert out.memorization[0].score > out.memorization[1].score

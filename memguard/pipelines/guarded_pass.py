@@ -1,7 +1,8 @@
-"""One guarded call of a Stable Diffusion pipeline: install taps, decide at step k, report.
+"""One guarded pass of a Stable Diffusion pipeline: install taps, decide at step k, judge intent.
 
 The parent pipeline's own `__call__` runs unchanged; the guard only adds a chained
-`callback_on_step_end` (where it decides, and may stop the loop early) and the signal taps.
+`callback_on_step_end` (where it decides, resolves intent and may stop the loop early) and the
+signal taps. Re-sampling (several passes for one image) lives in `resample.py`.
 """
 
 from __future__ import annotations
@@ -11,17 +12,19 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from diffusers import StableDiffusionPipeline
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 
-from ..actions import blank_out
 from ..calibration import Calibration
 from ..config import GuardConfig
 from ..detection import DEFAULT_THRESHOLD, Decision, Detector, NoiseMagnitudeDetector, decide
-from ..report import GuardedPipelineOutput, MemorizationReport
+from ..intent import IntentResolver, IntentVerdict
+from ..intent.attribution import gradient_token_scores, token_offsets
+from ..mitigation.edits import Edits, editing
+from ..report import Attempt, MemorizationReport, Trigger
 from ..signals import SignalRecorder, UNetTap, cross_attention_layers
 
 _PARENT_SIGNATURE = inspect.signature(StableDiffusionPipeline.__call__)
@@ -94,8 +97,39 @@ def resolve_attention_layers(unet, config: GuardConfig) -> frozenset[str] | None
     return frozenset(chosen)
 
 
-class GuardedCall:
-    """Runs `parent_call` (the unguarded `__call__`) once under the guard."""
+# What a pass decided for each image. "retry": re-sample this image (attempts remain).
+PassAction = str  # "none" | "allow" | "flag" | "block" | "retry"
+_REPORT_ACTION = {"none": "none", "allow": "allowed", "flag": "flagged", "block": "blocked", "retry": "flagged"}
+
+
+def prompt_of(arguments: dict, image: int) -> str | None:
+    """The prompt text behind image `image` of a call, or None when it passed prompt_embeds."""
+    prompt = arguments.get("prompt")
+    if prompt is None:
+        return None
+    if isinstance(prompt, str):
+        return prompt
+    return prompt[image // int(arguments.get("num_images_per_prompt") or 1)]
+
+
+@dataclass
+class PassResult:
+    output: object  # the parent's output (return_dict=True form)
+    reports: list[MemorizationReport]
+    actions: list[PassAction]
+    verdicts: list[IntentVerdict]
+    recorder: SignalRecorder | None
+    guard_seconds: float = 0.0
+    stopped_at: int | None = None  # the loop was ended at this step
+    offsets: dict[int, list[tuple[int, int]] | None] = field(default_factory=dict)
+
+
+class GuardedPass:
+    """Runs the parent `__call__` once under the guard.
+
+    `attempt` is 0 for the caller's generation and k for the k-th re-sample; `edits` are the
+    re-sample's in-loop changes; `rescored=False` accepts the result without judging it again.
+    """
 
     def __init__(
         self,
@@ -105,22 +139,36 @@ class GuardedCall:
         *,
         detector: Detector | None = None,
         stop_after_decision: bool = False,
+        attempt: int = 0,
+        edits: Edits | None = None,
+        rescored: bool = True,
+        threshold: Threshold | None = None,
+        verdicts: list[IntentVerdict] | None = None,
     ):
         self.pipe = pipe
         self.config = config
-        self.arguments = arguments
+        self.arguments = dict(arguments)
         self.detector = detector or NoiseMagnitudeDetector()
         self.stop_after_decision = stop_after_decision
+        self.attempt = attempt
+        self.edits = edits
+        self.rescored = rescored
+        self.carried_verdicts = verdicts  # re-samples: the first generation's verdicts
         self.decision_step = config.effective_decision_step
         self.decisions: list[Decision] | None = None
+        self.verdicts: list[IntentVerdict] = []
+        self.actions: list[PassAction] = []
         self.decided_at: int | None = None
+        self.stopped_at: int | None = None
         self.summaries: list[dict[str, float]] = []
         self.recorder: SignalRecorder | None = None
-        self.threshold: Threshold | None = None
+        self.threshold: Threshold | None = threshold
+        self.resolver = IntentResolver(config.registry, config.implicit)
+        self.offsets: dict[int, list[tuple[int, int]] | None] = {}
         self._uncond_cache: torch.Tensor | None = None
 
     # --- validation before anything runs ------------------------------------------------------
-    def _validate(self) -> None:
+    def validate(self) -> None:
         steps = _count_steps(self.arguments)
         if self.decision_step > steps:
             raise ValueError(f"GuardConfig.decision_step={self.decision_step} is beyond num_inference_steps={steps}")
@@ -135,33 +183,14 @@ class GuardedCall:
                 warnings.warn(
                     "memguard: this call differs from its calibration (" + "; ".join(differs) + "); "
                     "scores may not be comparable with the calibrated threshold",
-                    stacklevel=5,  # _validate < _run < run < __call__ < the caller
+                    stacklevel=5,  # validate < GuardedCall.run_guarded < run < __call__ < the caller
                 )
 
-    # --- the call ------------------------------------------------------------------------------
-    def run(self, parent_call: Callable) -> GuardedPipelineOutput | tuple:
-        metrics = self.config.effective_metrics
-        try:
-            output, reports, return_dict = self._run(parent_call)
-        except Exception as error:
-            metrics.observe_error(self.config.name, error)
-            raise
-        if not self.stop_after_decision:  # audits score prompts; they generate no images to count
-            metrics.observe_call(self.config.name, reports)
-        if self.threshold is not None:
-            fingerprint = self.config.calibration.model_fingerprint if self.threshold.source == "calibration" else ""
-            metrics.observe_threshold(self.config.name, self.threshold.value, self.threshold.source, fingerprint)
-        return self._finish(output, reports, return_dict)
-
-    def _run(self, parent_call: Callable) -> tuple[object, list[MemorizationReport], bool]:
-        return_dict = self.arguments.pop("return_dict", True)
-        if not self.config.enabled:
-            output = parent_call(**self.arguments, return_dict=True)
-            return output, [self._disabled_report() for _ in range(len(output.images))], return_dict
-
-        self._validate()
+    # --- the pass ------------------------------------------------------------------------------
+    def run(self, parent_call: Callable) -> PassResult:
         started = time.perf_counter()
-        self.threshold = resolve_threshold(self.pipe, self.config)
+        if self.threshold is None:
+            self.threshold = resolve_threshold(self.pipe, self.config)
         unet = self.pipe.unet
         self.recorder = SignalRecorder(
             unet,
@@ -170,8 +199,10 @@ class GuardedCall:
             attention_layers=resolve_attention_layers(unet, self.config),
             unconditional_embeds=self._unconditional_embeds if self.config.unconditional_pass else None,
         )
-        user_callback = self.arguments.pop("callback_on_step_end")
-        tensor_inputs = self.arguments.pop("callback_on_step_end_tensor_inputs")
+        arguments = dict(self.arguments)
+        user_callback = arguments.pop("callback_on_step_end")
+        tensor_inputs = arguments.pop("callback_on_step_end_tensor_inputs")
+        arguments.pop("return_dict", None)
         if isinstance(user_callback, (PipelineCallback, MultiPipelineCallbacks)):
             tensor_inputs = user_callback.tensor_inputs
         setup_seconds = time.perf_counter() - started
@@ -182,41 +213,124 @@ class GuardedCall:
                 return user_callback(pipe, step_index, timestep, callback_kwargs)
             return callback_kwargs
 
-        with UNetTap.recording(unet, self.recorder):
+        with UNetTap.recording(unet, self.recorder), editing(self.edits):
             output = parent_call(
-                **self.arguments,
+                **arguments,
                 callback_on_step_end=on_step_end,
                 callback_on_step_end_tensor_inputs=tensor_inputs,
                 return_dict=True,
             )
-        finishing = time.perf_counter()
-        if self.decisions is None:  # the loop ended before the decision step (interrupted)
-            self._decide(len(self.recorder.trace.recorded_steps()))
-        reports = self._reports(self.threshold)
-        blocked = [i for i, r in enumerate(reports) if r.action == "blocked"]
-        if blocked:
-            output.images = blank_out(output.images, blocked)
+            finishing = time.perf_counter()
+            if self.decisions is None:  # the loop ended before the decision step (interrupted)
+                self._decide(len(self.recorder.trace.recorded_steps()))
+        reports = self._reports()
         guard_seconds = setup_seconds + self.recorder.seconds + (time.perf_counter() - finishing)
-        for report in reports:
-            report.guard_seconds = guard_seconds
-        return output, reports, return_dict
+        return PassResult(
+            output, reports, self.actions, self.verdicts, self.recorder, guard_seconds, self.stopped_at, self.offsets
+        )
 
     def _on_step_end(self, pipe, step_index: int) -> None:
         start = time.perf_counter()
         self.recorder.step = step_index + 1
         if self.decisions is None and step_index + 1 == self.decision_step:
             self._decide(self.decision_step)
-            all_blocked = self.config.action == "block" and all(d.memorized for d in self.decisions)
-            if self.stop_after_decision or all_blocked:
+            if self.stop_after_decision or all(a in ("block", "retry") for a in self.actions):
                 # diffusers' documented way to end the loop from a step callback: the remaining
                 # UNet calls are skipped (the VAE decode still runs).
                 pipe._interrupt = True
+                self.stopped_at = self.decision_step
         self.recorder.seconds += time.perf_counter() - start
 
     def _decide(self, upto_step: int) -> None:
         self.decided_at = upto_step
         self.summaries = self.recorder.trace.summarize(upto_step) if upto_step else []
         self.decisions = [decide(self.detector, s, self.threshold.value) for s in self.summaries]
+        if not self.rescored:  # a re-sample whose mitigation the early score cannot see
+            self.verdicts = [IntentVerdict("none") for _ in self.decisions]
+            self.actions = ["none"] * len(self.decisions)
+            return
+        if self.carried_verdicts is not None:
+            self.verdicts = [
+                v.judge_resample(d.score, self.threshold.value) if d.memorized else IntentVerdict("none")
+                for v, d in zip(self.carried_verdicts, self.decisions, strict=False)
+            ]
+        else:
+            self.verdicts = [self._verdict(i, d) for i, d in enumerate(self.decisions)]
+        policy = self.config.policy
+        self.actions = []
+        for verdict in self.verdicts:
+            action = policy.action_for(verdict.intent) or "none"
+            if action == "resample":
+                action = (
+                    "retry" if self.attempt < policy.max_attempts and not self.stop_after_decision else policy.fallback
+                )
+            self.actions.append(action)
+
+    # --- intent ----------------------------------------------------------------------------------
+    def _verdict(self, image: int, decision: Decision) -> IntentVerdict:
+        if not decision.memorized:
+            return IntentVerdict("none")
+        prompt = self.prompt_text(image)
+        scores = self._token_scores(image, prompt)
+        offsets = self._offsets(image, prompt)
+        return self.resolver.resolve(
+            prompt,
+            memorized=True,
+            token_scores=scores,
+            offsets=offsets,
+            threshold=self.threshold.value,
+            residual=lambda text: self.residual_score(image, text),
+        )
+
+    def prompt_text(self, image: int) -> str | None:
+        return prompt_of(self.arguments, image)
+
+    def _offsets(self, image: int, prompt: str | None):
+        if image not in self.offsets:
+            length = self.recorder.first_cond_states.shape[1] if self.recorder.first_cond_states is not None else 77
+            self.offsets[image] = token_offsets(self.pipe.tokenizer, prompt, length) if prompt is not None else None
+        return self.offsets[image]
+
+    def _token_scores(self, image: int, prompt: str | None) -> torch.Tensor | None:
+        if prompt is None:
+            return None
+        recorder = self.recorder
+        if self.config.attribution == "gradient" and recorder.first_uncond_states is not None:
+            with recorder.own_unet_calls():
+                return gradient_token_scores(
+                    self.pipe.unet,
+                    recorder.first_sample[image : image + 1],
+                    recorder.trace.steps[0].timestep,
+                    recorder.first_cond_states[image : image + 1],
+                    recorder.first_uncond_states[image : image + 1],
+                )
+        mass = recorder.trace.token_mass([s for s in range(self.decided_at or 0)])
+        return mass[image] if mass is not None else None
+
+    @torch.no_grad()
+    def residual_score(self, image: int, text: str) -> float:
+        """The score of `text` (the prompt without its intended spans) at the first step, averaged
+        over `residual_draws` fresh starting noises of the first step's scale (seeded: reproducible)."""
+        recorder = self.recorder
+        if recorder.first_sample is None or recorder.first_uncond_states is None:
+            return math.inf  # no unconditional branch: cannot clear the rest of the prompt
+        draws = self.config.residual_draws
+        sample = recorder.first_sample[image : image + 1]
+        generator = torch.Generator("cpu").manual_seed(0)
+        noise = torch.randn((draws, *sample.shape[1:]), generator=generator).to(sample.device, sample.dtype)
+        noise = noise * sample.float().std().to(sample.dtype)
+        cond = self.pipe.encode_prompt(text, sample.device, draws, False)[0].to(sample.dtype)
+        uncond = recorder.first_uncond_states[image : image + 1].expand(draws, -1, -1)
+        with recorder.own_unet_calls():
+            eps = self.pipe.unet(
+                torch.cat([noise, noise]),
+                recorder.trace.steps[0].timestep,
+                encoder_hidden_states=torch.cat([uncond, cond]),
+                return_dict=False,
+            )[0]
+        eps_uncond, eps_text = eps.float().chunk(2)
+        diff = (eps_text - eps_uncond).flatten(1)
+        return float((diff.norm(dim=1) / math.sqrt(diff.shape[1])).mean())
 
     def _unconditional_embeds(self, batch: int) -> torch.Tensor:
         cached = self._uncond_cache
@@ -236,13 +350,16 @@ class GuardedCall:
         return cached.expand(batch, -1, -1) if cached.shape[0] == 1 else cached
 
     # --- reports -------------------------------------------------------------------------------
-    def _reports(self, threshold: Threshold) -> list[MemorizationReport]:
+    def _reports(self) -> list[MemorizationReport]:
+        threshold = self.threshold
         unavailable = self.recorder.noise_unavailable_reason
         num_images = self.recorder.num_images or 0
         reports = []
         for i in range(num_images):
             signals = self.summaries[i] if i < len(self.summaries) else {}
             decision = self.decisions[i] if i < len(self.decisions) else Decision(math.nan, False)
+            verdict = self.verdicts[i] if i < len(self.verdicts) else IntentVerdict("none")
+            action = self.actions[i] if i < len(self.actions) else "none"
             checked = math.isfinite(decision.score)
             report = MemorizationReport(
                 score=decision.score,
@@ -250,34 +367,41 @@ class GuardedCall:
                 memorized=decision.memorized,
                 decided_at_step=self.decided_at or 0,
                 signals=signals,
+                action=_REPORT_ACTION[action],
+                intent=verdict.intent,
+                triggers=[Trigger(**vars(t)) for t in verdict.triggers],
+                residual_score=verdict.residual_score,
+                reference_score=verdict.reference_score,
                 status="checked" if checked else "unavailable",
                 detector=self.detector.name,
                 threshold_source=threshold.source,
                 reason=None if checked else (unavailable or "no denoising step ran before the loop ended"),
             )
+            report.attempts = [
+                Attempt(
+                    decision.score,
+                    decision.memorized,
+                    verdict.intent,
+                    None,
+                    self.stopped_at if action in ("block", "retry") else None,
+                )
+            ]
             if decision.memorized:
-                report.action = "blocked" if self.config.action == "block" else "flagged"
                 report.reason = (
                     f"{self.detector.name} score {decision.score:.4g} > threshold {threshold.value:.4g} "
-                    f"at step {report.decided_at_step}"
+                    f"at step {report.decided_at_step}; intent {verdict.intent}"
+                    + (f" ({verdict.note})" if verdict.note else "")
                 )
             reports.append(report)
         return reports
 
-    def _disabled_report(self) -> MemorizationReport:
-        return MemorizationReport(
-            score=math.nan,
-            threshold=math.nan,
-            memorized=False,
-            decided_at_step=0,
-            status="disabled",
-            reason="GuardConfig(enabled=False)",
-        )
 
-    @staticmethod
-    def _finish(output, reports: list[MemorizationReport], return_dict: bool):
-        if not return_dict:
-            return output.images, output.nsfw_content_detected, reports
-        return GuardedPipelineOutput(
-            images=output.images, nsfw_content_detected=output.nsfw_content_detected, memorization=reports
-        )
+def disabled_report() -> MemorizationReport:
+    return MemorizationReport(
+        score=math.nan,
+        threshold=math.nan,
+        memorized=False,
+        decided_at_step=0,
+        status="disabled",
+        reason="GuardConfig(enabled=False)",
+    )

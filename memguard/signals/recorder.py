@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import torch
 
@@ -56,32 +57,43 @@ class SignalRecorder:
         self._record_until = record_until_step  # record steps < this; None: every step
         self._attention_layers = attention_layers  # None: attention is not recorded
         self._unconditional_embeds = unconditional_embeds
-        self._cond_slice = slice(None)
-        self._in_extra_pass = False
+        self.cond_slice = slice(None)  # the text-conditioned rows of the current UNet batch
+        self.in_extra_pass = False  # a UNet call of the guard's own (ignored by the taps)
+        self.current_timestep: float = 0.0
+        self.first_sample: torch.Tensor | None = None  # (N, C, h, w) UNet input of the first step
+        self.first_cond_states: torch.Tensor | None = None  # (N, T, D) text states of the first step
+        self.first_uncond_states: torch.Tensor | None = None  # (N, T, D) or None without CFG
         self._cfg_now = False
 
     # --- what to record -------------------------------------------------------------------------
     def recording_now(self) -> bool:
-        return not self._in_extra_pass and (self._record_until is None or self.step < self._record_until)
+        return not self.in_extra_pass and (self._record_until is None or self.step < self._record_until)
 
     def wants_attention(self, layer_name: str) -> bool:
         return self._attention_layers is not None and layer_name in self._attention_layers and self.recording_now()
 
     # --- taps -----------------------------------------------------------------------------------
     def on_unet_call(self, args: tuple, kwargs: dict) -> None:
-        if self._in_extra_pass:
+        if self.in_extra_pass:
             return
         start = time.perf_counter()
-        sample, timestep, _ = _unet_inputs(args, kwargs)
+        sample, timestep, rest = _unet_inputs(args, kwargs)
         batch = sample.shape[0]
         # The CFG batch is [uncond, cond]; a user's callback may turn guidance off mid-run.
         cfg = self._guidance_enabled() and batch % 2 == 0
         images = batch // 2 if cfg else batch
         self.num_images = self.num_images or images
-        self._cond_slice = slice(images, None) if cfg else slice(None)
+        self.cond_slice = slice(images, None) if cfg else slice(None)
         self._cfg_now = cfg
+        self.current_timestep = _as_float(timestep)
+        if self.step == 0 and self.first_sample is None:
+            self.first_sample = sample[self.cond_slice].detach()
+            states = rest.get("encoder_hidden_states")
+            if isinstance(states, torch.Tensor):
+                self.first_cond_states = states[self.cond_slice].detach()
+                self.first_uncond_states = states[:images].detach() if cfg else None
         if self.recording_now():
-            self.trace.at(self.step).timestep = _as_float(timestep)
+            self.trace.at(self.step).timestep = self.current_timestep
         self.seconds += time.perf_counter() - start
 
     def on_unet_output(self, args: tuple, kwargs: dict, output) -> None:
@@ -102,18 +114,29 @@ class SignalRecorder:
         sample, timestep, rest = _unet_inputs(args, kwargs)
         rest["encoder_hidden_states"] = self._unconditional_embeds(sample.shape[0])
         rest["return_dict"] = False
-        self._in_extra_pass = True  # the hooks fire again inside: ignore that call
-        try:
+        with self.own_unet_calls():
             return self.unet(sample, timestep, **rest)[0]
+
+    @contextmanager
+    def own_unet_calls(self):
+        """The guard's own UNet calls inside (extra passes, residuals, gradients): the taps ignore
+        them and no mitigation edit applies to them."""
+        from ..mitigation.edits import editing
+
+        saved = self.in_extra_pass
+        self.in_extra_pass = True
+        try:
+            with editing(None):
+                yield
         finally:
-            self._in_extra_pass = False
+            self.in_extra_pass = saved
 
     def on_cross_attention(self, layer_name, attn, hidden_states, encoder_hidden_states, kwargs) -> None:
         start = time.perf_counter()
         if isinstance(encoder_hidden_states, tuple):  # IP-Adapter passes (text, image) embeddings
             encoder_hidden_states = encoder_hidden_states[0]
-        hidden = hidden_states[self._cond_slice]
-        context = encoder_hidden_states[self._cond_slice]
+        hidden = hidden_states[self.cond_slice]
+        context = encoder_hidden_states[self.cond_slice]
         if attn.spatial_norm is not None:
             hidden = attn.spatial_norm(hidden, kwargs.get("temb"))
         if hidden.ndim == 4:

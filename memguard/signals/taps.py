@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 import torch
 from diffusers.models.attention_processor import Attention
 
+from ..mitigation import edits as _edits
+
 if TYPE_CHECKING:
     from .recorder import SignalRecorder
 
@@ -48,6 +50,10 @@ class CrossAttentionTap:
         recorder = _active_recorder.get()
         if recorder is not None and encoder_hidden_states is not None and recorder.wants_attention(self.layer_name):
             recorder.on_cross_attention(self.layer_name, attn, hidden_states, encoder_hidden_states, kwargs)
+        edit = _edits.current()
+        if edit is not None and edit.attention is not None and isinstance(encoder_hidden_states, torch.Tensor):
+            cond = recorder.cond_slice if recorder is not None else slice(None)
+            return edit.attention(attn, hidden_states, encoder_hidden_states, attention_mask, kwargs.get("temb"), cond)
         return self.inner(
             attn,
             hidden_states,
@@ -124,6 +130,10 @@ def _post_hook(module, args, kwargs, output):
     recorder = _active_recorder.get()
     if recorder is not None and recorder.unet is module:
         recorder.on_unet_output(args, kwargs, output)
+        edit = _edits.current()
+        if edit is not None and edit.guidance is not None and not recorder.in_extra_pass:
+            # Runs after the recorder read the output: signals stay those of the model itself.
+            return edit.guidance(recorder.current_timestep, output)
     return None
 
 

@@ -14,23 +14,25 @@ import torch
 from .truth import Concept, MemorizedItem, Truth, load_truth
 
 MODEL_DIR = Path(__file__).with_name("model")
+REGISTRY_FILE = Path(__file__).with_name("registry.yaml")  # the testbed's intended concepts
 
 
 def load(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, guard=None):
     """(pipe, truth): the shipped testbed pipeline and its ground truth.
 
     `guard` (a GuardConfig) defaults to one with the shipped calibration (``model/calibration.json``,
-    1% FPR on benign prompts; see `memguard.testbed.calibrate`).
+    1% FPR on benign prompts; see `memguard.testbed.calibrate`) and the testbed's intent registry
+    (``registry.yaml``: its four named concepts are allowed).
     """
     from ..config import GuardConfig
     from ..pipelines import GuardedStableDiffusionPipeline  # here, so `memguard.testbed` imports light
     from .calibrate import CALIBRATION_FILE
 
     if guard is None and (MODEL_DIR / CALIBRATION_FILE).is_file():
-        guard = GuardConfig(calibration=MODEL_DIR / CALIBRATION_FILE)
+        guard = GuardConfig(calibration=MODEL_DIR / CALIBRATION_FILE, registry=REGISTRY_FILE)
     pipe = GuardedStableDiffusionPipeline.from_pretrained(str(MODEL_DIR), guard=guard, dtype=dtype).to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe, load_truth(MODEL_DIR / "truth")
 
 
-__all__ = ["MODEL_DIR", "Concept", "MemorizedItem", "Truth", "load", "load_truth"]
+__all__ = ["MODEL_DIR", "REGISTRY_FILE", "Concept", "MemorizedItem", "Truth", "load", "load_truth"]

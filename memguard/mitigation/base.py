@@ -1,0 +1,89 @@
+"""The mitigation interface: a re-sample starts from a `ResamplePlan` that mitigations change.
+
+A mitigation is a small class with a `name` and `apply(plan, context) -> plan`. None may alter the
+tokens or the embeddings of intended spans: they only act on the starting noise, on the unintended
+trigger tokens, on the guidance schedule, or on words added outside the intended spans.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+import torch
+
+from .edits import AttentionEdit, Edits, GuidanceEdit
+
+
+@dataclass(frozen=True)
+class MitigationContext:
+    """What a mitigation may read about the image being re-sampled (batch of one)."""
+
+    pipe: object
+    prompt: str | None  # None when the call passed prompt_embeds
+    cond_embeds: torch.Tensor  # (1, T, D) the prompt's text-encoder states
+    uncond_embeds: torch.Tensor  # (1, T, D) the negative / empty prompt's
+    latents: torch.Tensor  # (1, C, h, w) the first generation's starting noise (before init_noise_sigma)
+    input_scale: float  # the first UNet input is latents * input_scale
+    first_timestep: float
+    guidance_scale: float
+    threshold: float
+    intended_spans: tuple[tuple[int, int], ...]  # character ranges of allowed concepts
+    intended_tokens: tuple[int, ...]  # text-encoder positions inside intended spans
+    unintended_tokens: tuple[int, ...]  # positions of unintended trigger words
+    other_tokens: tuple[int, ...]  # every prompt position outside intended spans (no special tokens)
+    attempt: int  # 1-based re-sample number
+    seed: int  # deterministic per (image, attempt)
+
+
+@dataclass(frozen=True)
+class ResamplePlan:
+    latents: torch.Tensor
+    prompt: str | None
+    prompt_embeds: torch.Tensor | None = None  # when set, replaces the prompt's embeddings
+    edits: Edits = field(default_factory=Edits)
+    rescored: bool = True  # False: the step-k score cannot see this mitigation's effect
+    applied: tuple[str, ...] = ()
+
+    def with_(self, name: str, **changes) -> ResamplePlan:
+        return replace(self, applied=(*self.applied, name), **changes)
+
+
+class Mitigation(Protocol):
+    name: str
+
+    def apply(self, plan: ResamplePlan, context: MitigationContext) -> ResamplePlan: ...
+
+
+def derive_seed(latents: torch.Tensor, index: int, attempt: int) -> int:
+    """A seed that depends only on the first generation's noise, the image and the attempt, so
+    re-samples are reproducible without touching the caller's generator."""
+    digest = hashlib.blake2b(latents.detach().float().cpu().numpy().tobytes()[:4096], digest_size=8)
+    digest.update(f"{index}:{attempt}".encode())
+    return int.from_bytes(digest.digest(), "little") & (2**63 - 1)
+
+
+@dataclass(frozen=True)
+class Compose:
+    """Several mitigations applied in order on one re-sample."""
+
+    mitigations: Sequence[Mitigation]
+
+    def __post_init__(self) -> None:
+        if not self.mitigations:
+            raise ValueError("Compose needs at least one mitigation")
+        object.__setattr__(self, "mitigations", tuple(self.mitigations))
+
+    @property
+    def name(self) -> str:
+        return "+".join(m.name for m in self.mitigations)
+
+    def apply(self, plan: ResamplePlan, context: MitigationContext) -> ResamplePlan:
+        for mitigation in self.mitigations:
+            plan = mitigation.apply(plan, context)
+        return plan
+
+
+__all__ = ["AttentionEdit", "Compose", "GuidanceEdit", "Mitigation", "MitigationContext", "ResamplePlan", "derive_seed"]

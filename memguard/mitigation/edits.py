@@ -1,0 +1,115 @@
+"""Changes a mitigation makes *inside* the denoising loop, applied by the guard's taps.
+
+The taps (see `memguard.signals.taps`) read the edit active in the calling thread's context, so an
+edit touches only the re-sample that set it, even on a UNet shared between threads.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class AttentionEdit:
+    """Ren et al. 2024: on the text-conditioned rows, scale the begin token's attention logit and
+    mask the unintended trigger tokens (their logits set to -inf)."""
+
+    begin_scale: float = 1.0
+    masked_tokens: tuple[int, ...] = ()
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states, attention_mask=None, temb=None, cond=slice(None)):
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        input_ndim = hidden_states.ndim
+        if input_ndim == 4:
+            b, c, h, w = hidden_states.shape
+            hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
+        batch = hidden_states.shape[0]
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        context = encoder_hidden_states
+        if attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        query, key, value = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
+        head_dim = key.shape[-1] // attn.heads
+        query = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+        key = key.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+        value = value.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
+        logits = (query.float() @ key.float().transpose(-1, -2)) * attn.scale
+        if attention_mask is not None:
+            logits = logits + attn.prepare_attention_mask(attention_mask, key.shape[2], batch).view(
+                batch, attn.heads, -1, key.shape[2]
+            )
+        rows = torch.zeros(batch, dtype=torch.bool, device=logits.device)
+        rows[cond] = True
+        edited = logits[rows]
+        edited[..., 0] = edited[..., 0] * self.begin_scale
+        if self.masked_tokens:
+            edited[..., list(self.masked_tokens)] = float("-inf")
+        logits[rows] = edited
+        probs = torch.softmax(logits, dim=-1).to(value.dtype)
+        out = (probs @ value).transpose(1, 2).reshape(batch, -1, attn.heads * head_dim)
+        out = attn.to_out[1](attn.to_out[0](out))
+        if input_ndim == 4:
+            out = out.transpose(-1, -2).reshape(b, c, h, w)
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+
+@dataclass(frozen=True)
+class GuidanceEdit:
+    """Jain et al.: while the timestep is above `until_timestep`, classifier-free guidance uses
+    `early_scale` instead of the call's `guidance_scale` (0: no guidance, < 0: opposite guidance).
+    Done on the UNet's CFG output, so the pipeline's own guidance formula yields the new scale."""
+
+    guidance_scale: float
+    early_scale: float = 0.0
+    until_timestep: float = 650.0
+
+    def __call__(self, timestep: float, output):
+        if timestep <= self.until_timestep or self.guidance_scale == 0:
+            return output
+        eps = output[0] if isinstance(output, (tuple, list)) else output.sample
+        if eps.shape[0] % 2:
+            return output
+        eps_uncond, eps_text = eps.chunk(2)
+        ratio = self.early_scale / self.guidance_scale
+        edited = torch.cat([eps_uncond, eps_uncond + ratio * (eps_text - eps_uncond)])
+        if isinstance(output, tuple):
+            return (edited, *output[1:])
+        if isinstance(output, list):
+            return [edited, *output[1:]]
+        output.sample = edited
+        return output
+
+
+@dataclass(frozen=True)
+class Edits:
+    attention: AttentionEdit | None = None
+    guidance: GuidanceEdit | None = None
+
+
+_active: ContextVar[Edits | None] = ContextVar("memguard_active_edits", default=None)
+
+
+def current() -> Edits | None:
+    return _active.get()
+
+
+@contextmanager
+def editing(edits: Edits | None):
+    token = _active.set(edits)
+    try:
+        yield
+    finally:
+        _active.reset(token)

@@ -1,0 +1,191 @@
+"""The six mitigations. Each is one small class; combine them with `Compose`.
+
+Knobs and their papers' values are the defaults; `benchmarks/mitigation.py` sweeps them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from .base import MitigationContext, ResamplePlan
+from .edits import AttentionEdit, GuidanceEdit
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator("cpu").manual_seed(seed)
+
+
+def _noise_magnitude(unet, sample, timestep, cond, uncond) -> torch.Tensor:
+    """Per-element RMS of eps(x, cond) - eps(x, uncond): the detector's own score, differentiable."""
+    eps_text = unet(sample, timestep, encoder_hidden_states=cond, return_dict=False)[0]
+    eps_uncond = unet(sample, timestep, encoder_hidden_states=uncond, return_dict=False)[0]
+    diff = (eps_text.float() - eps_uncond.float()).flatten(1)
+    return diff.norm(dim=1) / diff.shape[1] ** 0.5
+
+
+@dataclass(frozen=True)
+class ReSeed:
+    """New starting noise only; the prompt is untouched. Cheapest; weak against prompt-driven copies."""
+
+    name: str = "reseed"
+
+    def apply(self, plan: ResamplePlan, context: MitigationContext) -> ResamplePlan:
+        noise = torch.randn(tuple(context.latents.shape), generator=_generator(context.seed), dtype=torch.float32)
+        return plan.with_(self.name, latents=noise.to(context.latents.device, context.latents.dtype))
+
+
+SCOPES = ("triggers", "unintended", "all")
+
+
+def _targets(context: MitigationContext, scope: str) -> list[int]:
+    """Token positions a mitigation may change: the unintended trigger words ("triggers"), every
+    word outside the intended spans ("unintended"), or every position outside them, end and padding
+    tokens included ("all": these summary tokens carry the whole prompt in a causal text encoder).
+    Never an intended token, never the begin token."""
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+    if scope == "all":
+        tokens = range(1, context.cond_embeds.shape[1])
+    else:
+        tokens = context.unintended_tokens if scope == "triggers" else context.other_tokens
+    intended = set(context.intended_tokens)
+    return [t for t in tokens if t not in intended and t > 0]
+
+
+@dataclass(frozen=True)
+class AttentionRescale:
+    """Ren et al. 2024: mask the unintended tokens in cross-attention (`scope`: the trigger words,
+    or every word outside the intended spans) and scale the begin token's logit by `begin_scale`
+    (paper: 1.1-1.5). Intended tokens are never masked."""
+
+    begin_scale: float = 1.25
+    scope: str = "triggers"
+    name: str = "attention_rescale"
+
+    def __post_init__(self) -> None:
+        if not self.begin_scale > 0:
+            raise ValueError(f"AttentionRescale.begin_scale must be > 0, got {self.begin_scale}")
+
+    def apply(self, plan: ResamplePlan, context: MitigationContext) -> ResamplePlan:
+        masked = tuple(_targets(context, self.scope))
+        edit = AttentionEdit(self.begin_scale, masked)
+        return plan.with_(self.name, edits=replace(plan.edits, attention=edit))
+
+
+@dataclass(frozen=True)
+class PromptEmbeddingOptimization:
+    """Wen et al. 2024: adjust the embeddings of the unintended trigger tokens only, to lower the
+    noise magnitude at the first step (AdamW, lr 0.05, at most 10 iterations, stop under the target)."""
+
+    lr: float = 0.05
+    max_iterations: int = 10
+    target: float | None = None  # None: the guard's threshold
+    scope: str = "triggers"
+    name: str = "prompt_embedding_opt"
+
+    def apply(self, plan: ResamplePlan, context: MitigationContext) -> ResamplePlan:
+        base = plan.prompt_embeds if plan.prompt_embeds is not None else context.cond_embeds
+        tokens = _targets(context, self.scope)
+        if not tokens:
+            return plan.with_(self.name + "(no unintended tokens)")
+        unet = context.pipe.unet
+        sample = (plan.latents * context.input_scale).to(unet.device, unet.dtype)
+        target = context.threshold if self.target is None else self.target
+        mask = torch.zeros(base.shape[1], 1, dtype=base.dtype, device=base.device)
+        mask[tokens] = 1
+        delta = torch.zeros_like(base, requires_grad=True)
+        optimizer = torch.optim.AdamW([delta], lr=self.lr)
+        with torch.enable_grad():
+            for _ in range(self.max_iterations):
+                magnitude = _noise_magnitude(
+                    unet, sample, context.first_timestep, base + delta * mask, context.uncond_embeds
+                )
+                if float(magnitude.detach().mean()) < target:
+                    break
+                optimizer.zero_grad()
+                magnitude.mean().backward(inputs=[delta])
+                optimizer.step()
+        return plan.with_(self.name, prompt_embeds=(base + delta.detach() * mask).detach())
+
+
+@dataclass(frozen=True)
+class InitialNoiseOptimization:
+    """Jeon et al. 2025 (SAIL): optimize the starting noise x_T to lower the first-step magnitude,
+    with a penalty that keeps x_T's norm that of a Gaussian; the prompt is untouched."""
+
+    lr: float = 0.05
+    max_iterations: int = 10
+    norm_weight: float = 1.0
+    target: float | None = None
+    name: str = "initial_noise_opt"
+
+    def apply(self, plan: ResamplePlan, context: MitigationContext) -> ResamplePlan:
+        unet = context.pipe.unet
+        cond = plan.prompt_embeds if plan.prompt_embeds is not None else context.cond_embeds
+        target = context.threshold if self.target is None else self.target
+        x = plan.latents.detach().to(unet.device, torch.float32).clone().requires_grad_(True)
+        optimizer = torch.optim.Adam([x], lr=self.lr)
+        with torch.enable_grad():
+            for _ in range(self.max_iterations):
+                magnitude = _noise_magnitude(
+                    unet, (x * context.input_scale).to(unet.dtype), context.first_timestep, cond, context.uncond_embeds
+                ).mean()
+                if float(magnitude.detach()) < target:
+                    break
+                norm_penalty = (x.pow(2).mean() - 1).pow(2)
+                optimizer.zero_grad()
+                (magnitude + self.norm_weight * norm_penalty).backward(inputs=[x])
+                optimizer.step()
+        return plan.with_(self.name, latents=x.detach().to(plan.latents.dtype))
+
+
+@dataclass(frozen=True)
+class GuidanceSchedule:
+    """Jain et al.: no guidance (`early_scale=0`) or opposite guidance (e.g. -2) while the timestep
+    is above `until_timestep`, then the requested scale. The first-step score cannot see it, so the
+    re-sample is not re-scored."""
+
+    early_scale: float = 0.0
+    until_timestep: float = 650.0
+    name: str = "guidance_schedule"
+
+    def apply(self, plan: ResamplePlan, context: MitigationContext) -> ResamplePlan:
+        edit = GuidanceEdit(context.guidance_scale, self.early_scale, self.until_timestep)
+        return plan.with_(self.name, edits=replace(plan.edits, guidance=edit), rescored=False)
+
+
+@dataclass(frozen=True)
+class RandomTokenAddition:
+    """Somepalli et al. 2023: add `n_tokens` random words to the prompt, after the last intended
+    span (the text encoder is causal, so the intended spans' embeddings stay exactly the same)."""
+
+    n_tokens: int = 4
+    name: str = "random_tokens"
+
+    def __post_init__(self) -> None:
+        if self.n_tokens < 1:
+            raise ValueError(f"RandomTokenAddition.n_tokens must be >= 1, got {self.n_tokens}")
+
+    def apply(self, plan: ResamplePlan, context: MitigationContext) -> ResamplePlan:
+        if plan.prompt is None:
+            return plan.with_(self.name + "(no prompt text)")
+        words = _vocabulary_words(context.pipe.tokenizer)
+        generator = _generator(context.seed + 1)
+        picks = torch.randint(len(words), (self.n_tokens,), generator=generator).tolist()
+        added = " ".join(words[i] for i in picks)
+        return plan.with_(self.name, prompt=f"{plan.prompt} {added}", prompt_embeds=None)
+
+
+_VOCAB_CACHE: dict[int, list[str]] = {}
+
+
+def _vocabulary_words(tokenizer) -> list[str]:
+    """Whole alphabetic words of the tokenizer's vocabulary (CLIP marks them with '</w>')."""
+    key = id(tokenizer)
+    if key not in _VOCAB_CACHE:
+        vocabulary = tokenizer.get_vocab()
+        words = sorted(t[:-4] for t in vocabulary if t.endswith("</w>") and t[:-4].isalpha() and len(t) > 6)
+        _VOCAB_CACHE[key] = words or sorted(t for t in vocabulary if t.isalpha())
+    return _VOCAB_CACHE[key]

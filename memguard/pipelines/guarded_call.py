@@ -1,0 +1,223 @@
+"""One guarded call: the caller's generation, then a re-sample for each image whose verdict asks
+for one, with the configured mitigation, until it passes or `Policy.max_attempts` is spent.
+
+Each generation is a `GuardedPass` (guarded_pass.py). A re-sample runs one image alone; it stops at
+the decision step when it is still memorized and attempts remain, so a failed attempt costs k steps.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+from ..actions import blank_out, replace_image
+from ..config import GuardConfig
+from ..detection import Detector
+from ..intent.attribution import token_offsets
+from ..mitigation import MitigationContext, ResamplePlan, derive_seed
+from ..report import Attempt, GuardedPipelineOutput, MemorizationReport
+from .guarded_pass import GuardedPass, PassResult, bind_call_arguments, disabled_report, prompt_of
+
+__all__ = ["GuardedCall", "bind_call_arguments"]
+
+
+class GuardedCall:
+    """Runs `parent_call` (the unguarded `__call__`) under the guard, re-sampling as the policy says."""
+
+    def __init__(
+        self,
+        pipe,
+        config: GuardConfig,
+        arguments: dict,
+        *,
+        detector: Detector | None = None,
+        stop_after_decision: bool = False,
+    ):
+        self.pipe = pipe
+        self.config = config
+        self.arguments = arguments
+        self.detector = detector
+        self.stop_after_decision = stop_after_decision
+
+    def run(self, parent_call: Callable) -> GuardedPipelineOutput | tuple:
+        metrics = self.config.effective_metrics
+        return_dict = self.arguments.pop("return_dict", True)
+        try:
+            output, reports, threshold = self._run(parent_call)
+        except Exception as error:
+            metrics.observe_error(self.config.name, error)
+            raise
+        if not self.stop_after_decision:  # audits score prompts; they generate no images to count
+            metrics.observe_call(self.config.name, reports)
+        if threshold is not None:
+            fingerprint = self.config.calibration.model_fingerprint if threshold.source == "calibration" else ""
+            metrics.observe_threshold(self.config.name, threshold.value, threshold.source, fingerprint)
+        if not return_dict:
+            return output.images, output.nsfw_content_detected, reports
+        return GuardedPipelineOutput(
+            images=output.images, nsfw_content_detected=output.nsfw_content_detected, memorization=reports
+        )
+
+    def _run(self, parent_call: Callable):
+        if not self.config.enabled:
+            output = parent_call(**self.arguments, return_dict=True)
+            return output, [disabled_report() for _ in range(len(output.images))], None
+        arguments = dict(self.arguments)
+        if self.config.policy.resamples and not self.stop_after_decision and arguments.get("latents") is None:
+            # Draw the starting noise exactly as the pipeline would (same generator, shape, dtype), so
+            # images are unchanged and a re-sample knows where the first generation started.
+            arguments["latents"] = self._initial_noise(arguments)
+            arguments["generator"] = None
+        first = GuardedPass(
+            self.pipe, self.config, arguments, detector=self.detector, stop_after_decision=self.stop_after_decision
+        )
+        first.validate()
+        result = first.run(parent_call)
+        output, reports = result.output, result.reports
+        resample_seconds = 0.0
+        for image, action in enumerate(result.actions):
+            if action != "retry":
+                continue
+            t0 = time.perf_counter()
+            final_output, report = self._resample(parent_call, arguments, first, result, image)
+            resample_seconds += time.perf_counter() - t0
+            output.images = replace_image(output.images, image, final_output.images)
+            if output.nsfw_content_detected is not None and final_output.nsfw_content_detected is not None:
+                output.nsfw_content_detected[image] = final_output.nsfw_content_detected[0]
+            reports[image] = report
+        blocked = [i for i, r in enumerate(reports) if r.action == "blocked"]
+        if blocked:
+            output.images = blank_out(output.images, blocked)
+        # The guard's own time: its taps and decisions, plus every re-sample (mitigation included).
+        guard_seconds = result.guard_seconds + resample_seconds
+        for report in reports:
+            report.guard_seconds = guard_seconds
+        return output, reports, first.threshold
+
+    def _initial_noise(self, arguments: dict) -> torch.Tensor:
+        pipe = self.pipe
+        batch = len(arguments["prompt"]) if isinstance(arguments.get("prompt"), list) else 1
+        if arguments.get("prompt") is None and arguments.get("prompt_embeds") is not None:
+            batch = arguments["prompt_embeds"].shape[0]
+        batch *= int(arguments.get("num_images_per_prompt") or 1)
+        height = arguments.get("height") or pipe.unet.config.sample_size * pipe.vae_scale_factor
+        width = arguments.get("width") or pipe.unet.config.sample_size * pipe.vae_scale_factor
+        shape = (
+            batch,
+            pipe.unet.config.in_channels,
+            int(height) // pipe.vae_scale_factor,
+            int(width) // pipe.vae_scale_factor,
+        )
+        dtype = (
+            arguments["prompt_embeds"].dtype if arguments.get("prompt_embeds") is not None else pipe.text_encoder.dtype
+        )
+        return randn_tensor(shape, generator=arguments.get("generator"), device=pipe._execution_device, dtype=dtype)
+
+    # --- re-sampling one image -------------------------------------------------------------------
+    def _resample(self, parent_call, arguments: dict, first: GuardedPass, result: PassResult, image: int):
+        config, policy = self.config, self.config.policy
+        recorder = result.recorder
+        verdict = result.verdicts[image]
+        report = result.reports[image]
+        history = list(report.attempts)
+        prompt = prompt_of(arguments, image)
+        offsets = result.offsets.get(image)
+        if offsets is None and prompt is not None:
+            offsets = token_offsets(self.pipe.tokenizer, prompt, recorder.first_cond_states.shape[1])
+        latents = arguments["latents"][image : image + 1]
+        sample = recorder.first_sample[image : image + 1].float()
+        flat = latents.float().flatten()
+        input_scale = float((sample.flatten() @ flat) / (flat @ flat).clamp_min(1e-12))
+        mitigation = config.effective_mitigation
+        last: tuple[object, MemorizationReport] | None = None
+        for attempt in range(1, policy.max_attempts + 1):
+            context = MitigationContext(
+                pipe=self.pipe,
+                prompt=prompt,
+                cond_embeds=recorder.first_cond_states[image : image + 1],
+                uncond_embeds=(
+                    recorder.first_uncond_states[image : image + 1]
+                    if recorder.first_uncond_states is not None
+                    else None
+                ),
+                latents=latents,
+                input_scale=input_scale,
+                first_timestep=recorder.trace.steps[0].timestep,
+                guidance_scale=float(arguments["guidance_scale"]),
+                threshold=first.threshold.value,
+                intended_spans=tuple(verdict.intended_spans),
+                intended_tokens=_tokens_in(offsets, verdict.intended_spans),
+                unintended_tokens=_tokens_in(offsets, [(t.start, t.end) for t in verdict.unintended_triggers]),
+                other_tokens=tuple(
+                    k
+                    for k in _tokens_in(offsets, [(0, len(prompt or ""))])
+                    if k not in _tokens_in(offsets, verdict.intended_spans)
+                ),
+                attempt=attempt,
+                seed=derive_seed(latents, image, attempt),
+            )
+            with recorder.own_unet_calls():
+                plan = mitigation.apply(ResamplePlan(latents=latents, prompt=prompt), context)
+            attempt_pass = GuardedPass(
+                self.pipe,
+                config,
+                self._attempt_arguments(arguments, image, plan, context),
+                detector=self.detector,
+                attempt=attempt,
+                edits=plan.edits,
+                rescored=plan.rescored,
+                threshold=first.threshold,
+                verdicts=[verdict],
+            )
+            outcome = attempt_pass.run(parent_call)
+            attempt_report = outcome.reports[0]
+            action = outcome.actions[0] if outcome.actions else "none"
+            history.append(
+                Attempt(
+                    attempt_report.score,
+                    attempt_report.memorized,
+                    attempt_report.intent,
+                    "+".join(plan.applied),
+                    outcome.stopped_at if action in ("block", "retry") else None,
+                )
+            )
+            last = (outcome.output, attempt_report)
+            if action != "retry":
+                break
+        output, final = last
+        final.attempts = history
+        if final.action in ("none", "allowed"):
+            final.action = "resampled"
+            final.reason = f"re-sampled with {history[-1].mitigation} after {report.reason}"
+        else:
+            final.reason = f"still memorized after {len(history) - 1} re-sample(s); fallback {policy.fallback}"
+        if not plan.rescored:
+            final.reason += " (this mitigation acts after the decision step, so the re-sample was not re-scored)"
+        return output, final
+
+    def _attempt_arguments(self, arguments: dict, image: int, plan: ResamplePlan, context: MitigationContext) -> dict:
+        attempt = dict(arguments)
+        attempt.update(num_images_per_prompt=1, latents=plan.latents, generator=None)
+        negative = arguments.get("negative_prompt")
+        per_prompt = int(arguments.get("num_images_per_prompt") or 1)
+        if plan.prompt is not None and plan.prompt_embeds is None:
+            attempt.update(prompt=[plan.prompt], prompt_embeds=None)
+            if isinstance(negative, list):
+                attempt["negative_prompt"] = [negative[image // per_prompt]]
+            if arguments.get("negative_prompt_embeds") is not None:
+                attempt["negative_prompt_embeds"] = arguments["negative_prompt_embeds"][image // per_prompt][None]
+        else:
+            embeds = plan.prompt_embeds if plan.prompt_embeds is not None else context.cond_embeds
+            attempt.update(
+                prompt=None, prompt_embeds=embeds, negative_prompt=None, negative_prompt_embeds=context.uncond_embeds
+            )
+        return attempt
+
+
+def _tokens_in(offsets: list[tuple[int, int]] | None, spans) -> tuple[int, ...]:
+    if not offsets:
+        return ()
+    return tuple(k for k, (a, b) in enumerate(offsets) if b > a and any(a < end and start < b for start, end in spans))

@@ -1,0 +1,199 @@
+"""Policy and re-sampling: early stops, attempts, fallbacks, intended images untouched, and
+mitigations that never touch intended spans."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import UNetCallCounter, seeded
+from prometheus_client import CollectorRegistry
+
+import memguard
+from memguard import GuardConfig, IntendedConcept, IntentRegistry, Policy
+from memguard.metrics import GuardMetrics
+from memguard.mitigation import (
+    AttentionRescale,
+    Compose,
+    GuidanceEdit,
+    InitialNoiseOptimization,
+    MitigationContext,
+    PromptEmbeddingOptimization,
+    RandomTokenAddition,
+    ResamplePlan,
+    ReSeed,
+)
+from memguard.pipelines.guarded_pass import GuardedPass
+
+STEPS = 3
+PROMPT = "a portrait of the Velmora crest on the Kettle Hill Gazette cover"
+REGISTRY = IntentRegistry((IntendedConcept("Velmora crest", ("the Velmora emblem",)),))
+
+
+def _call(pipe, prompt=PROMPT, **kwargs):
+    kwargs.setdefault("num_inference_steps", STEPS)
+    kwargs.setdefault("generator", seeded(1, 5))
+    kwargs.setdefault("output_type", "np")
+    return pipe(prompt, **kwargs)
+
+
+def test_clean_images_are_bit_identical_under_a_resampling_policy(shared_base_pipe):
+    reference = _call(shared_base_pipe, ["a cat", "a dog"], generator=seeded(2)).images
+    out = _call(memguard.guard(shared_base_pipe, GuardConfig(threshold=1e9)), ["a cat", "a dog"], generator=seeded(2))
+    assert np.array_equal(reference, out.images)  # the guard drew the starting noise exactly as diffusers does
+    assert [r.action for r in out.memorization] == ["none", "none"]
+
+
+def test_every_attempt_stops_at_the_decision_step_then_the_fallback_flags(shared_base_pipe):
+    config = GuardConfig(threshold=-1.0, policy=Policy(max_attempts=3, fallback="flag"))
+    counter = UNetCallCounter(shared_base_pipe.unet)
+    out = _call(memguard.guard(shared_base_pipe, config), "Walking the Amber Road")
+    counter.remove()
+    # first generation + 2 failed re-samples stop after step 1; the 3rd runs to the end (flagged)
+    assert counter.calls == 1 + 2 + STEPS
+    (report,) = out.memorization
+    assert report.action == "flagged" and report.intent == "unintended" and report.resamples == 3
+    assert [a.mitigation for a in report.attempts] == [None] + ["reseed+attention_rescale"] * 3
+    assert [a.stopped_at_step for a in report.attempts] == [1, 1, 1, None]
+    assert len({a.score for a in report.attempts}) > 1  # re-seeded: each attempt is a new sample
+
+
+def test_fallback_block_blanks_the_image_without_finishing_it(shared_base_pipe):
+    config = GuardConfig(threshold=-1.0, policy=Policy(max_attempts=2, fallback="block"))
+    counter = UNetCallCounter(shared_base_pipe.unet)
+    out = _call(memguard.guard(shared_base_pipe, config))
+    counter.remove()
+    assert counter.calls == 3  # three generations, each stopped after step 1
+    assert out.memorization[0].action == "blocked" and np.all(out.images == 0)
+
+
+class SwapPrompt:
+    """A test mitigation behind the public interface: re-sample with another prompt."""
+
+    name = "swap_prompt"
+
+    def __init__(self, prompt):
+        self.prompt = prompt
+
+    def apply(self, plan, context):
+        return plan.with_(self.name, prompt=self.prompt)
+
+
+def test_a_passing_resample_replaces_the_image_and_reports_every_attempt(shared_base_pipe):
+    guarded = memguard.guard(shared_base_pipe, GuardConfig(threshold=1e9))
+    high, low = "Walking the Amber Road", "a cat"
+    # scored from the starting noise image 0 of the guarded call below will have (seed 0)
+    score = {p: _call(guarded, p, generator=seeded(1, 0)).memorization[0].score for p in (high, low)}
+    assert score[high] != score[low]
+    if score[high] < score[low]:
+        high, low = low, high
+    threshold = (score[high] + score[low]) / 2
+    metrics = GuardMetrics(CollectorRegistry())
+    config = GuardConfig(threshold=threshold, mitigation=SwapPrompt(low), metrics=metrics)
+    out = _call(memguard.guard(shared_base_pipe, config), [high, low], generator=seeded(2))
+    first, second = out.memorization
+    assert first.action == "resampled" and first.resamples == 1 and not first.memorized
+    assert [a.mitigation for a in first.attempts] == [None, "swap_prompt"] and first.attempts[0].memorized
+    assert second.action == "none" and second.resamples == 0
+    value = metrics.registry.get_sample_value
+    assert value("memguard_images_total", {"pipeline": "default", "outcome": "resampled"}) == 1
+    assert value("memguard_images_total", {"pipeline": "default", "outcome": "clean"}) == 1
+    assert value("memguard_mitigations_total", {"pipeline": "default", "mitigation": "swap_prompt"}) == 1
+    unguarded = _call(shared_base_pipe, [high, low], generator=seeded(2)).images
+    assert np.array_equal(out.images[1], unguarded[1])  # the clean image of the batch is untouched
+    # the re-sample is the swapped prompt from image 0's starting noise
+    assert np.allclose(out.images[0], _call(shared_base_pipe, low, generator=seeded(1, 0)).images[0], atol=1e-5)
+
+
+def test_intended_memorization_is_allowed_and_untouched(shared_base_pipe, monkeypatch):
+    # The residual (the prompt without its concept) is clean: the concept explains the signal.
+    monkeypatch.setattr(GuardedPass, "residual_score", lambda self, image, text: -np.inf)
+    config = GuardConfig(threshold=-1.0, registry=REGISTRY)
+    out = _call(memguard.guard(shared_base_pipe, config))
+    (report,) = out.memorization
+    assert report.intent == "intended" and report.action == "allowed" and report.resamples == 0
+    assert [(t.text, t.intended) for t in report.triggers] == [("Velmora crest", True)]
+    assert np.array_equal(out.images, _call(shared_base_pipe).images)
+
+
+def test_mixed_prompts_resample_and_spare_the_intended_span(shared_base_pipe, monkeypatch):
+    seen = []
+
+    class Spy:
+        name = "spy"
+
+        def apply(self, plan, context):
+            seen.append(context)
+            return plan
+
+    config = GuardConfig(threshold=-1.0, registry=REGISTRY, mitigation=Spy(), policy=Policy(max_attempts=1))
+    out = _call(memguard.guard(shared_base_pipe, config))
+    (report,) = out.memorization
+    assert report.intent == "mixed" and report.reference_score is not None
+    (context,) = seen
+    assert context.intended_spans == ((PROMPT.index("Velmora"), PROMPT.index("crest") + len("crest")),)
+    assert context.intended_tokens and not set(context.intended_tokens) & set(context.unintended_tokens)
+    assert not set(context.intended_tokens) & set(context.other_tokens)
+
+
+# --- the mitigations themselves ---------------------------------------------------------------------
+def _context(pipe, prompt=PROMPT):
+    cond, uncond = pipe.encode_prompt(prompt, "cpu", 1, True)
+    tokens = pipe.tokenizer(prompt, padding="max_length", max_length=cond.shape[1], return_offsets_mapping=True)
+    start, end = PROMPT.index("Velmora"), PROMPT.index("crest") + len("crest")
+    intended = tuple(k for k, (a, b) in enumerate(tokens["offset_mapping"]) if b > a and a < end and start < b)
+    other = tuple(k for k, (a, b) in enumerate(tokens["offset_mapping"]) if b > a and k not in intended)
+    return MitigationContext(
+        pipe=pipe,
+        prompt=prompt,
+        cond_embeds=cond,
+        uncond_embeds=uncond,
+        latents=torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)),
+        input_scale=1.0,
+        first_timestep=999.0,
+        guidance_scale=7.5,
+        threshold=0.0,
+        intended_spans=((start, end),),
+        intended_tokens=intended,
+        unintended_tokens=other[-3:],
+        other_tokens=other,
+        attempt=1,
+        seed=11,
+    )
+
+
+def test_no_mitigation_touches_the_intended_tokens_or_embeddings(shared_base_pipe):
+    context = _context(shared_base_pipe)
+    intended = list(context.intended_tokens)
+    start = ResamplePlan(latents=context.latents, prompt=PROMPT)
+    for scope in ("triggers", "unintended", "all"):
+        plan = AttentionRescale(scope=scope).apply(start, context)
+        masked = set(plan.edits.attention.masked_tokens)
+        assert masked and not masked & set(intended) and 0 not in masked
+        plan = PromptEmbeddingOptimization(scope=scope, target=-1.0).apply(start, context)
+        assert torch.equal(plan.prompt_embeds[0, intended], context.cond_embeds[0, intended])
+        assert not torch.equal(plan.prompt_embeds, context.cond_embeds)  # it did change the others
+    plan = RandomTokenAddition(4).apply(start, context)
+    assert plan.prompt.startswith(PROMPT) and len(plan.prompt.split()) == len(PROMPT.split()) + 4
+    new = shared_base_pipe.encode_prompt(plan.prompt, "cpu", 1, False)[0]
+    assert torch.equal(new[0, intended], context.cond_embeds[0, intended])  # causal encoder: spans untouched
+    plan = InitialNoiseOptimization(target=-1.0, max_iterations=3).apply(start, context)
+    assert plan.prompt == PROMPT and plan.prompt_embeds is None and not torch.equal(plan.latents, context.latents)
+    reseeded = ReSeed().apply(start, context)
+    assert torch.equal(reseeded.latents, ReSeed().apply(start, context).latents)  # deterministic per seed
+    both = Compose((ReSeed(), AttentionRescale())).apply(start, context)
+    assert both.applied == ("reseed", "attention_rescale") and both.edits.attention is not None
+
+
+def test_guidance_schedule_changes_the_effective_scale_only_early():
+    eps_uncond, eps_text = torch.zeros(1, 4, 2, 2), torch.ones(1, 4, 2, 2)
+    edit = GuidanceEdit(guidance_scale=7.5, early_scale=-2.0, until_timestep=650)
+    early = edit(900.0, (torch.cat([eps_uncond, eps_text]),))[0]
+    uncond, text = early.chunk(2)
+    assert torch.allclose(uncond + 7.5 * (text - uncond), torch.full_like(text, -2.0))  # what CFG now yields
+    late = (torch.cat([eps_uncond, eps_text]),)
+    assert edit(500.0, late) is late
+
+
+@pytest.mark.parametrize("bad", [dict(intended="maybe"), dict(fallback="resample"), dict(max_attempts=-1)])
+def test_bad_policies_name_the_field(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        Policy(**bad)
