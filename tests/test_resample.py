@@ -197,3 +197,27 @@ def test_guidance_schedule_changes_the_effective_scale_only_early():
 def test_bad_policies_name_the_field(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         Policy(**bad)
+
+
+def test_a_neutral_attention_edit_recomputes_the_layers_exactly(shared_base_pipe):
+    # The mitigation recomputes cross-attention itself; with nothing edited it must match diffusers.
+    from memguard.mitigation import Edits
+    from memguard.mitigation.edits import AttentionEdit
+
+    reference = _call(shared_base_pipe).images
+    guarded = memguard.guard(shared_base_pipe, GuardConfig(threshold=1e9))
+    args = dict(prompt=PROMPT, num_inference_steps=STEPS, generator=seeded(1, 5), output_type="np")
+    from memguard.pipelines.guarded_call import bind_call_arguments
+
+    def run(edit):
+        arguments = bind_call_arguments(guarded, (), dict(args, generator=seeded(1, 5)))
+        arguments.pop("return_dict")
+        edits = Edits(attention=edit)
+        return (
+            GuardedPass(guarded, guarded.guard_config, arguments, edits=edits)
+            .run(super(type(guarded), guarded).__call__)
+            .output.images
+        )
+
+    assert np.allclose(run(AttentionEdit()), reference, atol=1e-5)
+    assert not np.allclose(run(AttentionEdit(begin_scale=1.5, masked_tokens=(2, 3))), reference, atol=1e-5)

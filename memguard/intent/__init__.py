@@ -1,6 +1,6 @@
 """Intent: which prompt words carry the memorization signal, and did the user ask for it?"""
 
-from .attribution import ATTRIBUTION_METHODS, AttributionMethod, TriggerSpan
+from .attribution import ATTRIBUTION_METHODS, AttributionMethod
 from .implicit import ImplicitIntentUnavailable, ImplicitMatcher, OpenClipTextEmbedder, PipelineTextEmbedder
 from .registry import IntendedConcept, IntentRegistry, Mention, RegistryError
 from .resolver import INTENTS, Intent, IntentResolver, IntentVerdict
@@ -20,5 +20,4 @@ __all__ = [
     "OpenClipTextEmbedder",
     "PipelineTextEmbedder",
     "RegistryError",
-    "TriggerSpan",
 ]

@@ -14,23 +14,11 @@ from typing import Literal
 
 import torch
 
+from ..report import Trigger
 from .registry import words_with_offsets
 
 AttributionMethod = Literal["attention", "gradient"]
 ATTRIBUTION_METHODS: tuple[str, ...] = ("attention", "gradient")
-
-
-@dataclass(frozen=True)
-class TriggerSpan:
-    """Characters [start, end) of the prompt, their share of the attributed signal, and the
-    registered concept they name, if any (`intended`: an allowed concept the prompt asks for)."""
-
-    text: str
-    start: int
-    end: int
-    share: float
-    concept: str | None = None
-    intended: bool = False
 
 
 def token_offsets(tokenizer, prompt: str, length: int) -> list[tuple[int, int]] | None:
@@ -71,7 +59,7 @@ def word_shares(prompt: str, token_scores: torch.Tensor, offsets: list[tuple[int
     return [WordShare(ws, we, (t / total) if total > 0 else 0.0) for (_, ws, we), t in zip(words, totals, strict=False)]
 
 
-def trigger_spans(prompt: str, shares: list[WordShare], min_ratio: float = 1.0) -> list[TriggerSpan]:
+def trigger_spans(prompt: str, shares: list[WordShare], min_ratio: float = 1.0) -> list[Trigger]:
     """Words whose share is at least `min_ratio` times the uniform share, merged into spans of
     consecutive words (punctuation between them stays inside the span)."""
     if not shares:
@@ -87,8 +75,7 @@ def trigger_spans(prompt: str, shares: list[WordShare], min_ratio: float = 1.0) 
             spans.append([word])
         previous_hit = hit
     return [
-        TriggerSpan(prompt[g[0].start : g[-1].end], g[0].start, g[-1].end, round(sum(w.share for w in g), 4))
-        for g in spans
+        Trigger(prompt[g[0].start : g[-1].end], g[0].start, g[-1].end, round(sum(w.share for w in g), 4)) for g in spans
     ]
 
 

@@ -21,7 +21,8 @@ from typing import Literal
 
 import torch
 
-from .attribution import TriggerSpan, WordShare, span_share, trigger_spans, word_shares
+from ..report import Trigger
+from .attribution import WordShare, span_share, trigger_spans, word_shares
 from .implicit import ImplicitMatcher
 from .registry import IntentRegistry, Mention
 
@@ -32,7 +33,7 @@ INTENTS: tuple[str, ...] = ("none", "intended", "unintended", "mixed")
 @dataclass
 class IntentVerdict:
     intent: Intent
-    triggers: list[TriggerSpan] = field(default_factory=list)
+    triggers: list[Trigger] = field(default_factory=list)
     mentions: list[Mention] = field(default_factory=list)
     residual_score: float | None = None
     reference_score: float | None = None  # mixed: the score of the intended mentions alone
@@ -44,7 +45,7 @@ class IntentVerdict:
         return [(m.start, m.end) for m in self.mentions if m.concept.policy == "allow"]
 
     @property
-    def unintended_triggers(self) -> list[TriggerSpan]:
+    def unintended_triggers(self) -> list[Trigger]:
         return [t for t in self.triggers if not t.intended]
 
     def judge_resample(self, score: float, threshold: float) -> IntentVerdict:
@@ -112,9 +113,9 @@ class IntentResolver:
         else:
             note = "attribution unavailable (no attention recorded, or the tokenizer reports no offsets)"
 
-        def mention_span(m: Mention) -> TriggerSpan:
+        def mention_span(m: Mention) -> Trigger:
             allowed = m.concept.policy == "allow"
-            return TriggerSpan(
+            return Trigger(
                 prompt[m.start : m.end], m.start, m.end, span_share(shares, m.start, m.end), m.concept.name, allowed
             )
 
@@ -128,7 +129,7 @@ class IntentResolver:
         if not allowed:
             triggers = sorted([mention_span(m) for m in refused] + others, key=lambda t: t.start)
             if not triggers:  # no attribution: the whole prompt is the trigger
-                triggers = [TriggerSpan(prompt, 0, len(prompt), 1.0)]
+                triggers = [Trigger(prompt, 0, len(prompt), 1.0)]
             return IntentVerdict("unintended", triggers, mentions, note=note)
         rest = without_spans(prompt, [(m.start, m.end) for m in allowed])
         residual_score = float(residual(rest)) if rest else float("-inf")
@@ -136,7 +137,7 @@ class IntentResolver:
             return IntentVerdict("intended", [mention_span(m) for m in allowed], mentions, residual_score, note)
         if not others:  # the rest memorizes, though attention singled out no word: all of it
             others = [
-                TriggerSpan(prompt[s:e], s, e, span_share(shares, s, e))
+                Trigger(prompt[s:e], s, e, span_share(shares, s, e))
                 for s, e in _gaps(prompt, [(m.start, m.end) for m in mentions])
             ]
         triggers = sorted([mention_span(m) for m in mentions] + others, key=lambda t: t.start)

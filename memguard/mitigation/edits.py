@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..cross_attention import project
+
 
 @dataclass(frozen=True)
 class AttentionEdit:
@@ -23,27 +25,8 @@ class AttentionEdit:
 
     def __call__(self, attn, hidden_states, encoder_hidden_states, attention_mask=None, temb=None, cond=slice(None)):
         residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        input_ndim = hidden_states.ndim
-        if input_ndim == 4:
-            b, c, h, w = hidden_states.shape
-            hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
-        batch = hidden_states.shape[0]
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-        context = encoder_hidden_states
-        if attn.norm_cross:
-            context = attn.norm_encoder_hidden_states(context)
-        query, key, value = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
-        head_dim = key.shape[-1] // attn.heads
-        query = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
-        key = key.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
-        value = value.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
-        if attn.norm_q is not None:
-            query = attn.norm_q(query)
-        if attn.norm_k is not None:
-            key = attn.norm_k(key)
+        query, key, value, shape = project(attn, hidden_states, encoder_hidden_states, temb, with_value=True)
+        batch, head_dim = query.shape[0], query.shape[-1]
         logits = (query.float() @ key.float().transpose(-1, -2)) * attn.scale
         if attention_mask is not None:
             logits = logits + attn.prepare_attention_mask(attention_mask, key.shape[2], batch).view(
@@ -59,8 +42,8 @@ class AttentionEdit:
         probs = torch.softmax(logits, dim=-1).to(value.dtype)
         out = (probs @ value).transpose(1, 2).reshape(batch, -1, attn.heads * head_dim)
         out = attn.to_out[1](attn.to_out[0](out))
-        if input_ndim == 4:
-            out = out.transpose(-1, -2).reshape(b, c, h, w)
+        if shape is not None:
+            out = out.transpose(-1, -2).reshape(shape)
         if attn.residual_connection:
             out = out + residual
         return out / attn.rescale_output_factor

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
@@ -16,7 +17,6 @@ from diffusers.utils.torch_utils import randn_tensor
 from ..actions import blank_out, replace_image
 from ..config import GuardConfig
 from ..detection import Detector
-from ..intent.attribution import token_offsets
 from ..mitigation import MitigationContext, ResamplePlan, derive_seed
 from ..report import Attempt, GuardedPipelineOutput, MemorizationReport
 from .guarded_pass import GuardedPass, PassResult, bind_call_arguments, disabled_report, prompt_of
@@ -124,41 +124,37 @@ class GuardedCall:
         report = result.reports[image]
         history = list(report.attempts)
         prompt = prompt_of(arguments, image)
-        offsets = result.offsets.get(image)
-        if offsets is None and prompt is not None:
-            offsets = token_offsets(self.pipe.tokenizer, prompt, recorder.first_cond_states.shape[1])
+        offsets = result.offsets.get(image)  # set by the first pass for every memorized image
         latents = arguments["latents"][image : image + 1]
         sample = recorder.first_sample[image : image + 1].float()
         flat = latents.float().flatten()
         input_scale = float((sample.flatten() @ flat) / (flat @ flat).clamp_min(1e-12))
         mitigation = config.effective_mitigation
+        intended_tokens = _tokens_in(offsets, verdict.intended_spans)
+        base = MitigationContext(
+            pipe=self.pipe,
+            prompt=prompt,
+            cond_embeds=recorder.first_cond_states[image : image + 1],
+            uncond_embeds=(
+                recorder.first_uncond_states[image : image + 1] if recorder.first_uncond_states is not None else None
+            ),
+            latents=latents,
+            input_scale=input_scale,
+            first_timestep=recorder.trace.steps[0].timestep,
+            guidance_scale=float(arguments["guidance_scale"]),
+            threshold=first.threshold.value,
+            intended_spans=tuple(verdict.intended_spans),
+            intended_tokens=intended_tokens,
+            unintended_tokens=_tokens_in(offsets, [(t.start, t.end) for t in verdict.unintended_triggers]),
+            other_tokens=tuple(
+                k for k in _tokens_in(offsets, [(0, len(prompt or ""))]) if k not in set(intended_tokens)
+            ),
+            attempt=0,
+            seed=0,
+        )
         last: tuple[object, MemorizationReport] | None = None
         for attempt in range(1, policy.max_attempts + 1):
-            context = MitigationContext(
-                pipe=self.pipe,
-                prompt=prompt,
-                cond_embeds=recorder.first_cond_states[image : image + 1],
-                uncond_embeds=(
-                    recorder.first_uncond_states[image : image + 1]
-                    if recorder.first_uncond_states is not None
-                    else None
-                ),
-                latents=latents,
-                input_scale=input_scale,
-                first_timestep=recorder.trace.steps[0].timestep,
-                guidance_scale=float(arguments["guidance_scale"]),
-                threshold=first.threshold.value,
-                intended_spans=tuple(verdict.intended_spans),
-                intended_tokens=_tokens_in(offsets, verdict.intended_spans),
-                unintended_tokens=_tokens_in(offsets, [(t.start, t.end) for t in verdict.unintended_triggers]),
-                other_tokens=tuple(
-                    k
-                    for k in _tokens_in(offsets, [(0, len(prompt or ""))])
-                    if k not in _tokens_in(offsets, verdict.intended_spans)
-                ),
-                attempt=attempt,
-                seed=derive_seed(latents, image, attempt),
-            )
+            context = replace(base, attempt=attempt, seed=derive_seed(latents, image, attempt))
             with recorder.own_unet_calls():
                 plan = mitigation.apply(ResamplePlan(latents=latents, prompt=prompt), context)
             attempt_pass = GuardedPass(

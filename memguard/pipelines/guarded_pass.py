@@ -24,7 +24,7 @@ from ..detection import DEFAULT_THRESHOLD, Decision, Detector, NoiseMagnitudeDet
 from ..intent import IntentResolver, IntentVerdict
 from ..intent.attribution import gradient_token_scores, token_offsets
 from ..mitigation.edits import Edits, editing
-from ..report import Attempt, MemorizationReport, Trigger
+from ..report import Attempt, MemorizationReport
 from ..signals import SignalRecorder, UNetTap, cross_attention_layers
 
 _PARENT_SIGNATURE = inspect.signature(StableDiffusionPipeline.__call__)
@@ -183,7 +183,7 @@ class GuardedPass:
                 warnings.warn(
                     "memguard: this call differs from its calibration (" + "; ".join(differs) + "); "
                     "scores may not be comparable with the calibrated threshold",
-                    stacklevel=5,  # validate < GuardedCall.run_guarded < run < __call__ < the caller
+                    stacklevel=5,  # validate < GuardedCall._run < GuardedCall.run < __call__ < the caller
                 )
 
     # --- the pass ------------------------------------------------------------------------------
@@ -369,7 +369,7 @@ class GuardedPass:
                 signals=signals,
                 action=_REPORT_ACTION[action],
                 intent=verdict.intent,
-                triggers=[Trigger(**vars(t)) for t in verdict.triggers],
+                triggers=list(verdict.triggers),
                 residual_score=verdict.residual_score,
                 reference_score=verdict.reference_score,
                 status="checked" if checked else "unavailable",

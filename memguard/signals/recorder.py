@@ -8,6 +8,7 @@ from contextlib import contextmanager
 
 import torch
 
+from ..cross_attention import project
 from .trace import SignalTrace
 
 # Why the noise signal may be missing for a call; shown in reports.
@@ -135,27 +136,9 @@ class SignalRecorder:
         start = time.perf_counter()
         if isinstance(encoder_hidden_states, tuple):  # IP-Adapter passes (text, image) embeddings
             encoder_hidden_states = encoder_hidden_states[0]
-        hidden = hidden_states[self.cond_slice]
-        context = encoder_hidden_states[self.cond_slice]
-        if attn.spatial_norm is not None:
-            hidden = attn.spatial_norm(hidden, kwargs.get("temb"))
-        if hidden.ndim == 4:
-            b, c, h, w = hidden.shape
-            hidden = hidden.view(b, c, h * w).transpose(1, 2)
-        if attn.group_norm is not None:
-            hidden = attn.group_norm(hidden.transpose(1, 2)).transpose(1, 2)
-        if attn.norm_cross:
-            context = attn.norm_encoder_hidden_states(context)
-        query = attn.to_q(hidden)
-        key = attn.to_k(context)
-        b, _, inner = key.shape
-        head_dim = inner // attn.heads
-        query = query.view(b, -1, attn.heads, head_dim).transpose(1, 2)
-        key = key.view(b, -1, attn.heads, head_dim).transpose(1, 2)
-        if attn.norm_q is not None:
-            query = attn.norm_q(query)
-        if attn.norm_k is not None:
-            key = attn.norm_k(key)
+        query, key, _, _ = project(
+            attn, hidden_states[self.cond_slice], encoder_hidden_states[self.cond_slice], kwargs.get("temb")
+        )
         # float32 statistics whatever the pipeline dtype
         probs = torch.softmax(query.float() @ key.float().transpose(-1, -2) * attn.scale, dim=-1)
         self.trace.record_attention(self.step, probs.mean(dim=(1, 2)))  # (N, T): mean over heads, queries
