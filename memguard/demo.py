@@ -60,7 +60,7 @@ def run_demo(
         "steps": steps,
         "guidance_scale": guidance_scale,
         "images": [
-            {"kind": kind, "prompt": prompt, "report": report.to_dict()}
+            {"kind": kind, "prompt": prompt, "report": report.to_dict(include_text=True)}
             for (kind, prompt), report in zip(prompts, output.memorization, strict=True)
         ],
     }

@@ -16,12 +16,17 @@ LINE_HEIGHT = 13
 def verdict_lines(report: MemorizationReport) -> list[str]:
     if report.status != "checked":
         return [report.status, (report.reason or "")[:26]]
-    verdict = "MEMORIZED" if report.memorized else "clean"
-    return [
-        f"{verdict} -> {report.action}",
-        f"score {report.score:.3f} / thr {report.threshold:.3f}",
+    first = report.attempts[0] if report.attempts else None  # the caller's own generation
+    memorized = first.memorized if first else report.memorized
+    score = first.score if first else report.score
+    lines = [
+        f"{'MEMORIZED' if memorized else 'clean'} -> {report.action}",
+        f"score {score:.3f} / thr {report.threshold:.3f}",
         f"step {report.decided_at_step} ({report.threshold_source})",
     ]
+    if memorized:
+        lines.append(f"{first.intent if first else report.intent}, {report.resamples} re-sample(s)")
+    return lines
 
 
 def render_grid(
