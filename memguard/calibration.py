@@ -148,6 +148,7 @@ def calibrate(
     target_fpr: float = 0.01,
     *,
     decision_step: int = 1,
+    detector=None,
     num_images_per_prompt: int = 1,
     num_inference_steps: int = 50,
     guidance_scale: float = 7.5,
@@ -159,7 +160,11 @@ def calibrate(
     """Score benign prompts at the decision step (images are not finished) and pick the threshold.
 
     `pipe` is a `GuardedStableDiffusionPipeline` or any `StableDiffusionPipeline` (wrapped for the run).
+    `detector` (a detector or its name) defaults to memguard's own score, "bottleneck_entropy".
     """
+    import sys
+
+    from .detection import CALIBRATED_DEFAULT, get_detector
     from .pipelines.stable_diffusion import GuardedStableDiffusionPipeline, guard
 
     if isinstance(benign_prompts, str) or not all(isinstance(p, str) for p in benign_prompts):
@@ -168,7 +173,13 @@ def calibrate(
         raise ValueError("benign_prompts is empty")
     _check_sample_size(target_fpr, len(benign_prompts) * num_images_per_prompt)  # before any scoring
     guarded = pipe if isinstance(pipe, GuardedStableDiffusionPipeline) else guard(pipe)
-    config = guarded.guard_config.replace(enabled=True, calibration=None, threshold=None, decision_step=decision_step)
+    detector = get_detector(detector if detector is not None else CALIBRATED_DEFAULT)
+    if detector.needs.full_run:
+        raise ValueError(f"detector {detector.name!r} scores only after the last step; the guard decides early")
+    # only scores are wanted: a threshold nothing reaches, so no image is judged or re-sampled
+    config = guarded.guard_config.replace(
+        enabled=True, calibration=None, threshold=sys.float_info.max, decision_step=decision_step, detector=detector
+    )
     reports = guarded.score(
         list(benign_prompts),
         config=config,

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from .calibration import Calibration
+from .detection import UNCALIBRATED_DEFAULT, Detector, get_detector
 from .intent import ATTRIBUTION_METHODS, AttributionMethod, ImplicitMatcher, IntentRegistry
 from .intent.registry import as_registry
 from .metrics import GuardMetrics, default_metrics
@@ -15,6 +16,7 @@ from .mitigation import DEFAULT_MITIGATION, Mitigation
 from .policy import Policy
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+ON_ERROR = ("fail_closed", "fail_open")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,6 +34,9 @@ class GuardConfig:
         attribution: how trigger words are found: "attention" (free) or "gradient" (one backward
             pass per memorized image).
         residual_draws: starting noises used to score a prompt without its intended spans.
+        detector: the score (a `memguard.detection` detector or its name, e.g. "bottleneck_entropy",
+            memguard's own, or "noise_rms", Wen et al.). None takes the calibration's detector, or
+            "noise_rms" without a calibration (the only score with a model-free default threshold).
         decision_step: the 1-based denoising step at which the detector decides, averaging the
             signals of steps 1..k. None takes the calibration's step, or 1 without a calibration.
         calibration: a `Calibration` or the path of a calibration JSON file (see `memguard.calibrate`).
@@ -45,6 +50,9 @@ class GuardConfig:
             benchmarks); costs attention-probability computations on every step.
         name: the `pipeline` label of this guard's Prometheus metrics (letters, digits, "_.-").
         metrics: where to count; None uses `memguard.metrics.default_metrics()` (the default registry).
+        on_error: when the guard itself fails (a hook error, a bad signal): "fail_closed" blocks
+            every image of the call (black images, action "blocked", status "error"); "fail_open"
+            returns the unguarded images with status "error". Both count the error in metrics.
     """
 
     enabled: bool = True
@@ -54,6 +62,7 @@ class GuardConfig:
     mitigation: Mitigation | None = None
     attribution: AttributionMethod = "attention"
     residual_draws: int = 8
+    detector: Detector | str | None = None
     decision_step: int | None = None
     calibration: Calibration | str | os.PathLike | None = None
     threshold: float | None = None
@@ -63,6 +72,7 @@ class GuardConfig:
     record_all_steps: bool = False
     name: str = "default"
     metrics: GuardMetrics | None = None
+    on_error: str = "fail_closed"
 
     def __post_init__(self) -> None:
         for name in ("enabled", "record_attention", "unconditional_pass", "record_all_steps"):
@@ -92,6 +102,10 @@ class GuardConfig:
                 f"got {type(self.registry).__name__}"
             )
         object.__setattr__(self, "registry", as_registry(self.registry))
+        if self.on_error not in ON_ERROR:
+            raise ValueError(f"GuardConfig.on_error must be one of {ON_ERROR}, got {self.on_error!r}")
+        if self.detector is not None:
+            object.__setattr__(self, "detector", get_detector(self.detector))
         if self.decision_step is not None:
             if isinstance(self.decision_step, bool) or not isinstance(self.decision_step, int):
                 raise TypeError(f"GuardConfig.decision_step must be an int, got {type(self.decision_step).__name__}")
@@ -126,6 +140,24 @@ class GuardConfig:
                 f"GuardConfig.decision_step={self.decision_step} differs from the calibration's "
                 f"decision_step={self.calibration.decision_step}; scores at different steps are not comparable"
             )
+        if (
+            self.calibration is not None
+            and self.detector is not None
+            and self.threshold is None
+            and self.detector.name != self.calibration.detector
+        ):
+            raise ValueError(
+                f"GuardConfig.detector={self.detector.name!r} differs from the calibration's detector "
+                f"{self.calibration.detector!r}; calibrate this detector or pass an explicit threshold"
+            )
+
+    @property
+    def effective_detector(self) -> Detector:
+        if self.detector is not None:
+            return self.detector
+        if self.calibration is not None:
+            return get_detector(self.calibration.detector)
+        return get_detector(UNCALIBRATED_DEFAULT)
 
     @property
     def effective_decision_step(self) -> int:

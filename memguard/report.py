@@ -10,7 +10,7 @@ from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
 
 # "checked": signals were read and a decision taken; "unavailable": the signal does not exist for
 # this call (e.g. guidance off without `unconditional_pass`); "disabled": `GuardConfig(enabled=False)`.
-Status = Literal["checked", "unavailable", "disabled"]
+Status = Literal["checked", "unavailable", "disabled", "error"]
 # "none": not memorized; "allowed": memorized as the prompt asked (intended); "resampled": the
 # returned image is a re-sample that passed; "flagged"/"blocked": per policy or fallback.
 ReportAction = Literal["none", "allowed", "flagged", "resampled", "blocked"]

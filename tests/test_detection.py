@@ -106,9 +106,11 @@ def test_calibrate_picks_a_threshold_for_the_target_rate_and_guards_with_it(shar
     )
     assert calibration.num_scores == len(BENIGN) and calibration.achieved_fpr <= 0.1
     assert calibration.model_fingerprint == memguard.model_fingerprint(shared_base_pipe)
-    scores = [
-        r.score for r in memguard.guard(shared_base_pipe).score(BENIGN, num_inference_steps=STEPS, progress=False)
-    ]
+    assert calibration.detector == "bottleneck_entropy"  # memguard's own score by default
+    guarded = memguard.guard(shared_base_pipe, GuardConfig(calibration=calibration))
+    reports = guarded.score(BENIGN, num_inference_steps=STEPS, progress=False)
+    assert {r.detector for r in reports} == {"bottleneck_entropy"}
+    scores = [r.score for r in reports]
     assert sum(s > calibration.threshold for s in scores) == math.floor(0.1 * len(BENIGN))
     path = tmp_path / "calibration.json"
     calibration.save(path)

@@ -151,6 +151,7 @@ def _context(pipe, prompt=PROMPT):
         first_timestep=999.0,
         guidance_scale=7.5,
         threshold=0.0,
+        noise_target=0.0,
         intended_spans=((start, end),),
         intended_tokens=intended,
         unintended_tokens=other[-3:],

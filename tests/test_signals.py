@@ -218,9 +218,9 @@ def test_statistics_are_float32_in_a_bfloat16_pipeline(base_pipe, monkeypatch):
     dtypes = []
     original = memguard.signals.SignalTrace.record_attention
 
-    def spy(self, step, mass):
+    def spy(self, step, mass, layer=None):
         dtypes.append(mass.dtype)
-        return original(self, step, mass)
+        return original(self, step, mass, layer)
 
     monkeypatch.setattr(memguard.signals.SignalTrace, "record_attention", spy)
     out = _run(memguard.guard(base_pipe))

@@ -59,4 +59,4 @@ def test_a_memorized_caption_reproduces_its_training_image_and_a_novel_prompt_do
     assert np.array_equal(resampled[1], images[1]) and out.memorization[1].action == "none"
     assert not any(replicates(images[1], other) for other in truth.memorized)
     assert {r.threshold_source for r in out.memorization} == {"calibration"}
-    assert out.memorization[0].score > out.memorization[1].score
+    assert out.memorization[0].attempts[0].score > out.memorization[1].score

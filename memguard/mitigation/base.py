@@ -29,7 +29,9 @@ class MitigationContext:
     input_scale: float  # the first UNet input is latents * input_scale
     first_timestep: float
     guidance_scale: float
-    threshold: float
+    threshold: float  # the guard's, in its detector's units
+    noise_target: float | None  # a first-step noise RMS to get under: the threshold when the detector is
+    # the noise magnitude itself; None otherwise (optimizations then use their whole iteration budget)
     intended_spans: tuple[tuple[int, int], ...]  # character ranges of allowed concepts
     intended_tokens: tuple[int, ...]  # text-encoder positions inside intended spans
     unintended_tokens: tuple[int, ...]  # positions of unintended trigger words

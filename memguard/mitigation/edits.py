@@ -23,6 +23,15 @@ class AttentionEdit:
     begin_scale: float = 1.0
     masked_tokens: tuple[int, ...] = ()
 
+    def edit_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """The edit on text-conditioned attention logits (..., tokens). The recorder applies it too,
+        so a re-sample is scored on the attention the model really used."""
+        logits = logits.clone()
+        logits[..., 0] = logits[..., 0] * self.begin_scale
+        if self.masked_tokens:
+            logits[..., list(self.masked_tokens)] = float("-inf")
+        return logits
+
     def __call__(self, attn, hidden_states, encoder_hidden_states, attention_mask=None, temb=None, cond=slice(None)):
         residual = hidden_states
         query, key, value, shape = project(attn, hidden_states, encoder_hidden_states, temb, with_value=True)
@@ -34,11 +43,7 @@ class AttentionEdit:
             )
         rows = torch.zeros(batch, dtype=torch.bool, device=logits.device)
         rows[cond] = True
-        edited = logits[rows]
-        edited[..., 0] = edited[..., 0] * self.begin_scale
-        if self.masked_tokens:
-            edited[..., list(self.masked_tokens)] = float("-inf")
-        logits[rows] = edited
+        logits[rows] = self.edit_logits(logits[rows])
         probs = torch.softmax(logits, dim=-1).to(value.dtype)
         out = (probs @ value).transpose(1, 2).reshape(batch, -1, attn.heads * head_dim)
         out = attn.to_out[1](attn.to_out[0](out))

@@ -81,7 +81,7 @@ class PromptEmbeddingOptimization:
 
     lr: float = 0.05
     max_iterations: int = 10
-    target: float | None = None  # None: the guard's threshold
+    target: float | None = None  # None: the context's noise target (see MitigationContext)
     scope: str = "triggers"
     name: str = "prompt_embedding_opt"
 
@@ -92,7 +92,7 @@ class PromptEmbeddingOptimization:
             return plan.with_(self.name + "(no unintended tokens)")
         unet = context.pipe.unet
         sample = (plan.latents * context.input_scale).to(unet.device, unet.dtype)
-        target = context.threshold if self.target is None else self.target
+        target = context.noise_target if self.target is None else self.target
         mask = torch.zeros(base.shape[1], 1, dtype=base.dtype, device=base.device)
         mask[tokens] = 1
         delta = torch.zeros_like(base, requires_grad=True)
@@ -102,7 +102,7 @@ class PromptEmbeddingOptimization:
                 magnitude = _noise_magnitude(
                     unet, sample, context.first_timestep, base + delta * mask, context.uncond_embeds
                 )
-                if float(magnitude.detach().mean()) < target:
+                if target is not None and float(magnitude.detach().mean()) < target:
                     break
                 optimizer.zero_grad()
                 magnitude.mean().backward(inputs=[delta])
@@ -124,7 +124,7 @@ class InitialNoiseOptimization:
     def apply(self, plan: ResamplePlan, context: MitigationContext) -> ResamplePlan:
         unet = context.pipe.unet
         cond = plan.prompt_embeds if plan.prompt_embeds is not None else context.cond_embeds
-        target = context.threshold if self.target is None else self.target
+        target = context.noise_target if self.target is None else self.target
         x = plan.latents.detach().to(unet.device, torch.float32).clone().requires_grad_(True)
         optimizer = torch.optim.Adam([x], lr=self.lr)
         with torch.enable_grad():
@@ -132,7 +132,7 @@ class InitialNoiseOptimization:
                 magnitude = _noise_magnitude(
                     unet, (x * context.input_scale).to(unet.dtype), context.first_timestep, cond, context.uncond_embeds
                 ).mean()
-                if float(magnitude.detach()) < target:
+                if target is not None and float(magnitude.detach()) < target:
                     break
                 norm_penalty = (x.pow(2).mean() - 1).pow(2)
                 optimizer.zero_grad()

@@ -77,13 +77,21 @@ class GuardedCall:
         first.validate()
         result = first.run(parent_call)
         output, reports = result.output, result.reports
+        if result.failure is not None:
+            self.config.effective_metrics.observe_error(self.config.name, result.failure)
         resample_seconds = 0.0
         for image, action in enumerate(result.actions):
             if action != "retry":
                 continue
             t0 = time.perf_counter()
-            final_output, report = self._resample(parent_call, arguments, first, result, image)
-            resample_seconds += time.perf_counter() - t0
+            try:
+                final_output, report = self._resample(parent_call, arguments, first, result, image)
+            except Exception as error:  # the guard's own failure while re-sampling
+                self.config.effective_metrics.observe_error(self.config.name, error)
+                reports[image] = self._failed_resample_report(first, result, image, error)
+                continue
+            finally:
+                resample_seconds += time.perf_counter() - t0
             output.images = replace_image(output.images, image, final_output.images)
             if output.nsfw_content_detected is not None and final_output.nsfw_content_detected is not None:
                 output.nsfw_content_detected[image] = final_output.nsfw_content_detected[0]
@@ -96,6 +104,16 @@ class GuardedCall:
         for report in reports:
             report.guard_seconds = guard_seconds
         return output, reports, first.threshold
+
+    def _failed_resample_report(self, first: GuardedPass, result: PassResult, image: int, error: BaseException):
+        """fail_open returns the first image, flagged, when that image was finished; an image whose
+        loop stopped at the decision step has no finished pixels to return, so it is blocked."""
+        report = first.error_report(error)
+        if report.action == "none":
+            report.action = "blocked" if result.stopped_at is not None else "flagged"
+        report.score, report.memorized = result.reports[image].score, result.reports[image].memorized
+        report.attempts = list(result.reports[image].attempts)
+        return report
 
     def _initial_noise(self, arguments: dict) -> torch.Tensor:
         pipe = self.pipe
@@ -143,6 +161,7 @@ class GuardedCall:
             first_timestep=recorder.trace.steps[0].timestep,
             guidance_scale=float(arguments["guidance_scale"]),
             threshold=first.threshold.value,
+            noise_target=first.threshold.value if first.detector.name == "noise_rms" else None,
             intended_spans=tuple(verdict.intended_spans),
             intended_tokens=intended_tokens,
             unintended_tokens=_tokens_in(offsets, [(t.start, t.end) for t in verdict.unintended_triggers]),

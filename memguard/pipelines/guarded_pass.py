@@ -20,12 +20,13 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 
 from ..calibration import Calibration
 from ..config import GuardConfig
-from ..detection import DEFAULT_THRESHOLD, Decision, Detector, NoiseMagnitudeDetector, decide
+from ..detection import Decision, Detector, decide
 from ..intent import IntentResolver, IntentVerdict
 from ..intent.attribution import gradient_token_scores, token_offsets
 from ..mitigation.edits import Edits, editing
 from ..report import Attempt, MemorizationReport
 from ..signals import SignalRecorder, UNetTap, cross_attention_layers
+from ..signals.tokens import end_token_positions
 
 _PARENT_SIGNATURE = inspect.signature(StableDiffusionPipeline.__call__)
 # The parent's **kwargs only exists for these deprecated arguments; anything else is a typo that
@@ -60,13 +61,19 @@ class Threshold:
     source: str  # "config" | "calibration" | "default"
 
 
-def resolve_threshold(pipe, config: GuardConfig) -> Threshold:
+def resolve_threshold(pipe, config: GuardConfig, detector: Detector | None = None) -> Threshold:
     if config.threshold is not None:
         return Threshold(float(config.threshold), "config")
     if config.calibration is not None:
         _check_calibration_once(pipe, config.calibration)
         return Threshold(config.calibration.threshold, "calibration")
-    return Threshold(DEFAULT_THRESHOLD, "default")
+    detector = detector or config.effective_detector
+    if detector.default_threshold is None:
+        raise ValueError(
+            f"detector {detector.name!r} has no model-free default threshold: pass GuardConfig(calibration=...) "
+            "(see memguard.calibrate) or GuardConfig(threshold=...)"
+        )
+    return Threshold(float(detector.default_threshold), "default")
 
 
 def _check_calibration_once(pipe, calibration: Calibration) -> None:
@@ -78,8 +85,12 @@ def _check_calibration_once(pipe, calibration: Calibration) -> None:
         checked.add(key)
 
 
-def resolve_attention_layers(unet, config: GuardConfig) -> frozenset[str] | None:
+def resolve_attention_layers(
+    unet, config: GuardConfig, detector_reads_attention: bool = False
+) -> frozenset[str] | None:
     if not config.record_attention:
+        if detector_reads_attention:
+            raise ValueError("GuardConfig.record_attention=False, but the detector reads cross-attention")
         return None
     available = cross_attention_layers(unet)
     if config.attention_layers is None:
@@ -122,6 +133,7 @@ class PassResult:
     guard_seconds: float = 0.0
     stopped_at: int | None = None  # the loop was ended at this step
     offsets: dict[int, list[tuple[int, int]] | None] = field(default_factory=dict)
+    failure: BaseException | None = None  # the guard's own error, if it failed (see GuardConfig.on_error)
 
 
 class GuardedPass:
@@ -148,13 +160,14 @@ class GuardedPass:
         self.pipe = pipe
         self.config = config
         self.arguments = dict(arguments)
-        self.detector = detector or NoiseMagnitudeDetector()
+        self.detector = detector or config.effective_detector
         self.stop_after_decision = stop_after_decision
         self.attempt = attempt
         self.edits = edits
         self.rescored = rescored
         self.carried_verdicts = verdicts  # re-samples: the first generation's verdicts
-        self.decision_step = config.effective_decision_step
+        # a post hoc detector (needs the last step) decides when the loop ends
+        self.decision_step = _count_steps(arguments) if self.detector.needs.full_run else config.effective_decision_step
         self.decisions: list[Decision] | None = None
         self.verdicts: list[IntentVerdict] = []
         self.actions: list[PassAction] = []
@@ -190,14 +203,18 @@ class GuardedPass:
     def run(self, parent_call: Callable) -> PassResult:
         started = time.perf_counter()
         if self.threshold is None:
-            self.threshold = resolve_threshold(self.pipe, self.config)
+            self.threshold = resolve_threshold(self.pipe, self.config, self.detector)
         unet = self.pipe.unet
+        needs = self.detector.needs
         self.recorder = SignalRecorder(
             unet,
             guidance_enabled=lambda: self.pipe.do_classifier_free_guidance,
-            record_until_step=None if self.config.record_all_steps else self.decision_step,
-            attention_layers=resolve_attention_layers(unet, self.config),
+            record_until_step=None if (self.config.record_all_steps or needs.all_steps) else self.decision_step,
+            attention_layers=resolve_attention_layers(unet, self.config, needs.attention),
             unconditional_embeds=self._unconditional_embeds if self.config.unconditional_pass else None,
+            needs=needs,
+            end_token_index=self._end_token_index(),
+            last_step=_count_steps(self.arguments) - 1,
         )
         arguments = dict(self.arguments)
         user_callback = arguments.pop("callback_on_step_end")
@@ -221,19 +238,58 @@ class GuardedPass:
                 return_dict=True,
             )
             finishing = time.perf_counter()
-            if self.decisions is None:  # the loop ended before the decision step (interrupted)
-                self._decide(len(self.recorder.trace.recorded_steps()))
-        reports = self._reports()
+            try:
+                if self.decisions is None and self.recorder.failure is None:  # the loop ended early
+                    self._decide(len(self.recorder.trace.recorded_steps()))
+                reports = self._reports() if self.recorder.failure is None else None
+            except Exception as error:
+                self.recorder.fail(error)
+        failure = self.recorder.failure
+        if failure is not None:
+            self.actions = ["none"] * len(output.images)
+            reports = [self.error_report(failure) for _ in range(len(output.images))]
         guard_seconds = setup_seconds + self.recorder.seconds + (time.perf_counter() - finishing)
         return PassResult(
-            output, reports, self.actions, self.verdicts, self.recorder, guard_seconds, self.stopped_at, self.offsets
+            output,
+            reports,
+            self.actions,
+            self.verdicts,
+            self.recorder,
+            guard_seconds,
+            self.stopped_at,
+            self.offsets,
+            failure,
+        )
+
+    def error_report(self, error: BaseException) -> MemorizationReport:
+        """The report of an image the guard failed on. Only the error's type is kept: messages may
+        quote inputs, and reports, logs and metric labels never carry prompts."""
+        closed = self.config.on_error == "fail_closed"
+        return MemorizationReport(
+            score=math.nan,
+            threshold=self.threshold.value if self.threshold is not None else math.nan,
+            memorized=False,
+            decided_at_step=0,
+            action="blocked" if closed else "none",
+            status="error",
+            detector=self.detector.name,
+            threshold_source=self.threshold.source if self.threshold is not None else "default",
+            reason=f"guard error ({type(error).__name__}); on_error={self.config.on_error}",
         )
 
     def _on_step_end(self, pipe, step_index: int) -> None:
         start = time.perf_counter()
         self.recorder.step = step_index + 1
-        if self.decisions is None and step_index + 1 == self.decision_step:
-            self._decide(self.decision_step)
+        if self.decisions is None and step_index + 1 == self.decision_step and self.recorder.failure is None:
+            try:
+                self._decide(self.decision_step)
+            except Exception as error:  # the guard's own failure: GuardConfig.on_error decides
+                self.recorder.fail(error)
+        if self.recorder.failure is not None:
+            if self.config.on_error == "fail_closed" and self.stopped_at is None:
+                pipe._interrupt = True  # every image will be blocked: skip the remaining steps
+                self.stopped_at = step_index + 1
+        elif self.decided_at == step_index + 1:
             if self.stop_after_decision or all(a in ("block", "retry") for a in self.actions):
                 # diffusers' documented way to end the loop from a step callback: the remaining
                 # UNet calls are skipped (the VAE decode still runs).
@@ -243,8 +299,9 @@ class GuardedPass:
 
     def _decide(self, upto_step: int) -> None:
         self.decided_at = upto_step
-        self.summaries = self.recorder.trace.summarize(upto_step) if upto_step else []
-        self.decisions = [decide(self.detector, s, self.threshold.value) for s in self.summaries]
+        trace = self.recorder.trace
+        self.summaries = trace.summarize(upto_step) if upto_step else []
+        self.decisions = decide(self.detector.score(trace, upto_step), self.threshold.value) if upto_step else []
         if not self.rescored:  # a re-sample whose mitigation the early score cannot see
             self.verdicts = [IntentVerdict("none") for _ in self.decisions]
             self.actions = ["none"] * len(self.decisions)
@@ -285,6 +342,13 @@ class GuardedPass:
     def prompt_text(self, image: int) -> str | None:
         return prompt_of(self.arguments, image)
 
+    def _end_token_index(self) -> torch.Tensor | None:
+        prompt = self.arguments.get("prompt")
+        if prompt is None or not self.detector.needs.end_token_map_last_step and not self.detector.needs.all_steps:
+            return None
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        return end_token_positions(self.pipe.tokenizer, prompts, int(self.arguments.get("num_images_per_prompt") or 1))
+
     def _offsets(self, image: int, prompt: str | None):
         if image not in self.offsets:
             length = self.recorder.first_cond_states.shape[1] if self.recorder.first_cond_states is not None else 77
@@ -309,11 +373,13 @@ class GuardedPass:
 
     @torch.no_grad()
     def residual_score(self, image: int, text: str) -> float:
-        """The score of `text` (the prompt without its intended spans) at the first step, averaged
-        over `residual_draws` fresh starting noises of the first step's scale (seeded: reproducible)."""
+        """The detector's score of `text` (the prompt without its intended spans) at the first step,
+        averaged over `residual_draws` fresh starting noises of the first step's scale (seeded:
+        reproducible). Read through a second recorder, so it never mixes with this pass's signals."""
         recorder = self.recorder
-        if recorder.first_sample is None or recorder.first_uncond_states is None:
-            return math.inf  # no unconditional branch: cannot clear the rest of the prompt
+        needs = self.detector.needs
+        if recorder.first_sample is None or recorder.first_uncond_states is None or needs.full_run:
+            return math.inf  # no unconditional branch, or a post hoc score: cannot clear the rest
         draws = self.config.residual_draws
         sample = recorder.first_sample[image : image + 1]
         generator = torch.Generator("cpu").manual_seed(0)
@@ -321,16 +387,21 @@ class GuardedPass:
         noise = noise * sample.float().std().to(sample.dtype)
         cond = self.pipe.encode_prompt(text, sample.device, draws, False)[0].to(sample.dtype)
         uncond = recorder.first_uncond_states[image : image + 1].expand(draws, -1, -1)
-        with recorder.own_unet_calls():
-            eps = self.pipe.unet(
+        probe = SignalRecorder(
+            self.pipe.unet,
+            guidance_enabled=lambda: True,
+            record_until_step=1,
+            attention_layers=recorder.attention_layers,
+            needs=needs,
+        )
+        with UNetTap.recording(self.pipe.unet, probe), editing(None):
+            self.pipe.unet(
                 torch.cat([noise, noise]),
                 recorder.trace.steps[0].timestep,
                 encoder_hidden_states=torch.cat([uncond, cond]),
                 return_dict=False,
-            )[0]
-        eps_uncond, eps_text = eps.float().chunk(2)
-        diff = (eps_text - eps_uncond).flatten(1)
-        return float((diff.norm(dim=1) / math.sqrt(diff.shape[1])).mean())
+            )
+        return float(self.detector.score(probe.trace, 1).mean())
 
     def _unconditional_embeds(self, batch: int) -> torch.Tensor:
         cached = self._uncond_cache

@@ -1,5 +1,6 @@
 """Signals read from the denoising loop through public diffusers seams (see `taps`)."""
 
+from .needs import SignalNeeds
 from .recorder import NO_UNCONDITIONAL_BRANCH, SignalRecorder
 from .taps import CrossAttentionTap, UNetTap, cross_attention_layers, is_installed
 from .trace import SignalTrace, StepSignals
@@ -7,6 +8,7 @@ from .trace import SignalTrace, StepSignals
 __all__ = [
     "NO_UNCONDITIONAL_BRANCH",
     "CrossAttentionTap",
+    "SignalNeeds",
     "SignalRecorder",
     "SignalTrace",
     "StepSignals",

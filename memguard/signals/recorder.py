@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..cross_attention import project
+from ..mitigation.edits import current as current_edits
+from .needs import SignalNeeds
 from .trace import SignalTrace
 
 # Why the noise signal may be missing for a call; shown in reports.
@@ -47,16 +52,23 @@ class SignalRecorder:
         record_until_step: int | None,
         attention_layers: frozenset[str] | None,
         unconditional_embeds: Callable[[int], torch.Tensor] | None = None,
+        needs: SignalNeeds | None = None,
+        end_token_index: torch.Tensor | None = None,
+        last_step: int | None = None,
     ):
         self.unet = unet
-        self.trace = SignalTrace()
+        self.needs = needs or SignalNeeds()
+        self._end_token_index = end_token_index  # (N,) position of each image's end token, if known
+        self._last_step = last_step  # 0-based index of the loop's last step
+        self.trace = SignalTrace(end_token_index=end_token_index)
         self.step = 0
         self.num_images: int | None = None
         self.seconds = 0.0
         self.noise_unavailable_reason: str | None = None
+        self.failure: BaseException | None = None  # the guard's own first error; recording stops there
         self._guidance_enabled = guidance_enabled
         self._record_until = record_until_step  # record steps < this; None: every step
-        self._attention_layers = attention_layers  # None: attention is not recorded
+        self.attention_layers = attention_layers  # None: attention is not recorded
         self._unconditional_embeds = unconditional_embeds
         self.cond_slice = slice(None)  # the text-conditioned rows of the current UNet batch
         self.in_extra_pass = False  # a UNet call of the guard's own (ignored by the taps)
@@ -67,15 +79,30 @@ class SignalRecorder:
         self._cfg_now = False
 
     # --- what to record -------------------------------------------------------------------------
+    def fail(self, error: BaseException) -> None:
+        """Called by the taps when reading a signal raised: keep the first error, read nothing more
+        (the guarded call then applies `GuardConfig.on_error`)."""
+        if self.failure is None:
+            self.failure = error
+
     def recording_now(self) -> bool:
-        return not self.in_extra_pass and (self._record_until is None or self.step < self._record_until)
+        return (
+            self.failure is None
+            and not self.in_extra_pass
+            and (self._record_until is None or self.step < self._record_until)
+        )
 
     def wants_attention(self, layer_name: str) -> bool:
-        return self._attention_layers is not None and layer_name in self._attention_layers and self.recording_now()
+        if self.attention_layers is None or layer_name not in self.attention_layers or self.in_extra_pass:
+            return False
+        if self.failure is not None:
+            return False
+        # post hoc detectors read the last step's end-token maps even when earlier steps stop recording
+        return self.recording_now() or (self.needs.end_token_map_last_step and self.step == self._last_step)
 
     # --- taps -----------------------------------------------------------------------------------
     def on_unet_call(self, args: tuple, kwargs: dict) -> None:
-        if self.in_extra_pass:
+        if self.in_extra_pass or self.failure is not None:
             return
         start = time.perf_counter()
         sample, timestep, rest = _unet_inputs(args, kwargs)
@@ -84,6 +111,7 @@ class SignalRecorder:
         cfg = self._guidance_enabled() and batch % 2 == 0
         images = batch // 2 if cfg else batch
         self.num_images = self.num_images or images
+        self.trace.num_images = self.num_images
         self.cond_slice = slice(images, None) if cfg else slice(None)
         self._cfg_now = cfg
         self.current_timestep = _as_float(timestep)
@@ -102,14 +130,37 @@ class SignalRecorder:
             return
         start = time.perf_counter()
         eps = output[0] if isinstance(output, (tuple, list)) else output.sample
+        keep_map = self.needs.noise_map_first_step and self.step == 0
         if self._cfg_now:
             eps_uncond, eps_text = eps.chunk(2)
-            self.trace.record_noise(self.step, eps_text, eps_uncond)
+            self.trace.record_noise(self.step, eps_text, eps_uncond, keep_map)
+            if self.needs.hessian_first_step and self.step == 0:
+                self.trace.record_hessian(0, self._hessian_product(args, kwargs, eps_text - eps_uncond))
         elif self._unconditional_embeds is not None:
-            self.trace.record_noise(self.step, eps, self._extra_unconditional_pass(args, kwargs))
+            self.trace.record_noise(self.step, eps, self._extra_unconditional_pass(args, kwargs), keep_map)
         else:
             self.noise_unavailable_reason = NO_UNCONDITIONAL_BRANCH
         self.seconds += time.perf_counter() - start
+
+    def _hessian_product(self, args: tuple, kwargs: dict, direction: torch.Tensor) -> torch.Tensor:
+        """(J_text - J_uncond) v with v = eps_text - eps_uncond: how sharply the text-conditional
+        score changes along its own direction (Jeon et al. 2025), one forward-mode pass.
+
+        Forward-mode AD is not implemented for the fused attention kernels, so this pass uses the
+        math kernel, which differs only in speed."""
+        sample, timestep, rest = _unet_inputs(args, kwargs)
+        states = rest.pop("encoder_hidden_states")
+        rest["return_dict"] = False
+        x = sample[self.cond_slice].detach()
+
+        def difference(latents: torch.Tensor) -> torch.Tensor:
+            out = self.unet(torch.cat([latents, latents]), timestep, encoder_hidden_states=states, **rest)[0]
+            uncond, text = out.chunk(2)
+            return text - uncond
+
+        with self.own_unet_calls(), sdpa_kernel(SDPBackend.MATH):
+            _, product = torch.func.jvp(difference, (x,), (direction.detach().to(x.dtype),))
+        return product
 
     def _extra_unconditional_pass(self, args: tuple, kwargs: dict) -> torch.Tensor:
         sample, timestep, rest = _unet_inputs(args, kwargs)
@@ -140,6 +191,30 @@ class SignalRecorder:
             attn, hidden_states[self.cond_slice], encoder_hidden_states[self.cond_slice], kwargs.get("temb")
         )
         # float32 statistics whatever the pipeline dtype
-        probs = torch.softmax(query.float() @ key.float().transpose(-1, -2) * attn.scale, dim=-1)
-        self.trace.record_attention(self.step, probs.mean(dim=(1, 2)))  # (N, T): mean over heads, queries
+        logits = query.float() @ key.float().transpose(-1, -2) * attn.scale
+        edit = current_edits()
+        if edit is not None and edit.attention is not None:
+            logits = edit.attention.edit_logits(logits)  # score what a re-sample's model really attends to
+        probs = torch.softmax(logits, dim=-1)
+        layer = layer_name if self.needs.attention_by_layer else None
+        self.trace.layer_queries[layer_name] = probs.shape[2]
+        self.trace.record_attention(self.step, probs.mean(dim=(1, 2)), layer)  # (N, T): mean over heads, queries
+        if (
+            self.needs.end_token_map_last_step
+            and self._end_token_index is not None
+            and self.step == self._last_step
+            and self.first_sample is not None
+        ):
+            self.trace.record_end_token_map(self.step, self._end_token_map(probs))
         self.seconds += time.perf_counter() - start
+
+    def _end_token_map(self, probs: torch.Tensor) -> torch.Tensor:
+        """(N, H, W) attention on each image's end token, mean over heads, at the latent resolution."""
+        n, _, queries, _ = probs.shape
+        index = self._end_token_index.to(probs.device).view(n, 1, 1, 1).expand(-1, probs.shape[1], queries, 1)
+        per_query = probs.gather(-1, index).squeeze(-1).mean(dim=1)  # (N, Q)
+        height, width = self.first_sample.shape[-2:]
+        h = max(1, round(height * math.sqrt(queries / (height * width))))
+        w = queries // h
+        maps = per_query.view(n, 1, h, w)
+        return F.interpolate(maps, size=(height, width), mode="bilinear", align_corners=False)[:, 0]

@@ -49,7 +49,10 @@ class CrossAttentionTap:
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, **kwargs):
         recorder = _active_recorder.get()
         if recorder is not None and encoder_hidden_states is not None and recorder.wants_attention(self.layer_name):
-            recorder.on_cross_attention(self.layer_name, attn, hidden_states, encoder_hidden_states, kwargs)
+            try:
+                recorder.on_cross_attention(self.layer_name, attn, hidden_states, encoder_hidden_states, kwargs)
+            except Exception as error:  # the guard's failure must not break the user's generation
+                recorder.fail(error)
         edit = _edits.current()
         if edit is not None and edit.attention is not None and isinstance(encoder_hidden_states, torch.Tensor):
             cond = recorder.cond_slice if recorder is not None else slice(None)
@@ -122,14 +125,20 @@ class UNetTap:
 def _pre_hook(module, args, kwargs):
     recorder = _active_recorder.get()
     if recorder is not None and recorder.unet is module:
-        recorder.on_unet_call(args, kwargs)
+        try:
+            recorder.on_unet_call(args, kwargs)
+        except Exception as error:
+            recorder.fail(error)
     return None
 
 
 def _post_hook(module, args, kwargs, output):
     recorder = _active_recorder.get()
     if recorder is not None and recorder.unet is module:
-        recorder.on_unet_output(args, kwargs, output)
+        try:
+            recorder.on_unet_output(args, kwargs, output)
+        except Exception as error:
+            recorder.fail(error)
         edit = _edits.current()
         if edit is not None and edit.guidance is not None and not recorder.in_extra_pass:
             # Runs after the recorder read the output: signals stay those of the model itself.

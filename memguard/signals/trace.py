@@ -15,6 +15,11 @@ class StepSignals:
     noise_rms: torch.Tensor | None = None  # (N,) the same divided by sqrt(latent elements)
     attention_sum: torch.Tensor | None = None  # (N, T) per-token attention mass, summed over layers
     attention_layers: int = 0
+    attention_by_layer: dict[str, torch.Tensor] = field(default_factory=dict)  # layer -> (N, T)
+    noise_map: torch.Tensor | None = None  # (N, C, h, w) eps_text - eps_uncond, float32
+    end_token_map_sum: torch.Tensor | None = None  # (N, h, w) end-token attention, summed over layers
+    end_token_map_layers: int = 0
+    hessian_rms: torch.Tensor | None = None  # (N,) RMS of (J_text - J_uncond)(eps_text - eps_uncond)
 
 
 @dataclass
@@ -22,18 +27,23 @@ class SignalTrace:
     """Signals of one pipeline call. Tensors stay on the pipeline's device until summarized."""
 
     steps: dict[int, StepSignals] = field(default_factory=dict)
+    end_token_index: torch.Tensor | None = None  # (N,) position of each image's end token, when known
+    num_images: int = 0
+    layer_queries: dict[str, int] = field(default_factory=dict)  # layer -> spatial positions it attends from
 
     def at(self, step: int) -> StepSignals:
         return self.steps.setdefault(step, StepSignals())
 
-    def record_noise(self, step: int, eps_text: torch.Tensor, eps_uncond: torch.Tensor) -> None:
+    def record_noise(self, step: int, eps_text: torch.Tensor, eps_uncond: torch.Tensor, keep_map: bool = False) -> None:
         diff = eps_text.float() - eps_uncond.float()  # statistics in float32 whatever the dtype
         norm = diff.flatten(1).norm(dim=1)
         entry = self.at(step)
         entry.noise_norm = norm
         entry.noise_rms = norm / math.sqrt(diff[0].numel())
+        if keep_map:
+            entry.noise_map = diff.detach()
 
-    def record_attention(self, step: int, token_mass: torch.Tensor) -> None:
+    def record_attention(self, step: int, token_mass: torch.Tensor, layer: str | None = None) -> None:
         entry = self.at(step)
         token_mass = token_mass.float()
         if entry.attention_sum is None:
@@ -41,6 +51,25 @@ class SignalTrace:
         else:
             entry.attention_sum = entry.attention_sum + token_mass
         entry.attention_layers += 1
+        if layer is not None:
+            entry.attention_by_layer[layer] = token_mass
+
+    def record_end_token_map(self, step: int, attention_map: torch.Tensor) -> None:
+        """`attention_map`: (N, h, w) at the latent resolution."""
+        entry = self.at(step)
+        attention_map = attention_map.float()
+        entry.end_token_map_sum = (
+            attention_map if entry.end_token_map_sum is None else entry.end_token_map_sum + attention_map
+        )
+        entry.end_token_map_layers += 1
+
+    def record_hessian(self, step: int, product: torch.Tensor) -> None:
+        """`product`: (N, ...) the Jacobian-vector product (J_text - J_uncond)(eps_text - eps_uncond)."""
+        flat = product.float().flatten(1)
+        self.at(step).hessian_rms = flat.norm(dim=1) / math.sqrt(flat.shape[1])
+
+    def last_step(self) -> int | None:
+        return max(self.steps) if self.steps else None
 
     def recorded_steps(self) -> list[int]:
         return sorted(self.steps)

@@ -1,0 +1,32 @@
+"""Detection: from the signals of a call to one memorization score per image.
+
+Each detector is a small dataclass with `name`, `needs` (the signals it reads) and `score(trace,
+upto_step)`. memguard's own score is in `bottleneck.py`; the published baselines, re-implemented from
+their papers, are in `noise.py` (Wen, Jeon) and `attention.py` (Ren, Chen). The guard's detector is
+`GuardConfig.detector`; calibrated thresholds come from `memguard.calibrate` (calibration.py).
+"""
+
+from .attention import AttentionEntropyDetector, BrightEndingDetector, LateAttentionEntropyDetector
+from .base import Decision, Detector, decide
+from .bottleneck import BottleneckEntropyDetector
+from .noise import DEFAULT_THRESHOLD, HessianDetector, NoiseMagnitudeDetector
+from .record import record_trace
+from .registry import CALIBRATED_DEFAULT, DETECTORS, UNCALIBRATED_DEFAULT, get_detector
+
+__all__ = [
+    "CALIBRATED_DEFAULT",
+    "DEFAULT_THRESHOLD",
+    "DETECTORS",
+    "UNCALIBRATED_DEFAULT",
+    "AttentionEntropyDetector",
+    "BottleneckEntropyDetector",
+    "BrightEndingDetector",
+    "Decision",
+    "Detector",
+    "HessianDetector",
+    "LateAttentionEntropyDetector",
+    "NoiseMagnitudeDetector",
+    "decide",
+    "get_detector",
+    "record_trace",
+]

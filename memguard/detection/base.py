@@ -1,0 +1,64 @@
+"""The detector interface: from a call's `SignalTrace` to one memorization score per image."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from ..signals import SignalNeeds, SignalTrace
+
+
+class Detector(Protocol):
+    """Scores every image of one call; higher means more likely memorized.
+
+    `needs` tells the recorder what to read; `default_threshold` is the uncalibrated guess used when
+    the operator gives neither a calibration nor a threshold (None: this detector needs one).
+    """
+
+    name: str
+    needs: SignalNeeds
+    default_threshold: float | None
+
+    def score(self, trace: SignalTrace, upto_step: int) -> torch.Tensor:
+        """(N,) float scores from the steps 0..upto_step-1 of `trace` (NaN where a signal is missing)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Decision:
+    score: float
+    memorized: bool
+
+
+def decide(scores: torch.Tensor, threshold: float) -> list[Decision]:
+    """Memorized means strictly above the threshold; a NaN score is never memorized (reported unavailable)."""
+    decisions = []
+    for value in scores.detach().cpu().tolist():
+        decisions.append(Decision(value, bool(math.isfinite(value) and value > threshold)))
+    return decisions
+
+
+def steps_upto(trace: SignalTrace, upto_step: int, attribute: str) -> list[int]:
+    """The recorded steps < upto_step that carry `attribute`."""
+    return [s for s in range(upto_step) if s in trace.steps and getattr(trace.steps[s], attribute) is not None]
+
+
+def mean_over_steps(trace: SignalTrace, upto_step: int, attribute: str) -> torch.Tensor | None:
+    steps = steps_upto(trace, upto_step, attribute)
+    if not steps:
+        return None
+    return torch.stack([getattr(trace.steps[s], attribute).float() for s in steps]).mean(dim=0).cpu()
+
+
+def entropy(mass: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of each row of a non-negative (N, T) mass, normalized to a distribution."""
+    p = mass.float().clamp_min(1e-12)
+    p = p / p.sum(dim=-1, keepdim=True)
+    return -(p * p.log()).sum(dim=-1)
+
+
+def unavailable(trace: SignalTrace) -> torch.Tensor:
+    return torch.full((trace.num_images,), math.nan)

@@ -1,0 +1,200 @@
+"""The detector interface, memguard's own score and the re-implemented baselines."""
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import PROMPTS, UNetCallCounter, seeded
+
+import memguard
+from memguard import GuardConfig
+from memguard.detection import (
+    DETECTORS,
+    AttentionEntropyDetector,
+    BottleneckEntropyDetector,
+    BrightEndingDetector,
+    HessianDetector,
+    LateAttentionEntropyDetector,
+    NoiseMagnitudeDetector,
+    get_detector,
+    record_trace,
+)
+from memguard.detection.base import entropy
+from memguard.detection.bottleneck import bottleneck_layers
+from memguard.signals import SignalNeeds
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
+from _roc import auc, roc_curve, tpr_at_fpr  # noqa: E402
+
+STEPS = 5
+ALL = SignalNeeds(
+    attention=True,
+    attention_by_layer=True,
+    noise_map_first_step=True,
+    end_token_map_last_step=True,
+    hessian_first_step=True,
+    all_steps=True,
+)
+
+
+@pytest.fixture(scope="module")
+def trace(request):
+    from memguard.testbed.tiny import tiny_pipeline
+
+    pipe = tiny_pipeline(seed=0)
+    return pipe, record_trace(pipe, PROMPTS, ALL, upto_step=STEPS, num_inference_steps=STEPS, generator=seeded(2))
+
+
+def test_every_detector_scores_every_image_from_one_trace(trace):
+    _, recorded = trace
+    for name, factory in DETECTORS.items():
+        scores = factory().score(recorded, 1 if not factory().needs.full_run else STEPS)
+        assert scores.shape == (2,) and torch.isfinite(scores).all(), name
+    assert recorded.end_token_index.tolist() == [
+        len(recorded_prompt.split()) + 1 for recorded_prompt in PROMPTS
+    ]  # one token per word in these prompts, after the begin token
+
+
+def test_memguard_score_is_the_normalized_entropy_of_the_bottleneck_layers(trace):
+    pipe, recorded = trace
+    layers = bottleneck_layers(recorded)
+    fewest = min(recorded.layer_queries.values())
+    assert layers and all(recorded.layer_queries[name] == fewest for name in layers)
+    assert any(q > fewest for q in recorded.layer_queries.values())  # not simply every layer
+    mass = torch.stack([recorded.steps[0].attention_by_layer[n] for n in layers]).mean(0)
+    expected = entropy(mass) / math.log(mass.shape[1])
+    assert BottleneckEntropyDetector().score(recorded, 1) == pytest.approx(expected.tolist(), rel=1e-6)
+    assert ((expected > 0) & (expected <= 1)).all()
+
+
+def test_jeon_hessian_product_matches_finite_differences(trace):
+    pipe, recorded = trace
+    step0 = recorded.steps[0]
+    # recompute (J_c - J_u) v by central differences around the first step's latents
+    assert step0.hessian_rms is not None
+    calls = []
+
+    def hook(module, args, kwargs):
+        calls.append((args, kwargs))
+
+    handle = pipe.unet.register_forward_pre_hook(hook, with_kwargs=True)
+    record_trace(pipe, PROMPTS, SignalNeeds(), upto_step=1, num_inference_steps=STEPS, generator=seeded(2))
+    handle.remove()
+    args, kwargs = calls[0]
+    sample = args[0] if args else kwargs["sample"]
+    timestep = args[1] if len(args) > 1 else kwargs["timestep"]
+    states = kwargs["encoder_hidden_states"]
+    x = sample[2:]
+
+    def difference(z):
+        out = pipe.unet(torch.cat([z, z]), timestep, encoder_hidden_states=states, return_dict=False)[0]
+        u, c = out.chunk(2)
+        return c - u
+
+    with torch.no_grad():
+        v = difference(x)
+        # a step of about 1e-3 per latent element: small against the latents, large against float32 noise
+        h = (1e-3 / (v.flatten(1).norm(dim=1) / math.sqrt(v[0].numel()))).view(-1, 1, 1, 1)
+        product = (difference(x + h * v) - difference(x - h * v)) / (2 * h)
+    rms = product.flatten(1).norm(dim=1) / math.sqrt(product[0].numel())
+    assert HessianDetector().score(recorded, 1) == pytest.approx(rms.tolist(), rel=2e-2)
+
+
+def test_missing_signals_give_nan_not_a_guess(trace):
+    pipe, _ = trace
+    bare = record_trace(pipe, PROMPTS, SignalNeeds(), upto_step=1, num_inference_steps=STEPS, generator=seeded(2))
+    for detector in (
+        BottleneckEntropyDetector(),
+        HessianDetector(),
+        AttentionEntropyDetector(),
+        BrightEndingDetector(),
+    ):
+        assert torch.isnan(detector.score(bare, 1)).all(), detector.name
+    assert torch.isfinite(NoiseMagnitudeDetector().score(bare, 1)).all()
+
+
+def test_early_detectors_stop_the_recording_loop_and_post_hoc_ones_run_it_all(trace):
+    pipe, _ = trace
+    counter = UNetCallCounter(pipe.unet)
+    record_trace(
+        pipe, PROMPTS, SignalNeeds(attention=True), upto_step=2, num_inference_steps=STEPS, generator=seeded(2)
+    )
+    early = counter.calls
+    record_trace(
+        pipe, PROMPTS, LateAttentionEntropyDetector().needs, upto_step=2, num_inference_steps=STEPS, generator=seeded(2)
+    )
+    counter.remove()
+    assert early == 2 and counter.calls - early == STEPS
+
+
+def test_the_guard_uses_the_configured_detector(shared_base_pipe):
+    out = memguard.guard(shared_base_pipe, GuardConfig(detector="jeon_hessian", threshold=0.0))(
+        PROMPTS, num_inference_steps=STEPS, generator=seeded(2), output_type="np"
+    )
+    assert {r.detector for r in out.memorization} == {"jeon_hessian"}
+    post_hoc = memguard.guard(
+        shared_base_pipe,
+        GuardConfig(detector=BrightEndingDetector(), threshold=1e9, policy=memguard.Policy.uniform("flag")),
+    )(PROMPTS, num_inference_steps=STEPS, generator=seeded(2), output_type="np")
+    assert {r.decided_at_step for r in post_hoc.memorization} == {STEPS}
+    assert all(math.isfinite(r.score) for r in post_hoc.memorization)
+
+
+def test_detector_configuration_errors_are_clear(shared_base_pipe):
+    with pytest.raises(ValueError, match="unknown detector 'wen'"):
+        GuardConfig(detector="wen")
+    with pytest.raises(TypeError, match="name, needs and score"):
+        get_detector(object())
+    calibration = memguard.calibrate(
+        shared_base_pipe,
+        [f"a red circle number {i}" for i in range(10)],
+        target_fpr=0.1,
+        num_inference_steps=2,
+        progress=False,
+    )
+    with pytest.raises(ValueError, match="differs from the calibration's detector"):
+        GuardConfig(calibration=calibration, detector="noise_rms")
+    GuardConfig(calibration=calibration, detector="noise_rms", threshold=0.1)  # explicit threshold: allowed
+    with pytest.raises(ValueError, match="no model-free default threshold"):
+        memguard.guard(shared_base_pipe, GuardConfig(detector="bottleneck_entropy"))(
+            PROMPTS, num_inference_steps=2, generator=seeded(2)
+        )
+
+
+def test_a_resample_is_scored_on_the_attention_its_mitigation_uses(shared_base_pipe):
+    from memguard.mitigation import AttentionRescale
+
+    config = GuardConfig(
+        detector="bottleneck_entropy",
+        threshold=-1.0,  # everything memorized: the default policy re-samples
+        mitigation=AttentionRescale(scope="all"),
+        policy=memguard.Policy(max_attempts=1),
+    )
+    out = memguard.guard(shared_base_pipe, config)(PROMPTS, num_inference_steps=STEPS, generator=seeded(2))
+    for report in out.memorization:
+        first, resample = report.attempts
+        # every prompt position masked: the bottleneck attends only to the begin token, entropy ~0
+        assert first.score > 0.5 and resample.score < 1e-3
+
+
+def test_roc_figures():
+    assert auc([3, 4], [1, 2]) == 1.0 and auc([1], [1]) == 0.5 and auc([0], [1]) == 0.0
+    negatives = list(range(100))
+    assert tpr_at_fpr([98.5, 50], negatives, 0.01) == 0.5  # one negative (99) may pass: threshold 98
+    assert tpr_at_fpr([float("nan")], negatives, 0.01) == 0.0  # unavailable counts as not memorized
+    fpr, tpr = roc_curve([2, 3], [1, 2])
+    assert fpr[0] == tpr[0] == 0 and fpr[-1] == tpr[-1] == 1 and all(b >= a for a, b in zip(fpr, fpr[1:], strict=False))
+
+
+PEERS = Path(__file__).parent.parent.parent / "shared" / "data" / "peers" / "MemAttn"
+
+
+@pytest.mark.skipif(not PEERS.is_dir(), reason="peer prompt lists are not on this machine")
+def test_detection_benchmark_reads_the_peer_prompt_lists():
+    from detection import load_prompt_file
+
+    memorized = load_prompt_file(PEERS / "sd1_mem345.txt", None)
+    benign = load_prompt_file(PEERS / "group_nomem500.txt", 10)
+    assert len(memorized) == 345 and len(benign) == 10 and all(p.strip() for p in memorized)

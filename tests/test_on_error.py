@@ -1,0 +1,89 @@
+"""GuardConfig.on_error: a failure of the guard itself never returns an unguarded image silently."""
+
+import numpy as np
+import pytest
+from conftest import PROMPTS, seeded
+from prometheus_client import CollectorRegistry
+
+import memguard
+from memguard import GuardConfig, Policy
+from memguard.metrics import GuardMetrics
+from memguard.signals import SignalRecorder
+
+STEPS = 4
+SECRET = "a private prompt about Zorblax"
+
+
+def _boom(*args, **kwargs):
+    raise RuntimeError(f"hook failed on {SECRET}")
+
+
+def _run(pipe, config):
+    return memguard.guard(pipe, config)(
+        [SECRET, PROMPTS[0]], num_inference_steps=STEPS, generator=seeded(2), output_type="np"
+    )
+
+
+def _errors(registry, kind="RuntimeError"):
+    return registry.get_sample_value("memguard_guard_errors_total", {"pipeline": "t", "kind": kind}) or 0.0
+
+
+@pytest.mark.parametrize("where", ["on_unet_output", "on_cross_attention"])
+def test_fail_closed_blocks_every_image_and_counts_the_error(shared_base_pipe, monkeypatch, where):
+    registry = CollectorRegistry()
+    monkeypatch.setattr(SignalRecorder, where, _boom)
+    out = _run(shared_base_pipe, GuardConfig(name="t", metrics=GuardMetrics(registry), threshold=0.1))
+    assert np.all(out.images == 0)
+    for report in out.memorization:
+        assert report.status == "error" and report.action == "blocked"
+        assert (
+            "RuntimeError" in report.reason and SECRET not in report.reason and "Zorblax" not in str(report.to_dict())
+        )
+    assert _errors(registry) == 1.0
+    assert registry.get_sample_value("memguard_images_total", {"pipeline": "t", "outcome": "blocked"}) == 2.0
+
+
+def test_fail_open_returns_the_unguarded_images_and_says_so(shared_base_pipe, monkeypatch):
+    reference = shared_base_pipe(
+        [SECRET, PROMPTS[0]], num_inference_steps=STEPS, generator=seeded(2), output_type="np"
+    ).images
+    registry = CollectorRegistry()
+    monkeypatch.setattr(SignalRecorder, "on_unet_output", _boom)
+    config = GuardConfig(name="t", metrics=GuardMetrics(registry), threshold=0.1, on_error="fail_open")
+    out = _run(shared_base_pipe, config)
+    assert np.array_equal(out.images, reference)
+    assert {(r.status, r.action) for r in out.memorization} == {("error", "none")}
+    assert _errors(registry) == 1.0
+    assert registry.get_sample_value("memguard_images_total", {"pipeline": "t", "outcome": "error"}) == 2.0
+
+
+class _BrokenMitigation:
+    name = "broken"
+
+    def apply(self, plan, context):
+        raise ValueError(f"cannot mitigate {SECRET}")
+
+
+@pytest.mark.parametrize(("on_error", "action"), [("fail_closed", "blocked"), ("fail_open", "blocked")])
+def test_a_failing_resample_never_returns_the_memorized_image_unmarked(shared_base_pipe, on_error, action):
+    # every image is memorized (threshold below any score), so the first pass stops at the decision
+    # step: there is no finished image to return, even when failing open
+    registry = CollectorRegistry()
+    config = GuardConfig(
+        name="t",
+        metrics=GuardMetrics(registry),
+        threshold=-1.0,
+        policy=Policy(unintended="resample"),
+        mitigation=_BrokenMitigation(),
+        on_error=on_error,
+    )
+    out = _run(shared_base_pipe, config)
+    assert [(r.status, r.action) for r in out.memorization] == [("error", action)] * 2
+    assert np.all(out.images == 0)
+    assert _errors(registry, "ValueError") == 2.0
+    assert all(SECRET not in (r.reason or "") for r in out.memorization)
+
+
+def test_on_error_must_be_a_known_word():
+    with pytest.raises(ValueError, match="on_error"):
+        GuardConfig(on_error="ignore")

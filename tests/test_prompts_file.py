@@ -1,0 +1,69 @@
+"""The prompt-file parser behind `memguard scan` and `memguard calibrate`."""
+
+import json
+
+import pytest
+
+from memguard.prompts_file import Prompt, PromptFileError, prompts_digest, read_prompts
+
+SECRET = "Zyxwv Private Diary Page"
+
+
+def test_plain_lines_skip_blank_lines_and_keep_file_line_numbers(tmp_path):
+    path = tmp_path / "prompts.txt"
+    path.write_text("a red circle\n\n   \n two words \r\nlast without newline")
+    assert read_prompts(path) == [
+        Prompt(0, 1, "a red circle"),
+        Prompt(1, 4, " two words "),  # offsets of trigger spans refer to the text as written
+        Prompt(2, 5, "last without newline"),
+    ]
+
+
+def test_jsonl_reads_the_caption_field(tmp_path):
+    path = tmp_path / "log.jsonl"
+    rows = [{"caption": "first", "user": 1}, {"caption": "second"}]
+    path.write_text("\n".join(json.dumps(r) for r in rows[:1]) + "\n\n" + json.dumps(rows[1]) + "\n")
+    assert read_prompts(path) == [Prompt(0, 1, "first"), Prompt(1, 3, "second")]
+    assert [p.text for p in read_prompts(path, field="caption", fmt="jsonl")] == ["first", "second"]
+
+
+def test_jsonl_is_recognized_without_the_suffix_and_other_fields_can_be_named(tmp_path):
+    path = tmp_path / "log.txt"
+    path.write_text('{"prompt": "a blue square"}\n')
+    assert read_prompts(path, field="prompt") == [Prompt(0, 1, "a blue square")]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('{"caption": "ok"}\n{"text": "' + SECRET + '"}\n', "log.jsonl:2: missing the 'caption' field"),
+        ('{"caption": "ok"}\n\n{"caption": "' + SECRET + '"\n', "log.jsonl:3: not valid JSON"),
+        ('{"caption": "ok"}\n["' + SECRET + '"]\n', "log.jsonl:2: expected a JSON object"),
+        ('{"caption": ""}\n', "log.jsonl:1: 'caption' must be a non-empty string"),
+        ('{"caption": 7}\n', "log.jsonl:1: 'caption' must be a non-empty string"),
+    ],
+)
+def test_bad_jsonl_names_the_line_but_not_its_content(tmp_path, body, message):
+    path = tmp_path / "log.jsonl"
+    path.write_text(body)
+    with pytest.raises(PromptFileError, match=message) as caught:
+        read_prompts(path)
+    assert SECRET not in str(caught.value)
+
+
+def test_missing_empty_and_binary_files_are_errors(tmp_path):
+    with pytest.raises(PromptFileError, match="cannot read prompt file"):
+        read_prompts(tmp_path / "absent.txt")
+    (tmp_path / "empty.txt").write_text("\n  \n")
+    with pytest.raises(PromptFileError, match="has no prompts"):
+        read_prompts(tmp_path / "empty.txt")
+    (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(PromptFileError, match="not UTF-8"):
+        read_prompts(tmp_path / "binary.txt")
+
+
+def test_digest_changes_with_text_and_order():
+    a, b = Prompt(0, 1, "a"), Prompt(1, 2, "b")
+    assert prompts_digest([a, b]) == prompts_digest([Prompt(0, 5, "a"), Prompt(1, 9, "b")])  # lines do not matter
+    assert prompts_digest([a, b]) != prompts_digest([b, a])
+    assert prompts_digest([a]) != prompts_digest([Prompt(0, 1, "a ")])
