@@ -44,3 +44,22 @@ def test_errors_raised_during_a_call_do_not_quote_the_prompt(shared_base_pipe):
     with pytest.raises(ValueError) as err:
         guarded(SECRET, num_inference_steps=2)
     assert "Zyxwv" not in str(err.value) and "Zyxwv" not in repr(err.value.__cause__)
+
+
+def test_diffusers_truncation_warning_keeps_the_warning_but_not_the_text(shared_base_pipe, caplog):
+    from diffusers.utils import logging as diffusers_logging
+
+    verbosity = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_warning()  # another test (or app) may have silenced diffusers
+    diffusers_logging.enable_propagation()  # let caplog see diffusers' records
+    try:
+        caplog.set_level(logging.WARNING)
+        long_prompt = "a red circle " * 30 + SECRET  # far beyond 77 tokens: the secret is truncated
+        memguard.guard(shared_base_pipe, GuardConfig(threshold=0.1))(
+            long_prompt, num_inference_steps=2, generator=seeded(1), output_type="np"
+        )
+    finally:
+        diffusers_logging.disable_propagation()
+        diffusers_logging.set_verbosity(verbosity)
+    assert "truncated" in caplog.text and "redacted by memguard" in caplog.text
+    assert "zyxwv" not in caplog.text.lower()

@@ -9,9 +9,12 @@ import torch
 from diffusers import StableDiffusionPipeline
 from tqdm.auto import tqdm
 
+from .. import logging_privacy
 from ..config import GuardConfig, coerce_config
 from ..report import GuardedPipelineOutput, MemorizationReport
 from .guarded_call import GuardedCall, bind_call_arguments
+
+logging_privacy.install()
 
 
 class GuardedStableDiffusionPipeline(StableDiffusionPipeline):
