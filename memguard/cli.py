@@ -1,12 +1,37 @@
-"""The `memguard` command line (typer)."""
+"""The `memguard` command line (typer): demo, generate, scan, calibrate, index build/check.
+
+MODEL is "testbed" (the shipped model, offline; its calibration and registry apply unless others are
+named), "tiny" (a random toy pipeline, for smoke runs) or a diffusers model id / local path.
+Prompts are never printed; reports carry trigger offsets, and the text only with --include-text.
+"""
 
 from __future__ import annotations
 
+import json
+from enum import Enum
 from pathlib import Path
 
 import typer
 
+from .cli_support import default_device, file_digest, guard_config, image_files, load_guarded, user_errors
+
 app = typer.Typer(help="Guard diffusers text-to-image pipelines against unintended memorization.", no_args_is_help=True)
+index_app = typer.Typer(help="Copy-verification index of protected images (memguard.verify).", no_args_is_help=True)
+app.add_typer(index_app, name="index")
+
+MODEL_HELP = "'testbed' (shipped, offline), 'tiny' (random toy model) or a diffusers model id / local path"
+
+
+class PolicyChoice(str, Enum):
+    flag = "flag"
+    resample = "resample"
+    block = "block"
+
+
+class KindChoice(str, Enum):
+    flat = "flat"
+    ivf = "ivf"
+    hnsw = "hnsw"
 
 
 @app.callback()
@@ -27,6 +52,210 @@ def demo(
     typer.echo(f"grid: {result.grid_path}")
     typer.echo(f"report: {result.report_path}")
     typer.echo(f"took {result.seconds:.1f} s")
+
+
+@app.command()
+def generate(
+    prompt: str = typer.Argument(..., help="the prompt (never printed or logged)"),
+    out: Path = typer.Option(..., "--out", help="folder for image_NNN.png and image_NNN.json"),
+    model: str = typer.Option("testbed", help=MODEL_HELP),
+    seed: int = typer.Option(0, help="image i uses seed + i"),
+    steps: int = typer.Option(50, min=1, help="denoising steps"),
+    guidance: float = typer.Option(7.5, help="classifier-free guidance scale"),
+    num_images: int = typer.Option(1, min=1, help="images of this prompt"),
+    calibration: Path | None = typer.Option(None, help="calibration JSON (memguard calibrate)"),
+    registry: Path | None = typer.Option(None, help="intent registry (JSON/YAML)"),
+    policy: PolicyChoice = typer.Option(PolicyChoice.resample, help="action on unintended or mixed memorization"),
+    include_text: bool = typer.Option(False, help="write the prompt and trigger words into the reports"),
+    device: str = typer.Option(default_device(), help="torch device"),
+) -> None:
+    """Generate images under the guard; write each image and its memorization report."""
+    import torch
+
+    from .policy import Policy
+
+    if not prompt.strip():
+        raise typer.BadParameter("the prompt is empty", param_hint="'PROMPT'")
+    config, _ = guard_config(model, calibration, registry, policy=Policy.uniform(policy.value))
+    pipe, name = load_guarded(model, config, device)
+    pipe.set_progress_bar_config(disable=False)
+    generators = [torch.Generator("cpu").manual_seed(seed + i) for i in range(num_images)]
+    output = pipe(
+        prompt,
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        num_images_per_prompt=num_images,
+        generator=generators,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    for i, (image, report) in enumerate(zip(output.images, output.memorization, strict=True)):
+        stem = f"image_{i:03d}"
+        image.save(out / f"{stem}.png")
+        payload = {"model": name, "seed": seed + i, "steps": steps, "guidance_scale": guidance}
+        if include_text:
+            payload["prompt"] = prompt
+        payload["report"] = report.to_dict(include_text=include_text)
+        (out / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
+        typer.echo(f"{stem}.png: {report.action} (score {report.score:.4f}, threshold {report.threshold:.4f})")
+
+
+@app.command()
+def scan(
+    prompts_file: Path = typer.Argument(..., help="one prompt per line, or JSONL with a caption field"),
+    out: Path = typer.Option(Path("scan.jsonl"), "--out", help="JSONL results (resumed if it exists)"),
+    model: str = typer.Option("testbed", help=MODEL_HELP),
+    batch_size: int = typer.Option(8, min=1, help="prompts per pipeline call"),
+    seed: int = typer.Option(0, help="prompt i uses seed + i"),
+    steps: int = typer.Option(50, min=1, help="denoising steps of the schedule (scoring stops at the decision step)"),
+    guidance: float = typer.Option(7.5, help="classifier-free guidance scale"),
+    calibration: Path | None = typer.Option(None, help="calibration JSON (memguard calibrate)"),
+    registry: Path | None = typer.Option(None, help="intent registry (JSON/YAML)"),
+    field: str = typer.Option("caption", help="JSONL field holding the prompt"),
+    include_text: bool = typer.Option(False, help="write prompts and trigger words into the results"),
+    cpu: bool = typer.Option(False, help="run on CPU even where an accelerator is available"),
+    progress: bool = typer.Option(True, help="show a progress bar"),
+) -> None:
+    """Audit prompts: score each at the decision step, without finishing images (resumable).
+
+    Runs sharded under `accelerate launch`; only the main process writes.
+    """
+    import torch
+    from accelerate import PartialState
+
+    from .calibration import model_fingerprint
+    from .prompts_file import prompts_digest, read_prompts
+    from .scan import run_scan
+
+    with user_errors("'PROMPTS_FILE'"):
+        prompts = read_prompts(prompts_file, field=field)
+    # Without an accelerator accelerate must be told CPU, or a multi-process launch stays single-process.
+    state = PartialState(cpu=cpu or not _accelerator_available(torch))
+    config, registry_file = guard_config(model, calibration, registry)
+    pipe, _ = load_guarded(model, config, str(state.device))
+    identity = {
+        "prompts_sha256": prompts_digest(prompts),
+        "model_fingerprint": model_fingerprint(pipe),
+        "calibration_threshold": config.calibration.threshold if config.calibration else None,
+        "registry_sha256": file_digest(registry_file),
+        "decision_step": config.effective_decision_step,
+        "steps": steps,
+        "guidance_scale": guidance,
+        "seed": seed,
+        "include_text": include_text,
+    }
+    with user_errors("'--out'"):
+        summary = run_scan(
+            pipe,
+            prompts,
+            out,
+            identity=identity,
+            batch_size=batch_size,
+            seed=seed,
+            include_text=include_text,
+            state=state,
+            progress=progress,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+        )
+    if state.is_main_process:
+        typer.echo(
+            f"{summary.total} prompts: {summary.resumed} already in {out}, {summary.scored} scored, "
+            f"{summary.memorized} of them memorized"
+        )
+
+
+@app.command()
+def calibrate(
+    benign_prompts: Path = typer.Argument(..., help="benign prompts: one per line, or JSONL with a caption field"),
+    out: Path = typer.Option(Path("calibration.json"), "--out", help="calibration JSON to write"),
+    model: str = typer.Option("testbed", help=MODEL_HELP),
+    target_fpr: float = typer.Option(0.01, min=0.0, max=1.0, help="share of benign prompts allowed above threshold"),
+    steps: int = typer.Option(50, min=1, help="denoising steps of the schedule the guard will run with"),
+    guidance: float = typer.Option(7.5, help="classifier-free guidance scale"),
+    decision_step: int = typer.Option(1, min=1, help="1-based step at which the detector decides"),
+    batch_size: int = typer.Option(8, min=1, help="prompts per pipeline call"),
+    seed: int = typer.Option(0, help="prompt i uses seed + i"),
+    field: str = typer.Option("caption", help="JSONL field holding the prompt"),
+    device: str = typer.Option(default_device(), help="torch device"),
+) -> None:
+    """Measure the threshold for a target false-positive rate on benign prompts of this model."""
+    from .calibration import calibrate as measure
+    from .config import GuardConfig
+    from .prompts_file import read_prompts
+
+    with user_errors("'BENIGN_PROMPTS'"):
+        prompts = [p.text for p in read_prompts(benign_prompts, field=field)]
+    pipe, name = load_guarded(model, GuardConfig(), device)
+    with user_errors("'--target-fpr'"):
+        result = measure(
+            pipe,
+            prompts,
+            target_fpr,
+            decision_step=decision_step,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            batch_size=batch_size,
+            seed=seed,
+        )
+    result.save(out)
+    typer.echo(
+        f"{name}: threshold {result.threshold:.4f} at achieved FPR {result.achieved_fpr:.3f} "
+        f"on {result.num_scores} benign scores -> {out}"
+    )
+
+
+@index_app.command("build")
+def index_build(
+    images_dir: Path = typer.Argument(..., help="folder of protected images (searched recursively)"),
+    out: Path = typer.Option(..., "--out", help="index file; its sidecar is written beside it as OUT.json"),
+    kind: KindChoice = typer.Option(KindChoice.flat, help="flat (exact), ivf or hnsw (approximate, for millions)"),
+    encoder: str = typer.Option("pixel-32", help="'pixel-32' (offline, testbed only) or 'open_clip:MODEL/PRETRAINED'"),
+) -> None:
+    """Index embeddings of protected or training images (ids: paths relative to IMAGES_DIR)."""
+    from tqdm.auto import tqdm
+
+    from .verify import VerificationIndex, encoder_from_name
+
+    if not images_dir.is_dir():
+        raise typer.BadParameter(f"{images_dir} is not a folder", param_hint="'IMAGES_DIR'")
+    files = image_files([images_dir], "'IMAGES_DIR'")
+    with user_errors("'--encoder'", (ValueError, ImportError)):
+        image_encoder = encoder_from_name(encoder)
+    ids = [p.relative_to(images_dir).as_posix() for p in files]
+    with user_errors("'IMAGES_DIR'"):
+        index = VerificationIndex.build(
+            tqdm(files, desc="memguard index", unit="image"), ids, image_encoder, kind=kind.value
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    index.save(out)
+    typer.echo(f"{len(index)} images, {kind.value} index, encoder {image_encoder.name} -> {out}")
+
+
+@index_app.command("check")
+def index_check(
+    images: list[Path] = typer.Argument(..., help="generated images (files or folders) to check"),
+    index_path: Path = typer.Option(..., "--index", help="index file written by `memguard index build`"),
+    k: int = typer.Option(5, min=1, help="nearest protected images to list"),
+    threshold: float | None = typer.Option(None, help="mark an image copied when its top similarity reaches this"),
+) -> None:
+    """Print, per image, its nearest protected images and their cosine similarity (JSON lines)."""
+    from .verify import VerificationIndex
+
+    with user_errors("'--index'", (ValueError, ImportError)):
+        index = VerificationIndex.load(index_path)
+    files = image_files(images, "'IMAGES...'")
+    with user_errors("'IMAGES...'"):
+        results = index.search(files, k)
+    for path, matches in zip(files, results, strict=True):
+        row = {"image": str(path), "matches": [{"id": m.id, "similarity": round(m.similarity, 6)} for m in matches]}
+        if threshold is not None:
+            row["copied"] = bool(matches) and matches[0].similarity >= threshold
+        typer.echo(json.dumps(row))
+
+
+def _accelerator_available(torch) -> bool:
+    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6
+    return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
 
 
 if __name__ == "__main__":

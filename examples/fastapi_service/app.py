@@ -1,0 +1,155 @@
+"""A FastAPI image-generation service with the memguard guard, exposing /generate and /metrics.
+
+    pip install 'memguard[serve]'
+    python examples/fastapi_service/app.py --model testbed --port 8000
+    curl -s localhost:8000/generate -H 'content-type: application/json' \
+         -d '{"prompt": "a large orange circle, top right", "seed": 1, "steps": 30}'
+    curl -s localhost:8000/metrics
+
+Concurrency: one pipeline serves every request, but a diffusers pipeline must not run two calls at
+once (the scheduler keeps per-call state, and the guard's hooks on the UNet record one call at a
+time). Requests therefore queue for a single worker thread: the event loop stays free to accept
+requests and serve /metrics, calls never overlap, and each request returns the report of its own
+call together with its own image. For more throughput run more processes (each with its own
+pipeline and GPU) and set PROMETHEUS_MULTIPROC_DIR so /metrics adds up every worker.
+
+Privacy: the response's report has trigger offsets but no prompt text, and nothing here logs prompts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+import torch
+from diffusers.utils import logging as diffusers_logging
+from fastapi import FastAPI, HTTPException, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+from pydantic import BaseModel, Field
+
+import memguard
+from memguard.metrics import GuardMetrics
+from memguard.models import guard_defaults, load_pipeline
+
+log = logging.getLogger("imagegen")
+PIPELINE_LABEL = "service"  # the `pipeline` label of the guard's metrics
+
+
+class GenerateRequest(BaseModel):
+    prompt: str = Field(min_length=1, max_length=2000)
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+    steps: int = Field(30, ge=1, le=150)
+    guidance: float = Field(7.5, ge=0.0, le=30.0)
+
+
+class GenerateResponse(BaseModel):
+    image_png_base64: str
+    blocked: bool
+    report: dict
+
+
+def load_guarded(model: str = "testbed"):
+    """The model under a guard with its shipped calibration and registry (the testbed's), if any."""
+    pipe, _ = load_pipeline(model, device="cuda" if torch.cuda.is_available() else "cpu")
+    defaults = guard_defaults(model)
+    return memguard.guard(pipe, memguard.GuardConfig(calibration=defaults.calibration, registry=defaults.registry))
+
+
+def create_app(pipe=None, *, model: str = "testbed", registry: CollectorRegistry | None = None) -> FastAPI:
+    """The service around `pipe` (a GuardedStableDiffusionPipeline; default: `model` loaded here).
+
+    Metrics go to `registry` (default: a registry of this app's own), or, in prometheus_client's
+    multiprocess mode, to PROMETHEUS_MULTIPROC_DIR, aggregated over every worker at /metrics.
+    """
+    diffusers_logging.set_verbosity_error()  # diffusers warns with the truncated prompt text quoted
+    registry = registry if registry is not None else CollectorRegistry()
+    pipe = pipe if pipe is not None else load_guarded(model)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.guard_config = pipe.guard_config.replace(name=PIPELINE_LABEL, metrics=GuardMetrics(registry))
+    in_flight = Gauge(
+        "imagegen_requests_in_flight",
+        "Generate requests accepted and not yet answered (queued or running).",
+        registry=registry,
+        multiprocess_mode="livesum",
+    )
+    latency = Histogram(
+        "imagegen_generate_seconds",
+        "Wall time of a generate request, queueing included.",
+        buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+        registry=registry,
+    )
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline")  # the one thread that calls `pipe`
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        worker.shutdown(wait=True)
+
+    app = FastAPI(title="memguard image generation", lifespan=lifespan)
+    app.state.pipe = pipe
+    app.state.max_in_flight = 0  # the deepest queue seen (the load test checks requests overlapped)
+    app.state.in_flight = 0
+
+    def run_pipeline(request: GenerateRequest):
+        generator = torch.Generator("cpu").manual_seed(request.seed)
+        output = pipe(
+            request.prompt, num_inference_steps=request.steps, guidance_scale=request.guidance, generator=generator
+        )
+        return output.images[0], output.memorization[0]  # this call's own image and report
+
+    @app.post("/generate", response_model=GenerateResponse)
+    async def generate(request: GenerateRequest) -> GenerateResponse:
+        started = time.perf_counter()
+        app.state.in_flight += 1  # the event loop is single-threaded: no lock needed
+        app.state.max_in_flight = max(app.state.max_in_flight, app.state.in_flight)
+        in_flight.inc()
+        try:
+            image, report = await asyncio.get_running_loop().run_in_executor(worker, run_pipeline, request)
+        except Exception as error:  # the guard counted it (memguard_guard_errors_total); no prompt in the log
+            log.error("generate failed: %s", type(error).__name__)
+            raise HTTPException(status_code=500, detail="generation failed") from None
+        finally:
+            in_flight.dec()
+            app.state.in_flight -= 1
+            latency.observe(time.perf_counter() - started)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return GenerateResponse(
+            image_png_base64=base64.b64encode(buffer.getvalue()).decode("ascii"),
+            blocked=report.action == "blocked",
+            report=report.to_dict(include_text=False),
+        )
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # every worker's files, not this process's registry
+            exposed = CollectorRegistry()
+            MultiProcessCollector(exposed)
+        else:
+            exposed = registry
+        return Response(generate_latest(exposed), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def main() -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description="memguard image-generation service")
+    parser.add_argument("--model", default="testbed", help="testbed, tiny, or a diffusers model id / path")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args()
+    uvicorn.run(create_app(model=args.model), host=args.host, port=args.port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""What the CLI commands share: loading a guarded model, turning library errors into CLI errors,
+finding image files. Kept out of cli.py so the command definitions stay readable."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+import torch
+import typer
+
+from .models import guard_defaults, load_pipeline
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+@contextmanager
+def user_errors(
+    param_hint: str | None = None, kinds: tuple[type[BaseException], ...] = (ValueError,)
+) -> Iterator[None]:
+    """Report `kinds` raised inside as a CLI error (message, exit code != 0), not a traceback.
+
+    Library messages are written not to contain prompt text, so they can be shown as they are.
+    """
+    try:
+        yield
+    except kinds as err:
+        if param_hint:
+            raise typer.BadParameter(str(err), param_hint=param_hint) from None
+        raise click.ClickException(str(err)) from None
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def guard_config(model: str, calibration: Path | None, registry: Path | None, **changes):
+    """A GuardConfig with the model's shipped files (the testbed's) unless the operator names others."""
+    from .config import GuardConfig
+
+    defaults = guard_defaults(model)
+    calibration = calibration or defaults.calibration
+    registry = registry or defaults.registry
+    with user_errors("'--calibration' / '--registry'", (ValueError, TypeError)):
+        return GuardConfig(calibration=calibration, registry=registry, **changes), registry
+
+
+def load_guarded(model: str, config, device: str):
+    """(GuardedStableDiffusionPipeline, description); a checked calibration is one measured on this model."""
+    from .pipelines import guard
+
+    with user_errors("'--model'", (OSError, ValueError)):
+        pipe, name = load_pipeline(model, device=device)
+    guarded = guard(pipe, config)
+    if config.calibration is not None:
+        with user_errors("'--calibration'"):
+            config.calibration.check_model(guarded)
+    return guarded, name
+
+
+def file_digest(path: Path | None) -> str | None:
+    return None if path is None else hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def image_files(paths: Sequence[Path], param_hint: str) -> list[Path]:
+    """Image files named, or found (recursively, sorted) in folders named; an error if there are none."""
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise typer.BadParameter(f"{path} does not exist", param_hint=param_hint)
+    if not found:
+        raise typer.BadParameter(f"no images ({', '.join(IMAGE_SUFFIXES)}) found", param_hint=param_hint)
+    return found

@@ -1,0 +1,188 @@
+"""`memguard scan`: audit many prompts at the decision step (images are never finished), resumably,
+on one process or many under `accelerate launch`.
+
+Output: JSONL, one record per prompt in prompt order, plus a sidecar ``<out>.meta.json`` naming the
+run (prompt-list hash, model fingerprint, settings). A restarted scan checks the sidecar matches,
+keeps the records already written (by index) and appends the rest.
+
+Distribution: prompts are cut into batches (the same batches whatever the number of processes, so
+scores do not depend on it); each round hands one batch to each process with accelerate's
+`split_between_processes`, `gather_object` brings the records back in order and only the main
+process writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .prompts_file import Prompt
+
+META_VERSION = 1
+
+
+class ScanOutputError(ValueError):
+    """The output file cannot be resumed (another run's, or damaged)."""
+
+
+@dataclass(frozen=True)
+class ScanSummary:
+    total: int  # prompts in the input
+    resumed: int  # records already in the output file, kept
+    scored: int  # prompts scored by this run
+    memorized: int  # of those, scored as memorized
+
+
+def meta_path(out: Path) -> Path:
+    return out.with_name(out.name + ".meta.json")
+
+
+def record(prompt: Prompt, report, include_text: bool) -> dict:
+    """One output line: verdict and trigger spans (character offsets); the prompt only if asked."""
+    data = report.to_dict(include_text=include_text)
+    row = {
+        "index": prompt.index,
+        "line": prompt.line,
+        "score": data["score"],
+        "threshold": data["threshold"],
+        "memorized": data["memorized"],
+        "intent": data["intent"],
+        "triggers": data["triggers"],
+        "status": data["status"],
+        "decided_at_step": data["decided_at_step"],
+        "threshold_source": data["threshold_source"],
+    }
+    if include_text:
+        row["prompt"] = prompt.text
+    return row
+
+
+def prepare_output(out: Path, identity: dict, num_prompts: int) -> list[int]:
+    """Check or start the output file; return the prompt indices still to score (ascending)."""
+    meta = {"format_version": META_VERSION, **identity, "num_prompts": num_prompts}
+    sidecar = meta_path(out)
+    if not out.exists() or out.stat().st_size == 0:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("")
+        sidecar.write_text(json.dumps(meta, indent=2) + "\n")
+        return list(range(num_prompts))
+    try:
+        previous = json.loads(sidecar.read_text())
+    except (OSError, json.JSONDecodeError):
+        raise ScanOutputError(
+            f"{out} exists but its run file {sidecar.name} is missing or unreadable, so a resume cannot be "
+            "verified; delete the output or choose another --out"
+        ) from None
+    differing = sorted(k for k in set(meta) | set(previous) if meta.get(k) != previous.get(k))
+    if differing:
+        raise ScanOutputError(
+            f"{out} was written by another scan (differs in: {', '.join(differing)}); "
+            "delete it or choose another --out to start over"
+        )
+    return [i for i in range(num_prompts) if i not in _done_indices(out, num_prompts)]
+
+
+def _done_indices(out: Path, num_prompts: int) -> set[int]:
+    data = out.read_bytes()
+    if not data.endswith(b"\n"):  # a write cut short by a crash: drop the partial last record
+        data = data[: data.rfind(b"\n") + 1]
+        out.write_bytes(data)
+    done: set[int] = set()
+    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
+        try:
+            index = json.loads(line)["index"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise ScanOutputError(f"{out}:{number}: not a scan record; cannot resume") from None
+        if not isinstance(index, int) or not 0 <= index < num_prompts or index in done:
+            raise ScanOutputError(f"{out}:{number}: bad or repeated prompt index; cannot resume")
+        done.add(index)
+    return done
+
+
+def batches(indices: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Runs of consecutive indices, at most `batch_size` long (consecutive: seeds follow the index)."""
+    out: list[list[int]] = []
+    for index in indices:
+        if out and len(out[-1]) < batch_size and out[-1][-1] == index - 1:
+            out[-1].append(index)
+        else:
+            out.append([index])
+    return out
+
+
+def run_scan(
+    pipe,
+    prompts: Sequence[Prompt],
+    out: Path,
+    *,
+    identity: dict,
+    config=None,
+    batch_size: int = 8,
+    seed: int = 0,
+    include_text: bool = False,
+    state=None,
+    progress: bool = True,
+    **call_kwargs,
+) -> ScanSummary:
+    """Score `prompts` with `pipe.score` and append their records to `out` (see the module docstring).
+
+    `state` is an `accelerate.PartialState` (default: a fresh one; single-process outside a launcher).
+    Image i is seeded with `seed + i`, so a record is the same however the work is split.
+    """
+    from accelerate import PartialState
+    from accelerate.utils import broadcast_object_list, gather_object
+
+    state = state or PartialState()
+    distributed = state.num_processes > 1
+    plan: list = [None]
+    if state.is_main_process:
+        try:
+            plan = [("ok", prepare_output(out, identity, len(prompts)))]
+        except ScanOutputError as err:
+            plan = [("error", str(err))]
+    if distributed:
+        broadcast_object_list(plan)  # every process must learn of a refusal, or the others would hang
+    status, pending = plan[0]
+    if status == "error":
+        raise ScanOutputError(pending)
+    work = batches(pending, batch_size)
+    scored = memorized = 0
+    bar = tqdm(
+        total=len(pending), desc="memguard scan", unit="prompt", disable=not (progress and state.is_main_process)
+    )
+    with open(out, "a", encoding="utf-8") if state.is_main_process else nullcontext() as sink, bar:
+        for start in range(0, len(work), state.num_processes):
+            with state.split_between_processes(work[start : start + state.num_processes]) as mine:
+                local = [
+                    row
+                    for batch in mine
+                    for row in _score(pipe, prompts, batch, config, seed, include_text, call_kwargs)
+                ]
+            rows = gather_object(local) if distributed else local
+            if sink is not None:
+                sink.writelines(json.dumps(row) + "\n" for row in rows)
+                sink.flush()
+                os.fsync(sink.fileno())  # a killed scan resumes after the last complete round
+            scored += len(rows)
+            memorized += sum(bool(row["memorized"]) for row in rows)
+            bar.update(len(rows))
+    return ScanSummary(len(prompts), len(prompts) - len(pending), scored, memorized)
+
+
+def _score(pipe, prompts, batch: list[int], config, seed: int, include_text: bool, call_kwargs: dict) -> list[dict]:
+    chosen = [prompts[i] for i in batch]
+    reports = pipe.score(
+        [p.text for p in chosen],
+        config=config,
+        batch_size=len(chosen),
+        seed=seed + batch[0],
+        progress=False,
+        **call_kwargs,
+    )
+    return [record(p, r, include_text) for p, r in zip(chosen, reports, strict=True)]

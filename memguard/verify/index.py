@@ -1,0 +1,266 @@
+"""`VerificationIndex`: a faiss index of protected/training image embeddings, to check generations
+against post hoc (nearest neighbours by cosine similarity).
+
+Kinds (all inner product on L2-normalized rows, so the score is cosine similarity):
+- "flat" (`IndexFlatIP`): exact, no training, memory 4*dim bytes per image, search time linear in
+  the count. Right up to ~1M vectors, or whenever exact answers matter more than latency.
+- "ivf" (`IndexIVFFlat`): k-means clusters (`nlist`, default ~4*sqrt(n)); a search visits `nprobe`
+  of them. Trained at build time on a sample, so build the index from the whole (or a
+  representative) collection. Same memory as flat, searches many times faster at millions of
+  vectors; recall rises with `nprobe`.
+- "hnsw" (`IndexHNSWFlat`): a graph (`hnsw_m` links per vector, ~8*m extra bytes each); no training,
+  incremental adds, the fastest searches with high recall, but the slowest build.
+
+Files: `save(path)` writes faiss's own format at `path` and a JSON sidecar at ``path + ".json"``
+(encoder, dims, count, kind, parameters and the image ids); never pickle. `load` checks they agree.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import faiss
+import numpy as np
+
+from .encoders import ImageEncoder, ImageLike, PixelEncoder, encode_in_batches, encoder_from_name
+
+IndexKind = Literal["flat", "ivf", "hnsw"]
+INDEX_KINDS: tuple[str, ...] = ("flat", "ivf", "hnsw")
+FORMAT_VERSION = 1
+_FAISS_CLASSES = {"flat": faiss.IndexFlatIP, "ivf": faiss.IndexIVFFlat, "hnsw": faiss.IndexHNSWFlat}
+
+
+class IndexFileError(ValueError):
+    """An index file and its sidecar are missing, unreadable or disagree."""
+
+
+@dataclass(frozen=True)
+class IndexParams:
+    """Tuning of the approximate kinds (ignored by "flat")."""
+
+    nlist: int | None = None  # ivf: clusters; None: ~4*sqrt(count), at most count/39 (faiss's minimum per cluster)
+    nprobe: int = 16  # ivf: clusters visited per search
+    hnsw_m: int = 32  # hnsw: graph links per vector
+    ef_construction: int = 80  # hnsw: candidate list while building
+    ef_search: int = 64  # hnsw: candidate list while searching
+
+    def __post_init__(self) -> None:
+        for name in ("nprobe", "hnsw_m", "ef_construction", "ef_search"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"IndexParams.{name} must be >= 1, got {getattr(self, name)}")
+        if self.nlist is not None and self.nlist < 1:
+            raise ValueError(f"IndexParams.nlist must be >= 1, got {self.nlist}")
+
+
+@dataclass(frozen=True)
+class Match:
+    """A protected image near the query, and their cosine similarity (1: the same embedding)."""
+
+    id: str
+    similarity: float
+
+
+@dataclass(frozen=True)
+class CopyCheck:
+    """The nearest protected images of one query, and whether the closest reaches the threshold."""
+
+    matches: list[Match] = field(default_factory=list)
+    threshold: float = 1.0
+
+    @property
+    def top(self) -> Match | None:
+        return self.matches[0] if self.matches else None
+
+    @property
+    def copied(self) -> bool:
+        return bool(self.matches) and self.matches[0].similarity >= self.threshold
+
+
+class VerificationIndex:
+    """Embeddings of protected images in a faiss index, with their ids, and the encoder that made them."""
+
+    def __init__(self, index: faiss.Index, ids: list[str], encoder: ImageEncoder, kind: IndexKind, params: IndexParams):
+        self.index, self.ids, self.encoder, self.kind, self.params = index, ids, encoder, kind, params
+
+    @classmethod
+    def build(
+        cls,
+        images: Iterable[ImageLike],
+        ids: Sequence[str],
+        encoder: ImageEncoder | None = None,
+        *,
+        kind: IndexKind = "flat",
+        params: IndexParams | None = None,
+        batch_size: int = 1024,
+    ) -> VerificationIndex:
+        """Encode `images` (paths, PIL images or arrays), one id each, into a new index of `kind`."""
+        if kind not in INDEX_KINDS:
+            raise ValueError(f"kind must be one of {INDEX_KINDS}, got {kind!r}")
+        encoder = encoder or PixelEncoder()
+        params = params or IndexParams()
+        ids = [str(i) for i in ids]
+        if len(set(ids)) != len(ids):
+            raise ValueError("image ids must be unique")
+        if kind == "ivf":  # k-means needs the vectors before the first add
+            vectors = np.concatenate([np.zeros((0, encoder.dim), np.float32), *encode_in_batches(encoder, images)])
+            _check_count(len(vectors), len(ids))
+            if len(vectors) == 0:
+                raise ValueError("an IVF index needs at least one image to train on")
+            index = _new_ivf(encoder.dim, vectors, params)
+            index.add(vectors)
+            return cls(index, ids, encoder, kind, params)
+        index = faiss.IndexFlatIP(encoder.dim) if kind == "flat" else _new_hnsw(encoder.dim, params)
+        for batch in encode_in_batches(encoder, images, batch_size):
+            index.add(batch)
+        _check_count(index.ntotal, len(ids))
+        return cls(index, ids, encoder, kind, params)
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
+    def add(self, images: Sequence[ImageLike], ids: Sequence[str]) -> None:
+        """Add more protected images (an IVF index keeps the clusters it was trained with)."""
+        ids = [str(i) for i in ids]
+        if len(ids) != len(images):
+            raise ValueError(f"got {len(images)} images but {len(ids)} ids")
+        if set(ids) & set(self.ids) or len(set(ids)) != len(ids):
+            raise ValueError("image ids must be unique (an id is already in the index or repeated)")
+        self.index.add(self.encoder.encode(images))
+        self.ids.extend(ids)
+
+    def search(self, images: Sequence[ImageLike], k: int = 5) -> list[list[Match]]:
+        """The `k` nearest protected images of each query, most similar first."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        queries = self.encoder.encode(images)
+        if len(queries) == 0 or len(self) == 0:
+            return [[] for _ in range(len(queries))]
+        self._set_search_params()
+        similarities, positions = self.index.search(queries, min(k, len(self)))
+        return [
+            [Match(self.ids[p], float(s)) for s, p in zip(row_s, row_p, strict=True) if p >= 0]
+            for row_s, row_p in zip(similarities, positions, strict=True)
+        ]
+
+    def check(self, images: Sequence[ImageLike], threshold: float, k: int = 1) -> list[CopyCheck]:
+        """Per image: its nearest protected images and whether the closest is at least `threshold` similar."""
+        return [CopyCheck(matches, threshold) for matches in self.search(images, k)]
+
+    def save(self, path: str | os.PathLike) -> None:
+        path = Path(path)
+        sidecar = {
+            "format_version": FORMAT_VERSION,
+            "kind": self.kind,
+            "encoder": self.encoder.name,
+            "dims": int(self.index.d),
+            "count": len(self),
+            "metric": "inner_product",
+            "params": asdict(self.params),
+            "faiss_version": faiss.__version__,
+            "ids": self.ids,
+        }
+        _replace_atomically(path, lambda tmp: faiss.write_index(self.index, str(tmp)))
+        _replace_atomically(sidecar_path(path), lambda tmp: tmp.write_text(json.dumps(sidecar) + "\n"))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, encoder: ImageEncoder | None = None) -> VerificationIndex:
+        """Read an index and its sidecar; `encoder` defaults to the one named in the sidecar."""
+        path = Path(path)
+        meta = _read_sidecar(path)
+        if encoder is not None and encoder.name != meta["encoder"]:
+            raise IndexFileError(
+                f"{path} was built with encoder {meta['encoder']!r}, not {encoder.name!r}: "
+                "embeddings of different encoders are not comparable"
+            )
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError:
+            raise IndexFileError(f"{path} is not a readable faiss index") from None
+        if index.d != meta["dims"] or index.ntotal != meta["count"] or len(meta["ids"]) != meta["count"]:
+            raise IndexFileError(
+                f"{path} does not match its sidecar (index: {index.d} dims, {index.ntotal} vectors; sidecar: "
+                f"{meta['dims']} dims, {meta['count']} vectors, {len(meta['ids'])} ids)"
+            )
+        concrete = faiss.downcast_index(index)  # a view: `index` keeps owning the C++ object
+        if not isinstance(concrete, _FAISS_CLASSES[meta["kind"]]):
+            raise IndexFileError(f"{path} holds a {type(concrete).__name__}, its sidecar says kind {meta['kind']!r}")
+        encoder = encoder or encoder_from_name(meta["encoder"])
+        if encoder.dim != meta["dims"]:
+            raise IndexFileError(f"encoder {encoder.name!r} makes {encoder.dim}-dim rows, the index has {meta['dims']}")
+        try:
+            params = IndexParams(**meta["params"])
+        except (TypeError, ValueError) as err:
+            raise IndexFileError(f"{sidecar_path(path)}: bad params ({err})") from None
+        return cls(index, list(meta["ids"]), encoder, meta["kind"], params)
+
+    def _set_search_params(self) -> None:
+        if self.kind == "ivf":
+            self.index.nprobe = min(self.params.nprobe, self.index.nlist)
+        elif self.kind == "hnsw":
+            self.index.hnsw.efSearch = self.params.ef_search
+
+
+def sidecar_path(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def default_nlist(count: int) -> int:
+    return max(1, min(int(4 * math.sqrt(count)), count // 39))
+
+
+def _new_ivf(dim: int, vectors: np.ndarray, params: IndexParams) -> faiss.Index:
+    nlist = params.nlist or default_nlist(len(vectors))
+    if nlist > len(vectors):
+        raise ValueError(f"nlist={nlist} clusters need at least as many images, got {len(vectors)}")
+    quantizer = faiss.IndexFlatIP(dim)
+    index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.own_fields = True  # with the quantizer: the Python wrapper must not outlive it
+    quantizer.this.disown()
+    # faiss samples at most 256 points per cluster itself; a fixed seed makes builds repeatable
+    index.cp.seed = 1234
+    index.train(vectors)
+    return index
+
+
+def _new_hnsw(dim: int, params: IndexParams) -> faiss.Index:
+    index = faiss.IndexHNSWFlat(dim, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = params.ef_construction
+    return index
+
+
+def _check_count(vectors: int, ids: int) -> None:
+    if vectors != ids:
+        raise ValueError(f"got {vectors} images but {ids} ids")
+
+
+def _read_sidecar(path: Path) -> dict:
+    sidecar = sidecar_path(path)
+    if not path.is_file():
+        raise IndexFileError(f"index file {path} not found")
+    try:
+        meta = json.loads(sidecar.read_text())
+    except OSError:
+        raise IndexFileError(f"{path} has no sidecar {sidecar.name} (written by VerificationIndex.save)") from None
+    except json.JSONDecodeError as err:
+        raise IndexFileError(f"{sidecar} is not valid JSON (line {err.lineno})") from None
+    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+        raise IndexFileError(f"{sidecar}: unsupported format_version (this memguard reads {FORMAT_VERSION})")
+    missing = sorted({"kind", "encoder", "dims", "count", "params", "ids"} - set(meta))
+    if missing:
+        raise IndexFileError(f"{sidecar}: missing field(s) {missing}")
+    if meta["kind"] not in INDEX_KINDS:
+        raise IndexFileError(f"{sidecar}: unknown kind {meta['kind']!r}")
+    return meta
+
+
+def _replace_atomically(path: Path, write) -> None:
+    """Write to a temporary file beside `path`, then rename: a crash never leaves half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)

@@ -1,0 +1,212 @@
+"""`memguard generate | scan | calibrate | index` end to end, errors included."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from memguard import Calibration, testbed
+from memguard.cli import app
+
+SECRET = "Zyxwv Private Diary Page Of Jane Q. Example"
+TRUTH = testbed.MODEL_DIR / "truth"
+
+
+def run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def said(message: str, output: str) -> bool:
+    """`message` is in the output, whatever rich's error box did to line breaks."""
+    squeeze = "".join(ch for ch in output if not ch.isspace() and ch not in "│╭╮╰╯─")
+    return "".join(message.split()) in squeeze
+
+
+@pytest.fixture(scope="module")
+def truth():
+    return testbed.load_truth(TRUTH)
+
+
+@pytest.fixture
+def prompt_file(tmp_path, truth):
+    """Memorized captions and novel scenes, with a blank line (skipped) and the secret."""
+    lines = [truth.memorized_prompts["m01"], truth.novel[0], "", truth.memorized_prompts["m02"], SECRET, truth.novel[1]]
+    path = tmp_path / "prompts.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_generate_writes_images_and_reports_without_the_prompt(tmp_path, truth):
+    out = tmp_path / "gen"
+    result = run("generate", truth.memorized_prompts["m01"], "--out", out, "--policy", "block", "--num-images", 2)
+    assert result.exit_code == 0, result.output
+    reports = [json.loads((out / f"image_00{i}.json").read_text()) for i in range(2)]
+    assert [r["seed"] for r in reports] == [0, 1] and all(r["model"] == "memguard testbed" for r in reports)
+    assert all(r["report"]["action"] == "blocked" and r["report"]["threshold_source"] == "calibration" for r in reports)
+    assert all(r["report"]["triggers"] and "text" not in r["report"]["triggers"][0] for r in reports)
+    assert "prompt" not in reports[0]
+    image = np.asarray(Image.open(out / "image_000.png"))
+    assert image.shape == (32, 32, 3) and image.max() == 0  # blocked: the placeholder, not the copy
+    assert truth.memorized_prompts["m01"] not in result.output + (out / "image_000.json").read_text()
+
+
+def test_generate_flags_with_include_text_and_honours_seed(tmp_path, truth):
+    prompt = truth.memorized_prompts["m01"]
+    for name, seed in (("a", 3), ("b", 3)):
+        result = run("generate", prompt, "--out", tmp_path / name, "--policy", "flag", "--seed", seed, "--include-text")
+        assert result.exit_code == 0, result.output
+    payload = json.loads((tmp_path / "a" / "image_000.json").read_text())
+    assert payload["prompt"] == prompt and payload["report"]["action"] == "flagged"
+    span = payload["report"]["triggers"][0]
+    assert span["text"] == prompt[span["start"] : span["end"]]
+    same = [np.asarray(Image.open(tmp_path / d / "image_000.png")) for d in "ab"]
+    assert np.array_equal(*same) and same[0].max() > 0  # flagged: the image itself, reproducible by seed
+
+
+def _scan(prompts, out, *extra, env=None, launcher=()):
+    """Run `memguard scan` in a fresh process (one thread, so runs are bit-comparable)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
+    command = [*launcher, "-m", "memguard.cli", "scan", str(prompts), "--out", str(out), "--batch-size", "2"]
+    command = [sys.executable, *command] if not launcher else command
+    result = subprocess.run([*command, "--no-progress", *extra], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_scan_two_processes_under_accelerate_equal_one_process_in_order(tmp_path, prompt_file):
+    accelerate = shutil.which("accelerate", path=os.path.dirname(sys.executable))
+    assert accelerate, "accelerate's launcher is installed with memguard"
+    single, double = tmp_path / "single.jsonl", tmp_path / "double.jsonl"
+    _scan(prompt_file, single)
+    # --multi_gpu picks accelerate's torchrun launcher; with no GPU memguard runs the processes on CPU (gloo)
+    launched = _scan(prompt_file, double, launcher=(accelerate, "launch", "--multi_gpu", "--num_processes", "2"))
+    assert "5 prompts: 0 already in" in launched.stdout  # the summary: main process only, once
+    assert launched.stdout.count("prompts:") == 1
+    rows = [json.loads(line) for line in single.read_text().splitlines()]
+    # same records in the same order; scores may differ in the last bits (each process has its own threads)
+    doubled = [json.loads(line) for line in double.read_text().splitlines()]
+    assert [(r["index"], r["memorized"], r["intent"]) for r in doubled] == [
+        (r["index"], r["memorized"], r["intent"]) for r in rows
+    ]
+    assert [r["score"] for r in doubled] == pytest.approx([r["score"] for r in rows], rel=1e-5)
+    assert [r["index"] for r in rows] == [0, 1, 2, 3, 4] and [r["line"] for r in rows] == [1, 2, 4, 5, 6]
+    assert rows[0]["memorized"] and rows[2]["memorized"]  # the testbed's memorized captions m01, m02
+    assert not rows[1]["memorized"] and rows[0]["triggers"] and "text" not in rows[0]["triggers"][0]
+    assert SECRET not in single.read_text() + launched.stdout + launched.stderr
+
+
+def test_scan_resumes_where_it_stopped_and_refuses_another_runs_output(tmp_path, prompt_file):
+    out = tmp_path / "scan.jsonl"
+    result = run("scan", prompt_file, "--out", out, "--batch-size", 2, "--no-progress")
+    assert result.exit_code == 0, result.output
+    full = out.read_text()
+    lines = full.splitlines(keepends=True)
+    out.write_text("".join(lines[:2]) + lines[2][:15])  # killed mid-write: two records and a half
+    result = run("scan", prompt_file, "--out", out, "--batch-size", 3, "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "5 prompts: 2 already in" in result.output and "3 scored" in result.output
+    assert [json.loads(line)["index"] for line in out.read_text().splitlines()] == [0, 1, 2, 3, 4]
+    for old, new in zip(full.splitlines(), out.read_text().splitlines(), strict=True):
+        a, b = json.loads(old), json.loads(new)
+        assert a["score"] == pytest.approx(b["score"], rel=1e-5) and a["memorized"] == b["memorized"]
+
+    other = tmp_path / "other.txt"
+    other.write_text(prompt_file.read_text() + "one more prompt\n")
+    result = run("scan", other, "--out", out, "--no-progress")
+    assert result.exit_code != 0 and said("another scan (differs in: num_prompts, prompts_sha256)", result.output)
+    result = run("scan", prompt_file, "--out", out, "--seed", 5, "--no-progress")
+    assert result.exit_code != 0 and said("differs in: seed", result.output)
+
+
+def test_scan_with_include_text_writes_prompts(tmp_path, prompt_file):
+    out = tmp_path / "scan.jsonl"
+    result = run("scan", prompt_file, "--out", out, "--model", "tiny", "--include-text", "--no-progress")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows[3]["prompt"] == SECRET and rows[3]["threshold_source"] == "default"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (None, "cannot read prompt file"),
+        ("\n\n", "has no prompts"),
+        ('{"caption": "fine"}\n{"text": "' + SECRET + '"}\n', "prompts.jsonl:2: missing the 'caption' field"),
+    ],
+)
+def test_scan_and_calibrate_reject_bad_prompt_files(tmp_path, body, message):
+    path = tmp_path / "prompts.jsonl"
+    if body is not None:
+        path.write_text(body)
+    for command in ("scan", "calibrate"):
+        result = run(command, path, "--model", "tiny", "--out", tmp_path / "out")
+        assert result.exit_code == 2, result.output
+        assert said(message, result.output) and SECRET not in result.output
+
+
+def test_calibrate_then_generate_with_that_calibration(tmp_path):
+    benign = tmp_path / "benign.txt"
+    benign.write_text("\n".join(f"a plain picture number {i}" for i in range(10)) + "\n")
+    calibration_file = tmp_path / "calib.json"
+    result = run("calibrate", benign, "--model", "tiny", "--target-fpr", 0.1, "--out", calibration_file, "--steps", 10)
+    assert result.exit_code == 0, result.output
+    calibration = Calibration.load(calibration_file)
+    assert calibration.num_scores == 10 and calibration.target_fpr == 0.1 and calibration.num_inference_steps == 10
+    assert f"threshold {calibration.threshold:.4f}" in result.output
+
+    out = tmp_path / "gen"
+    result = run(
+        "generate", "a plain picture", "--model", "tiny", "--out", out, "--steps", 10, "--calibration", calibration_file
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "image_000.json").read_text())["report"]
+    assert report["threshold"] == calibration.threshold and report["threshold_source"] == "calibration"
+
+    result = run("generate", "a plain picture", "--out", out, "--calibration", calibration_file)  # on the testbed
+    assert result.exit_code == 2 and said("measured on another model", result.output)
+    result = run("calibrate", benign, "--model", "tiny", "--target-fpr", 0.01, "--out", tmp_path / "c2.json")
+    assert result.exit_code == 2 and said("needs at least 100 benign scores", result.output)
+
+
+def test_index_build_and_check(tmp_path):
+    images = tmp_path / "protected"
+    (images / "sub").mkdir(parents=True)
+    for name in ("m01_0.png", "m02_0.png", "r01_0.png"):
+        shutil.copy(TRUTH / name, images / name)
+    shutil.copy(TRUTH / "t01_0.png", images / "sub" / "t01_0.png")
+    index = tmp_path / "protected.faiss"
+    result = run("index", "build", images, "--out", index, "--kind", "hnsw")
+    assert result.exit_code == 0, result.output
+    assert "4 images, hnsw index, encoder pixel-32" in result.output
+    assert json.loads((tmp_path / "protected.faiss.json").read_text())["ids"] == [
+        "m01_0.png",
+        "m02_0.png",
+        "r01_0.png",
+        "sub/t01_0.png",
+    ]
+    novel = tmp_path / "novel.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(novel)
+    result = run("index", "check", TRUTH / "m02_0.png", novel, "--index", index, "--k", 2, "--threshold", 0.9)
+    assert result.exit_code == 0, result.output
+    copy, fresh = [json.loads(line) for line in result.output.splitlines()]
+    assert copy["matches"][0]["id"] == "m02_0.png" and copy["matches"][0]["similarity"] == pytest.approx(1, abs=1e-4)
+    assert len(copy["matches"]) == 2 and copy["copied"] is True
+    assert fresh["copied"] is False and fresh["matches"][0]["similarity"] < 0.5
+
+
+def test_index_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run("index", "build", tmp_path / "empty", "--out", tmp_path / "i.faiss")
+    assert result.exit_code == 2 and said("no images", result.output)
+    result = run("index", "build", tmp_path / "missing", "--out", tmp_path / "i.faiss")
+    assert result.exit_code == 2 and said("is not a folder", result.output)
+    result = run("index", "build", TRUTH, "--out", tmp_path / "i.faiss", "--encoder", "sscd")
+    assert result.exit_code == 2 and said("unknown encoder", result.output)
+    result = run("index", "check", TRUTH / "m01_0.png", "--index", tmp_path / "i.faiss")
+    assert result.exit_code == 2 and said("not found", result.output)
