@@ -230,14 +230,13 @@ def main(
             ablation.append({"signal": key, "step": 1, **figures})
     # ablation: memguard's score with Wen's added (max of benign-standardized scores; the standardization
     # uses the benign set itself, an optimistic choice for the combination)
-    mg, wen = raw["memorized"], raw["benign"]
-    z = {}
+    standardized = []  # (memorized z, benign z) per signal
     for key in ("memguard (bottleneck entropy)|1", "Wen et al. 2024 (noise magnitude)|1"):
-        ben = wen[key]
-        mu, sd = ben.mean(), ben.std().clamp_min(1e-12)
-        z[key] = ((mg[key] - mu) / sd, (ben - mu) / sd)
-    keys = list(z)
-    combined = (torch.maximum(z[keys[0]][0], z[keys[1]][0]), torch.maximum(z[keys[0]][1], z[keys[1]][1]))
+        memorized_scores, benign_scores = raw["memorized"][key], raw["benign"][key]
+        mu, sd = benign_scores.mean(), benign_scores.std().clamp_min(1e-12)
+        standardized.append(((memorized_scores - mu) / sd, (benign_scores - mu) / sd))
+    (mem_a, ben_a), (mem_b, ben_b) = standardized
+    combined = (torch.maximum(mem_a, mem_b), torch.maximum(ben_a, ben_b))
     ablation.append({"signal": "max(z bottleneck entropy, z noise magnitude)", "step": 1, **_figures(*combined)})
 
     probe = mem_prompts[: min(batch_size, len(mem_prompts))]

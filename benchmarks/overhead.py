@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import platform
 import statistics
-import sys
 import time
 from datetime import date
 from pathlib import Path
@@ -20,10 +19,8 @@ from pathlib import Path
 import torch
 import typer
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _models import load_pipeline  # noqa: E402
-
-import memguard  # noqa: E402
+import memguard
+from memguard.models import load_pipeline
 
 PROMPTS = ["a small red circle at the top left on a blue background", "a large green square in the middle"]
 RESULTS = Path(__file__).parent / "results"

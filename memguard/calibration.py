@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
@@ -162,8 +163,6 @@ def calibrate(
     `pipe` is a `GuardedStableDiffusionPipeline` or any `StableDiffusionPipeline` (wrapped for the run).
     `detector` (a detector or its name) defaults to memguard's own score, "bottleneck_entropy".
     """
-    import sys
-
     from .detection import CALIBRATED_DEFAULT, get_detector
     from .pipelines.stable_diffusion import GuardedStableDiffusionPipeline, guard
 

@@ -9,6 +9,9 @@ from typing import Protocol
 import torch
 
 from ..signals import SignalNeeds, SignalTrace
+from ..signals.trace import entropy
+
+__all__ = ["Decision", "Detector", "decide", "entropy", "mean_over_steps", "steps_upto", "unavailable"]
 
 
 class Detector(Protocol):
@@ -51,13 +54,6 @@ def mean_over_steps(trace: SignalTrace, upto_step: int, attribute: str) -> torch
     if not steps:
         return None
     return torch.stack([getattr(trace.steps[s], attribute).float() for s in steps]).mean(dim=0).cpu()
-
-
-def entropy(mass: torch.Tensor) -> torch.Tensor:
-    """Entropy (nats) of each row of a non-negative (N, T) mass, normalized to a distribution."""
-    p = mass.float().clamp_min(1e-12)
-    p = p / p.sum(dim=-1, keepdim=True)
-    return -(p * p.log()).sum(dim=-1)
 
 
 def unavailable(trace: SignalTrace) -> torch.Tensor:

@@ -16,7 +16,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ..actions import blank_out, replace_image
 from ..config import GuardConfig
-from ..detection import Detector
+from ..detection import Detector, NoiseMagnitudeDetector
 from ..mitigation import MitigationContext, ResamplePlan, derive_seed
 from ..report import Attempt, GuardedPipelineOutput, MemorizationReport
 from .guarded_pass import GuardedPass, PassResult, bind_call_arguments, disabled_report, prompt_of
@@ -161,7 +161,7 @@ class GuardedCall:
             first_timestep=recorder.trace.steps[0].timestep,
             guidance_scale=float(arguments["guidance_scale"]),
             threshold=first.threshold.value,
-            noise_target=first.threshold.value if first.detector.name == "noise_rms" else None,
+            noise_target=first.threshold.value if isinstance(first.detector, NoiseMagnitudeDetector) else None,
             intended_spans=tuple(verdict.intended_spans),
             intended_tokens=intended_tokens,
             unintended_tokens=_tokens_in(offsets, [(t.start, t.end) for t in verdict.unintended_triggers]),

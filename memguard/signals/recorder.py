@@ -93,9 +93,9 @@ class SignalRecorder:
         )
 
     def wants_attention(self, layer_name: str) -> bool:
-        if self.attention_layers is None or layer_name not in self.attention_layers or self.in_extra_pass:
+        if self.attention_layers is None or layer_name not in self.attention_layers:
             return False
-        if self.failure is not None:
+        if self.failure is not None or self.in_extra_pass:
             return False
         # post hoc detectors read the last step's end-token maps even when earlier steps stop recording
         return self.recording_now() or (self.needs.end_token_map_last_step and self.step == self._last_step)

@@ -8,6 +8,18 @@ from dataclasses import dataclass, field
 import torch
 
 
+def token_distribution(mass: torch.Tensor) -> torch.Tensor:
+    """Each row of a non-negative (N, T) attention mass as a distribution over tokens."""
+    p = mass.float().clamp_min(1e-12)
+    return p / p.sum(dim=-1, keepdim=True)
+
+
+def entropy(mass: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of each row of a non-negative (N, T) mass, normalized to a distribution."""
+    p = token_distribution(mass)
+    return -(p * p.log()).sum(dim=-1)
+
+
 @dataclass
 class StepSignals:
     timestep: float | None = None
@@ -98,10 +110,8 @@ class SignalTrace:
                 columns[name] = torch.stack(values).mean(dim=0).cpu()
         mass = self.token_mass(steps)
         if mass is not None:
-            p = mass.clamp_min(1e-12)
-            p = p / p.sum(dim=1, keepdim=True)
-            columns["attention_entropy"] = -(p * p.log()).sum(dim=1)
-            columns["attention_begin_mass"] = p[:, 0]
+            columns["attention_entropy"] = entropy(mass)
+            columns["attention_begin_mass"] = token_distribution(mass)[:, 0]
         if not columns:
             return []
         n_images = len(next(iter(columns.values())))
