@@ -64,6 +64,17 @@ def test_explicit_mentions_are_case_punctuation_and_plural_tolerant(prompt, expe
     assert [prompt[m.start : m.end] for m in mentions] == expected
 
 
+def test_a_one_word_name_keeps_its_article_and_curly_apostrophes_match():
+    registry = IntentRegistry(
+        (IntendedConcept("The Scream"), IntendedConcept("The Birth of Venus", ("Botticelli's Venus",)))
+    )
+    assert registry.find_mentions("Scream 4 movie poster") == []  # not Munch's painting
+    assert [m.concept.name for m in registry.find_mentions("the Scream, by Munch")] == ["The Scream"]
+    (mention,) = registry.find_mentions("Botticelli\u2019s Venus as a statue")  # typed on a phone
+    assert mention.concept.name == "The Birth of Venus" and (mention.start, mention.end) == (0, 18)
+    assert [m.concept.name for m in registry.find_mentions("Birth of Venus, a print")] == ["The Birth of Venus"]
+
+
 def test_the_longest_registered_phrase_wins():
     registry = IntentRegistry((IntendedConcept("Quiet Orchard"), IntendedConcept("Quiet Orchard by Ilse Varn")))
     (mention,) = registry.find_mentions("Quiet Orchard by Ilse Varn at dusk")
@@ -150,6 +161,8 @@ def test_verdicts_follow_the_residual_of_the_prompt_without_its_concepts():
     assert verdict.intent == "mixed"
     assert verdict.reference_score == 0.3  # "Mona Lisa" alone
     assert any(t.intended for t in verdict.triggers) and any(not t.intended for t in verdict.triggers)
+    # a trigger span around the mention keeps its words outside it, as unintended triggers
+    assert "on the Harbor Gazette cover" in [t.text for t in verdict.triggers if not t.intended]
     assert verdict.judge_resample(0.25, 0.2).intent == "intended"  # no more than the concept alone
     assert verdict.judge_resample(0.6, 0.2).intent == "mixed"
     assert verdict.judge_resample(0.1, 0.2).intent == "none"

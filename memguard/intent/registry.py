@@ -78,14 +78,20 @@ def _stem(word: str) -> str:
     return word
 
 
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u02bc": "'", "\u2018": "'"})  # phones type curly ones
+
+
 def words_with_offsets(text: str) -> list[tuple[str, int, int]]:
     """(normalised word, start, end) for every word of `text`; punctuation is not a word."""
+    text = text.translate(_APOSTROPHES)  # one character for one: offsets are unchanged
     return [(_stem(m.group()), m.start(), m.end()) for m in _WORD.finditer(text)]
 
 
 def _phrase_key(phrase: str) -> tuple[str, ...]:
     words = [w for w, _, _ in words_with_offsets(phrase)]
-    while len(words) > 1 and words[0] in _ARTICLES:  # "the Eiffel Tower" also matches "Eiffel Tower"
+    # "the Eiffel Tower" also matches "Eiffel Tower"; but "The Scream" keeps its article, or any
+    # prompt with the word "scream" would name the painting.
+    while len(words) > 2 and words[0] in _ARTICLES:
         words = words[1:]
     return tuple(words)
 

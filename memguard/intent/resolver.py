@@ -119,10 +119,12 @@ class IntentResolver:
                 prompt[m.start : m.end], m.start, m.end, span_share(shares, m.start, m.end), m.concept.name, allowed
             )
 
+        # Trigger spans overlapping a mention keep their words outside it ("crest on Saltmarsh"
+        # around the mention "crest" still leaves "on Saltmarsh" as an unintended trigger).
         others = [
-            t
+            piece
             for t in trigger_spans(prompt, shares, self.min_trigger_ratio)
-            if not any(m.start < t.end and t.start < m.end for m in mentions)
+            for piece in _outside(prompt, t, mentions, shares)
         ]
         allowed = [m for m in mentions if m.concept.policy == "allow"]
         refused = [m for m in mentions if m.concept.policy != "allow"]
@@ -145,6 +147,20 @@ class IntentResolver:
         # no higher has shed the unintended part (see `IntentVerdict.judge_resample`).
         reference = float(residual(" ".join(prompt[m.start : m.end] for m in allowed)))
         return IntentVerdict("mixed", triggers, mentions, residual_score, reference, note)
+
+
+def _outside(prompt: str, trigger: Trigger, mentions: list[Mention], shares: list[WordShare]) -> list[Trigger]:
+    """`trigger` without the parts covered by registry mentions (itself when none overlaps)."""
+    inside = [(m.start, m.end) for m in mentions if m.start < trigger.end and trigger.start < m.end]
+    if not inside:
+        return [trigger]
+    text = prompt[trigger.start : trigger.end]
+    local = [(max(a, trigger.start) - trigger.start, min(b, trigger.end) - trigger.start) for a, b in inside]
+    pieces = []
+    for a, b in _gaps(text, local):
+        start, end = trigger.start + a, trigger.start + b
+        pieces.append(Trigger(prompt[start:end], start, end, span_share(shares, start, end)))
+    return pieces
 
 
 def _gaps(prompt: str, taken: list[tuple[int, int]]) -> list[tuple[int, int]]:
