@@ -14,6 +14,7 @@ from .intent.registry import as_registry
 from .metrics import GuardMetrics, default_metrics
 from .mitigation import DEFAULT_MITIGATION, Mitigation
 from .policy import Policy
+from .verify.step import CopyVerification
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 ON_ERROR = ("fail_closed", "fail_open")
@@ -53,6 +54,9 @@ class GuardConfig:
         on_error: when the guard itself fails (a hook error, a bad signal): "fail_closed" blocks
             every image of the call (black images, action "blocked", status "error"); "fail_open"
             returns the unguarded images with status "error". Both count the error in metrics.
+        verification: a `memguard.verify.CopyVerification` (an index of protected or training images
+            and a similarity threshold): the finished images are checked against it, the finding goes
+            on the report (`copy`), and a copy counts as memorized (see `CopyVerification`).
     """
 
     enabled: bool = True
@@ -73,6 +77,7 @@ class GuardConfig:
     name: str = "default"
     metrics: GuardMetrics | None = None
     on_error: str = "fail_closed"
+    verification: CopyVerification | None = None
 
     def __post_init__(self) -> None:
         for name in ("enabled", "record_attention", "unconditional_pass", "record_all_steps"):
@@ -102,6 +107,11 @@ class GuardConfig:
                 f"got {type(self.registry).__name__}"
             )
         object.__setattr__(self, "registry", as_registry(self.registry))
+        if self.verification is not None and not isinstance(self.verification, CopyVerification):
+            raise TypeError(
+                "GuardConfig.verification must be a memguard.verify.CopyVerification, "
+                f"got {type(self.verification).__name__}"
+            )
         if self.on_error not in ON_ERROR:
             raise ValueError(f"GuardConfig.on_error must be one of {ON_ERROR}, got {self.on_error!r}")
         if self.detector is not None:

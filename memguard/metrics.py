@@ -90,6 +90,12 @@ class GuardMetrics:
             ["pipeline", "mitigation"],
             registry=registry,
         )
+        self.copy_checks = Counter(
+            "memguard_copy_checks",
+            "Returned images checked against the copy verification index, by result (copy, clean).",
+            ["pipeline", "result"],
+            registry=registry,
+        )
         self.threshold = Gauge(
             "memguard_threshold",
             "Detection threshold in force, by its source (calibration, config, default) and model fingerprint.",
@@ -104,6 +110,8 @@ class GuardMetrics:
             if report.status == "checked":
                 self.score.labels(pipeline).observe(report.score)
                 self.decision_step.labels(pipeline).observe(report.decided_at_step)
+            if report.copy is not None:
+                self.copy_checks.labels(pipeline, "copy" if report.copy.copied else "clean").inc()
             if report.resamples:
                 self.resamples.labels(pipeline).observe(report.resamples)
                 for attempt in report.attempts[1:]:

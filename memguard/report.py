@@ -32,6 +32,16 @@ class Trigger:
 
 
 @dataclass
+class CopyFinding:
+    """Copy verification of one finished image (`GuardConfig.verification`): the id of the nearest
+    protected image, its cosine similarity, and whether it reached the verification threshold."""
+
+    nearest_id: str
+    similarity: float
+    copied: bool
+
+
+@dataclass
 class Attempt:
     """One generation of this image: the first (mitigation None) or a re-sample."""
 
@@ -40,6 +50,7 @@ class Attempt:
     intent: Intent
     mitigation: str | None = None
     stopped_at_step: int | None = None  # the loop was ended early at this step (not finished)
+    copied: bool | None = None  # copy verification of the finished attempt (None: not checked)
 
 
 @dataclass
@@ -48,6 +59,9 @@ class MemorizationReport:
 
     `score` is NaN when `status` is not "checked" (`to_dict` writes it as null).
     `decided_at_step` is the 1-based step whose signals (averaged over steps 1..k) were scored.
+    For a re-sampled image, `score`, `memorized` and `signals` are the returned image's, while
+    `intent`, `triggers`, `residual_score` and `reference_score` keep the verdict that caused the
+    re-sample (each attempt's own verdict is in `attempts`).
     """
 
     score: float
@@ -66,6 +80,7 @@ class MemorizationReport:
     detector: str = ""
     threshold_source: ThresholdSource = "default"
     reason: str | None = None
+    copy: CopyFinding | None = None  # set when GuardConfig.verification checked the returned image
 
     @property
     def resamples(self) -> int:

@@ -1,6 +1,8 @@
 """Policy and re-sampling: early stops, attempts, fallbacks, intended images untouched, and
 mitigations that never touch intended spans."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -11,10 +13,13 @@ import memguard
 from memguard import GuardConfig, IntendedConcept, IntentRegistry, Policy
 from memguard.metrics import GuardMetrics
 from memguard.mitigation import (
+    DEFAULT_MITIGATION,
     AttentionRescale,
+    ByIntent,
     Compose,
     GuidanceEdit,
     InitialNoiseOptimization,
+    KeepIntendedPrefix,
     MitigationContext,
     PromptEmbeddingOptimization,
     RandomTokenAddition,
@@ -42,8 +47,11 @@ def test_clean_images_are_bit_identical_under_a_resampling_policy(shared_base_pi
     assert [r.action for r in out.memorization] == ["none", "none"]
 
 
+RESEED_AND_MASK = Compose((ReSeed(), AttentionRescale(scope="all")))
+
+
 def test_every_attempt_stops_at_the_decision_step_then_the_fallback_flags(shared_base_pipe):
-    config = GuardConfig(threshold=-1.0, policy=Policy(max_attempts=3, fallback="flag"))
+    config = GuardConfig(threshold=-1.0, policy=Policy(max_attempts=3, fallback="flag"), mitigation=RESEED_AND_MASK)
     counter = UNetCallCounter(shared_base_pipe.unet)
     out = _call(memguard.guard(shared_base_pipe, config), "Walking the Amber Road")
     counter.remove()
@@ -52,12 +60,13 @@ def test_every_attempt_stops_at_the_decision_step_then_the_fallback_flags(shared
     (report,) = out.memorization
     assert report.action == "flagged" and report.intent == "unintended" and report.resamples == 3
     assert [a.mitigation for a in report.attempts] == [None] + ["reseed+attention_rescale"] * 3
+    assert report.reason.startswith("still memorized after 3 re-sample(s)")
     assert [a.stopped_at_step for a in report.attempts] == [1, 1, 1, None]
     assert len({a.score for a in report.attempts}) > 1  # re-seeded: each attempt is a new sample
 
 
 def test_fallback_block_blanks_the_image_without_finishing_it(shared_base_pipe):
-    config = GuardConfig(threshold=-1.0, policy=Policy(max_attempts=2, fallback="block"))
+    config = GuardConfig(threshold=-1.0, policy=Policy(max_attempts=2, fallback="block"), mitigation=RESEED_AND_MASK)
     counter = UNetCallCounter(shared_base_pipe.unet)
     out = _call(memguard.guard(shared_base_pipe, config))
     counter.remove()
@@ -91,6 +100,8 @@ def test_a_passing_resample_replaces_the_image_and_reports_every_attempt(shared_
     out = _call(memguard.guard(shared_base_pipe, config), [high, low], generator=seeded(2))
     first, second = out.memorization
     assert first.action == "resampled" and first.resamples == 1 and not first.memorized
+    # the verdict that caused the re-sample stays on the report; the attempt has its own
+    assert first.intent == "unintended" and first.triggers and first.attempts[1].intent == "none"
     assert [a.mitigation for a in first.attempts] == [None, "swap_prompt"] and first.attempts[0].memorized
     assert second.action == "none" and second.resamples == 0
     value = metrics.registry.get_sample_value
@@ -222,3 +233,20 @@ def test_a_neutral_attention_edit_recomputes_the_layers_exactly(shared_base_pipe
 
     assert np.allclose(run(AttentionEdit()), reference, atol=1e-5)
     assert not np.allclose(run(AttentionEdit(begin_scale=1.5, masked_tokens=(2, 3))), reference, atol=1e-5)
+
+
+def test_the_default_mitigation_picks_by_intent_and_keeps_a_mixed_prompts_concept(shared_base_pipe):
+    context = _context(shared_base_pipe)
+    start = ResamplePlan(latents=context.latents, prompt=PROMPT)
+    mixed = DEFAULT_MITIGATION.apply(start, context)
+    end = PROMPT.index("crest") + len("crest")
+    assert mixed.applied == ("keep_intended_prefix",) and mixed.prompt == PROMPT[:end]
+    new = shared_base_pipe.encode_prompt(mixed.prompt, "cpu", 1, False)[0]
+    intended = list(context.intended_tokens)
+    assert torch.equal(new[0, intended], context.cond_embeds[0, intended])  # causal encoder: concept untouched
+    unintended = DEFAULT_MITIGATION.apply(start, replace(context, intended_spans=(), intended_tokens=()))
+    assert unintended.applied == ("guidance_schedule", "attention_rescale") and unintended.prompt == PROMPT
+    assert unintended.edits.guidance.early_scale < 0 and not unintended.rescored
+    assert KeepIntendedPrefix().apply(start, replace(context, intended_spans=())).prompt == PROMPT
+    with pytest.raises(TypeError, match="ByIntent.mixed"):
+        ByIntent(unintended=ReSeed(), mixed="keep")

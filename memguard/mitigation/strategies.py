@@ -1,4 +1,4 @@
-"""The six mitigations. Each is one small class; combine them with `Compose`.
+"""The mitigations. Each is one small class; combine them with `Compose`, choose by verdict with `ByIntent`.
 
 Knobs and their papers' values are the defaults; `benchmarks/mitigation.py` sweeps them.
 """
@@ -189,3 +189,42 @@ def _vocabulary_words(tokenizer) -> list[str]:
         words = sorted(t[:-4] for t in vocabulary if t.endswith("</w>") and t[:-4].isalpha() and len(t) > 6)
         _VOCAB_CACHE[key] = words or sorted(t for t in vocabulary if t.isalpha())
     return _VOCAB_CACHE[key]
+
+
+@dataclass(frozen=True)
+class KeepIntendedPrefix:
+    """For mixed prompts: re-generate from the prompt cut right after its last intended span, so
+    the unintended words that follow (the memorized photo's caption) are gone. The text encoder is
+    causal, so the intended spans' tokens and embeddings stay exactly the same; unintended words
+    *before* an intended span stay in the prompt. No intended span (or no prompt text): no change."""
+
+    name: str = "keep_intended_prefix"
+
+    def apply(self, plan: ResamplePlan, context: MitigationContext) -> ResamplePlan:
+        if plan.prompt is None or not context.intended_spans:
+            return plan.with_(self.name + "(no intended span)")
+        end = max(stop for _, stop in context.intended_spans)
+        return plan.with_(self.name, prompt=plan.prompt[:end], prompt_embeds=None)
+
+
+@dataclass(frozen=True)
+class ByIntent:
+    """One mitigation for "unintended" images (no intended span in the prompt) and another for
+    "mixed" ones (an intended concept inside a memorized image): they need opposite things, removing
+    the whole prompt's pull versus keeping the concept's."""
+
+    unintended: object  # a Mitigation
+    mixed: object  # a Mitigation
+
+    def __post_init__(self) -> None:
+        for label in ("unintended", "mixed"):
+            if not callable(getattr(getattr(self, label), "apply", None)):
+                raise TypeError(f"ByIntent.{label} must be a mitigation (an object with apply(plan, context))")
+
+    @property
+    def name(self) -> str:
+        return f"by_intent(unintended={self.unintended.name}, mixed={self.mixed.name})"
+
+    def apply(self, plan: ResamplePlan, context: MitigationContext) -> ResamplePlan:
+        chosen = self.mixed if context.intended_spans else self.unintended
+        return chosen.apply(plan, context)

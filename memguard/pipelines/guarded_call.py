@@ -71,6 +71,12 @@ class GuardedCall:
             # images are unchanged and a re-sample knows where the first generation started.
             arguments["latents"] = self._initial_noise(arguments)
             arguments["generator"] = None
+        verification = None if self.stop_after_decision else self.config.verification
+        if verification is not None and arguments.get("output_type") == "latent":
+            raise ValueError(
+                "GuardConfig.verification checks decoded images; output_type='latent' cannot be verified "
+                "(use 'pil', 'np' or 'pt', or a config without verification)"
+            )
         first = GuardedPass(
             self.pipe, self.config, arguments, detector=self.detector, stop_after_decision=self.stop_after_decision
         )
@@ -96,6 +102,10 @@ class GuardedCall:
             if output.nsfw_content_detected is not None and final_output.nsfw_content_detected is not None:
                 output.nsfw_content_detected[image] = final_output.nsfw_content_detected[0]
             reports[image] = report
+        if verification is not None:
+            t0 = time.perf_counter()
+            self._verify_kept_images(verification, output.images, reports)
+            resample_seconds += time.perf_counter() - t0
         blocked = [i for i, r in enumerate(reports) if r.action == "blocked"]
         if blocked:
             output.images = blank_out(output.images, blocked)
@@ -104,6 +114,23 @@ class GuardedCall:
         for report in reports:
             report.guard_seconds = guard_seconds
         return output, reports, first.threshold
+
+    def _verify_kept_images(self, verification, images, reports: list[MemorizationReport]) -> None:
+        """Copy-check the images the detector let through (re-samples were checked per attempt)."""
+        kept = [i for i, r in enumerate(reports) if r.action in ("none", "allowed", "flagged") and r.copy is None]
+        if not kept:
+            return
+        findings = verification.check(images)
+        fallback = "blocked" if self.config.policy.fallback == "block" else "flagged"
+        for i in kept:
+            report, finding = reports[i], findings[i]
+            report.copy = finding
+            if finding.copied and report.action != "allowed":  # intended images stay allowed
+                report.action = fallback
+                report.reason = (
+                    f"copy verification: similarity {finding.similarity:.4f} to a protected image "
+                    f">= {verification.threshold:.4f}; fallback {self.config.policy.fallback}"
+                )
 
     def _failed_resample_report(self, first: GuardedPass, result: PassResult, image: int, error: BaseException):
         """fail_open returns the first image, flagged, when that image was finished; an image whose
@@ -137,6 +164,7 @@ class GuardedCall:
     # --- re-sampling one image -------------------------------------------------------------------
     def _resample(self, parent_call, arguments: dict, first: GuardedPass, result: PassResult, image: int):
         config, policy = self.config, self.config.policy
+        verification = config.verification
         recorder = result.recorder
         verdict = result.verdicts[image]
         report = result.reports[image]
@@ -190,21 +218,35 @@ class GuardedCall:
             outcome = attempt_pass.run(parent_call)
             attempt_report = outcome.reports[0]
             action = outcome.actions[0] if outcome.actions else "none"
+            stopped = outcome.stopped_at if action in ("block", "retry") else None
+            if verification is not None and stopped is None:
+                attempt_report.copy = verification.check(outcome.output.images)[0]
+            copied = attempt_report.copy.copied if attempt_report.copy is not None else None
             history.append(
                 Attempt(
                     attempt_report.score,
                     attempt_report.memorized,
                     attempt_report.intent,
                     "+".join(plan.applied),
-                    outcome.stopped_at if action in ("block", "retry") else None,
+                    stopped,
+                    copied,
                 )
             )
             last = (outcome.output, attempt_report)
-            if action != "retry":
+            if action != "retry" and not (copied and attempt < policy.max_attempts):
                 break
         output, final = last
         final.attempts = history
-        if final.action in ("none", "allowed"):
+        # The verdict that caused the re-sample stays on the report; the attempts keep their own.
+        final.intent, final.triggers = report.intent, report.triggers
+        final.residual_score, final.reference_score = report.residual_score, report.reference_score
+        if final.copy is not None and final.copy.copied:
+            final.action = "blocked" if policy.fallback == "block" else "flagged"
+            final.reason = (
+                f"still copies a protected image after {len(history) - 1} re-sample(s) (copy verification); "
+                f"fallback {policy.fallback}"
+            )
+        elif final.action in ("none", "allowed"):
             final.action = "resampled"
             final.reason = f"re-sampled with {history[-1].mitigation} after {report.reason}"
         else:

@@ -35,4 +35,26 @@ def load(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
     return pipe, load_truth(MODEL_DIR / "truth")
 
 
-__all__ = ["MODEL_DIR", "REGISTRY_FILE", "Concept", "MemorizedItem", "Truth", "load", "load_truth"]
+def verification_index(truth: Truth | None = None):
+    """A copy-verification index (`memguard.verify`) of the testbed's duplicated training images,
+    with the pixel encoder (the testbed's images are 32x32; no CLIP weights are needed). Ids are
+    "<item id>/<k>". Templates are copied as layouts in new colours, which pixel correlation only
+    partly sees; `memguard.testbed.similarity` is the measure for those."""
+    from ..verify import PixelEncoder, VerificationIndex
+
+    truth = truth or load_truth(MODEL_DIR / "truth")
+    images = [image for item in truth.memorized for image in item.images]
+    ids = [f"{item.id}/{k}" for item in truth.memorized for k in range(len(item.images))]
+    return VerificationIndex.build(images, ids, PixelEncoder(size=32), kind="flat")
+
+
+__all__ = [
+    "MODEL_DIR",
+    "REGISTRY_FILE",
+    "Concept",
+    "MemorizedItem",
+    "Truth",
+    "load",
+    "load_truth",
+    "verification_index",
+]

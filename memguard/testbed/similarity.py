@@ -70,6 +70,11 @@ def replicates(image: np.ndarray, item: MemorizedItem) -> bool:
     return item_similarity(image, item) >= threshold
 
 
+def replicated_items(image: np.ndarray, items) -> list[str]:
+    """Ids of every duplicated training item `image` replicates (a re-sample may copy another one)."""
+    return [item.id for item in items if replicates(image, item)]
+
+
 def concept_match(image: np.ndarray, concept: Concept) -> tuple[float, tuple[float, float]]:
     """Best masked normalized cross-correlation of the concept's sprite over all placements, and its centre (x, y)."""
     x = _float(image)

@@ -4,16 +4,19 @@
     index = VerificationIndex.build(paths, ids=paths, encoder=PixelEncoder(), kind="flat")
     index.save("protected.faiss")                      # + protected.faiss.json sidecar
     VerificationIndex.load("protected.faiss").check(images, threshold=0.95)
+    GuardConfig(verification=CopyVerification(index, threshold=0.95))   # as the guard's last step
 
 See `index.py` for the index kinds and `encoders.py` for the encoders.
 """
 
 from .encoders import ImageEncoder, OpenClipEncoder, PixelEncoder, encoder_from_name
 from .index import INDEX_KINDS, CopyCheck, IndexFileError, IndexParams, Match, VerificationIndex
+from .step import CopyVerification
 
 __all__ = [
     "INDEX_KINDS",
     "CopyCheck",
+    "CopyVerification",
     "ImageEncoder",
     "IndexFileError",
     "IndexParams",
