@@ -1,15 +1,22 @@
-"""Acceptance benchmark of intent-aware re-sampling on the testbed (issue 4).
+"""Acceptance benchmark of intent-aware re-sampling on the testbed (issue 4), and the per-strategy
+trade-off sweep (issue 5).
 
-For every evaluation prompt of the testbed (intended-concept, unintended memorized, mixed, novel)
-and seed, it generates the image unguarded and under the guard (the shipped calibration, the
-testbed's registry, the default policy: intended -> allow, unintended and mixed -> re-sample), and
-checks:
-- intended prompts: share left untouched (the same pixels as unguarded);
-- unintended memorized prompts: replication rate unguarded vs guarded; re-samples per image;
-- mixed prompts: the photo no longer replicated, the intended concept still present;
-- novel prompts: share unchanged.
-Then each mitigation strategy alone (and with its main knob varied) on the memorized and mixed
-prompts: replication, concept kept, re-samples, and seconds per image.
+Replication counts a copy of *any* duplicated training image, not only the prompt's own: a
+mitigation that sends every prompt to one memorized image has not removed memorization.
+
+1. Acceptance: every evaluation prompt of the testbed (intended, unintended memorized, mixed,
+   novel) and seed, generated unguarded and under the guard (shipped calibration, the testbed's
+   registry, the default policy and mitigation):
+   - intended prompts: share left untouched (the same pixels as unguarded);
+   - unintended memorized prompts: replication unguarded vs guarded; re-samples per image;
+   - mixed prompts: no training image replicated, the intended concept still present;
+   - novel prompts: share unchanged.
+   Then the memorized and mixed prompts again with copy verification (an index of the testbed's
+   training images, `memguard.testbed.verification_index`) as the guarded call's last step.
+2. Trade-off: each strategy alone with its main knob swept, on the memorized and mixed prompts and
+   on intended prompts forced through re-sampling (Policy(intended="resample")): replication vs
+   concept kept (the testbed's prompt-alignment measure: the named concept is in the image) vs
+   seconds per image. One panel per strategy in the plot.
 
     python benchmarks/mitigation.py [--seeds 0 1 2 3] [--out benchmarks/results/mitigation.json]
 """
@@ -24,34 +31,43 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from memguard import testbed
+from memguard import Policy, testbed
 from memguard.mitigation import (
     DEFAULT_MITIGATION,
     AttentionRescale,
+    Compose,
     GuidanceSchedule,
     InitialNoiseOptimization,
+    KeepIntendedPrefix,
     PromptEmbeddingOptimization,
     RandomTokenAddition,
     ReSeed,
 )
 from memguard.testbed.data import evaluation_prompts
-from memguard.testbed.similarity import CONCEPT_THRESHOLD, concept_match, replicates
+from memguard.testbed.similarity import CONCEPT_THRESHOLD, concept_match, replicated_items, replicates
+from memguard.verify import CopyVerification
 
 STEPS, GUIDANCE = 50, 7.5
-STRATEGIES = {
-    "reseed": ReSeed(),
-    "attention_rescale(triggers)": AttentionRescale(scope="triggers"),
-    "attention_rescale(all, 1.1)": AttentionRescale(1.1, scope="all"),
-    "attention_rescale(all, 1.25)": AttentionRescale(1.25, scope="all"),
-    "attention_rescale(all, 1.5)": AttentionRescale(1.5, scope="all"),
-    "prompt_embedding_opt(all)": PromptEmbeddingOptimization(scope="all"),
-    "prompt_embedding_opt(all, target 0.5x)": PromptEmbeddingOptimization(scope="all", target=0.0275),
-    "initial_noise_opt": InitialNoiseOptimization(),
-    "guidance_schedule(off)": GuidanceSchedule(0.0),
-    "guidance_schedule(opposite -2)": GuidanceSchedule(-2.0),
-    "random_tokens(4)": RandomTokenAddition(4),
-    "random_tokens(8)": RandomTokenAddition(8),
-    "default: " + DEFAULT_MITIGATION.name: DEFAULT_MITIGATION,
+# Pixel correlation to the nearest training image; unguarded novel and intended images reach at
+# most ~0.69 (the benchmark prints the maximum it saw), verbatim copies ~0.99.
+VERIFY_THRESHOLD = 0.8
+
+# strategy -> [(knob value, mitigation)]; the knob is what the panel's points are labelled with.
+SWEEPS = {
+    "reseed": [("-", ReSeed())],
+    "attention_rescale(triggers), begin scale": [(s, AttentionRescale(s, scope="triggers")) for s in (1.1, 1.5)],
+    "attention_rescale(all), begin scale": [(s, AttentionRescale(s, scope="all")) for s in (1.0, 1.25, 1.5)],
+    "prompt_embedding_opt(all), iterations": [
+        (n, PromptEmbeddingOptimization(scope="all", max_iterations=n)) for n in (5, 10, 20)
+    ],
+    "initial_noise_opt, iterations": [(n, InitialNoiseOptimization(max_iterations=n)) for n in (5, 10, 20)],
+    "guidance_schedule(until t=500), early scale": [(e, GuidanceSchedule(e, 500.0)) for e in (0.0, -1.0, -2.0, -4.0)],
+    "random_tokens, words": [(n, RandomTokenAddition(n)) for n in (4, 8, 16)],
+    "guidance(-2)+attention_rescale(all), until t": [
+        (t, Compose((GuidanceSchedule(-2.0, t), AttentionRescale(1.25, scope="all")))) for t in (300.0, 500.0, 650.0)
+    ],
+    "keep_intended_prefix": [("-", KeepIntendedPrefix())],
+    "default: by_intent": [("-", DEFAULT_MITIGATION)],
 }
 
 
@@ -65,62 +81,79 @@ def generate(pipe, prompts: list[str], seed: int):
     return as_uint8(out.images), getattr(out, "memorization", None)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
-    parser.add_argument("--strategy-seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/mitigation.json"))
-    args = parser.parse_args()
-    started = time.perf_counter()
+def mean(values) -> float:
+    values = list(values)
+    return float(np.mean(values)) if values else float("nan")
 
-    guarded, truth = testbed.load()
-    plain = guarded.guard_config.replace(enabled=False)
-    ev = evaluation_prompts()
-    intended = [p.prompt for p in ev.intended]
-    memorized_ids, memorized = list(ev.memorized), list(ev.memorized.values())
-    mixed_ids, mixed = list(ev.mixed), list(ev.mixed.values())
-    sets = {"intended": intended, "memorized": memorized, "mixed": mixed, "novel": ev.novel}
 
+def has_concept(image, truth, concept: str | None) -> bool | None:
+    return None if concept is None else bool(concept_match(image, truth.concept(concept))[0] >= CONCEPT_THRESHOLD)
+
+
+def acceptance(guarded, truth, ev, seeds: list[int], started: float):
+    config = guarded.guard_config
+    plain = config.replace(enabled=False)
+    items = truth.memorized
+    sets = {
+        "intended": ([p.prompt for p in ev.intended], [p.concept for p in ev.intended], [None] * len(ev.intended)),
+        "memorized": (list(ev.memorized.values()), [None] * len(ev.memorized), list(ev.memorized)),
+        "mixed": (
+            list(ev.mixed.values()),
+            [truth.item(i).concept for i in ev.mixed],
+            list(ev.mixed),
+        ),
+        "novel": (list(ev.novel), [None] * len(ev.novel), [None] * len(ev.novel)),
+    }
     rows = {name: [] for name in sets}
-    for seed in args.seeds:
-        for name, prompts in sets.items():
-            guarded.guard_config, config = plain, guarded.guard_config
+    index = testbed.verification_index(truth)
+    verified = config.replace(verification=CopyVerification(index, VERIFY_THRESHOLD))
+    benign_similarity = []
+    for seed in seeds:
+        for name, (prompts, concepts, ids) in sets.items():
+            guarded.guard_config = plain
             reference, _ = generate(guarded, prompts, seed)
+            if name in ("novel", "intended"):
+                benign_similarity += [m[0].similarity for m in index.search(list(reference), k=1)]
+            runs = {"guarded": config}
+            if name in ("memorized", "mixed"):
+                runs["verified"] = verified
+            outputs = {}
+            for label, run_config in runs.items():
+                guarded.guard_config = run_config
+                outputs[label] = generate(guarded, prompts, seed)
             guarded.guard_config = config
-            images, reports = generate(guarded, prompts, seed)
-            for j, (ref, image, report) in enumerate(zip(reference, images, reports, strict=False)):
-                row = dict(
-                    seed=seed,
-                    unchanged=bool(np.array_equal(ref, image)),
-                    action=report.action,
-                    intent=report.intent,
-                    resamples=report.resamples,
-                    score=report.score,
-                )
-                if name in ("memorized", "mixed"):
-                    item = truth.item((memorized_ids if name == "memorized" else mixed_ids)[j])
+            for j, ref in enumerate(reference):
+                row = dict(seed=seed, replicated_before=replicated_items(ref, items))
+                for label, (images, reports) in outputs.items():
+                    image, report = images[j], reports[j]
+                    suffix = "" if label == "guarded" else "_verified"
                     row.update(
-                        id=item.id, replicated_before=replicates(ref, item), replicated_after=replicates(image, item)
+                        {
+                            "unchanged" + suffix: bool(np.array_equal(ref, image)),
+                            "action" + suffix: report.action,
+                            "resamples" + suffix: report.resamples,
+                            "replicated_after" + suffix: replicated_items(image, items),
+                            "concept_after" + suffix: has_concept(image, truth, concepts[j]),
+                        }
                     )
-                    if item.concept:
-                        row["concept_after"] = concept_match(image, truth.concept(item.concept))[0] >= CONCEPT_THRESHOLD
-                if name == "intended":
-                    row["concept_after"] = (
-                        concept_match(image, truth.concept(ev.intended[j].concept))[0] >= CONCEPT_THRESHOLD
-                    )
+                    if label == "guarded":
+                        row.update(intent=report.intent, score=report.score)
+                if ids[j] is not None:
+                    row.update(id=ids[j], own_replicated_before=replicates(ref, truth.item(ids[j])))
+                    row["own_replicated_after"] = replicates(images_of(outputs, "guarded")[j], truth.item(ids[j]))
                 rows[name].append(row)
         print(f"seed {seed} done ({time.perf_counter() - started:.0f} s)", flush=True)
 
-    def mean(values) -> float:
-        values = list(values)
-        return float(np.mean(values)) if values else float("nan")
-
     resampled = [r["resamples"] for r in rows["memorized"] if r["resamples"]]
+    resampled_verified = [r["resamples_verified"] for r in rows["memorized"] if r["resamples_verified"]]
     checks = {
         "intended_untouched": dict(value=mean(r["unchanged"] for r in rows["intended"]), target=">= 0.98"),
-        "unintended_replication_unguarded": dict(value=mean(r["replicated_before"] for r in rows["memorized"])),
+        "unintended_replication_unguarded": dict(value=mean(bool(r["replicated_before"]) for r in rows["memorized"])),
         "unintended_replication_guarded": dict(
-            value=mean(r["replicated_after"] for r in rows["memorized"]), target="<= 0.05"
+            value=mean(bool(r["replicated_after"]) for r in rows["memorized"]), target="<= 0.05"
+        ),
+        "unintended_own_image_replication_guarded": dict(
+            value=mean(r["own_replicated_after"] for r in rows["memorized"])
         ),
         "unintended_resamples_mean": dict(value=mean(resampled), target="<= 3"),
         "mixed_photo_not_replicated": dict(
@@ -129,49 +162,148 @@ def main() -> None:
         "mixed_concept_present": dict(value=mean(r["concept_after"] for r in rows["mixed"]), target=">= 0.9"),
         "novel_unchanged": dict(value=mean(r["unchanged"] for r in rows["novel"]), target=">= 0.99"),
         "memorized_detected": dict(value=mean(r["action"] != "none" for r in rows["memorized"])),
-        "intended_verdicts": {
-            k: sum(r["intent"] == k for r in rows["intended"]) for k in ("none", "intended", "mixed", "unintended")
-        },
-        "mixed_verdicts": {
-            k: sum(r["intent"] == k for r in rows["mixed"]) for k in ("none", "intended", "mixed", "unintended")
-        },
+        "with_verification_unintended_replication": dict(
+            value=mean(bool(r["replicated_after_verified"]) for r in rows["memorized"]), target="<= 0.05"
+        ),
+        "with_verification_unintended_resamples_mean": dict(value=mean(resampled_verified), target="<= 3"),
+        "with_verification_unintended_flagged_or_blocked": dict(
+            value=mean(r["action_verified"] in ("flagged", "blocked") for r in rows["memorized"])
+        ),
+        "with_verification_mixed_photo_not_replicated": dict(
+            value=mean(not r["replicated_after_verified"] for r in rows["mixed"]), target=">= 0.9"
+        ),
+        "with_verification_mixed_concept_present": dict(
+            value=mean(r["concept_after_verified"] for r in rows["mixed"]), target=">= 0.9"
+        ),
+        "benign_max_similarity_to_training_images": dict(value=float(max(benign_similarity))),
     }
+    for name in ("intended", "memorized", "mixed", "novel"):
+        checks[f"{name}_verdicts"] = {
+            k: sum(r["intent"] == k for r in rows[name]) for k in ("none", "intended", "mixed", "unintended")
+        }
     for check in checks.values():
         if "target" in check:
             op, bound = check["target"].split()
             check["passed"] = check["value"] >= float(bound) if op == ">=" else check["value"] <= float(bound)
+    return checks, rows
 
-    # Each strategy alone on the memorized and mixed prompts (default policy otherwise).
-    strategies = {}
-    for label, mitigation in STRATEGIES.items():
-        guarded.guard_config = config.replace(mitigation=mitigation)
-        t0, results = time.perf_counter(), []
-        for seed in args.strategy_seeds:
-            for ids, prompts in ((memorized_ids, memorized), (mixed_ids, mixed)):
-                images, reports = generate(guarded, prompts, seed)
-                for item_id, image, report in zip(ids, images, reports, strict=False):
-                    item = truth.item(item_id)
-                    results.append(
+
+def images_of(outputs: dict, label: str):
+    return outputs[label][0]
+
+
+def sweep(guarded, truth, ev, seeds: list[int], intended_per_concept: int):
+    """Each strategy alone, knob by knob: memorized, mixed and (forced) intended prompts."""
+    config = guarded.guard_config
+    memorized = (list(ev.memorized.values()), list(ev.memorized))
+    mixed = (list(ev.mixed.values()), list(ev.mixed))
+    chosen, per_concept = [], {}
+    for p in ev.intended:  # a few intended prompts per concept, forced through re-sampling
+        if per_concept.get(p.concept, 0) < intended_per_concept:
+            chosen.append(p)
+            per_concept[p.concept] = per_concept.get(p.concept, 0) + 1
+    forced = Policy(intended="resample")
+    results = {}
+    for strategy, points in SWEEPS.items():
+        results[strategy] = []
+        for knob, mitigation in points:
+            t0, rows = time.perf_counter(), []
+            for seed in seeds:
+                guarded.guard_config = config.replace(mitigation=mitigation)
+                for (prompts, ids), kind in ((memorized, "memorized"), (mixed, "mixed")):
+                    images, reports = generate(guarded, prompts, seed)
+                    for item_id, image, report in zip(ids, images, reports, strict=True):
+                        item = truth.item(item_id)
+                        rows.append(
+                            dict(
+                                kind=kind,
+                                replicated=bool(replicated_items(image, truth.memorized)),
+                                concept=has_concept(image, truth, item.concept),
+                                resamples=report.resamples,
+                            )
+                        )
+                guarded.guard_config = config.replace(mitigation=mitigation, policy=forced)
+                images, reports = generate(guarded, [p.prompt for p in chosen], seed)
+                for p, image, report in zip(chosen, images, reports, strict=True):
+                    rows.append(
                         dict(
-                            mixed=item.kind == "mixed",
-                            replicated=replicates(image, item),
-                            concept=(concept_match(image, truth.concept(item.concept))[0] >= CONCEPT_THRESHOLD)
-                            if item.concept
-                            else None,
+                            kind="intended",
+                            replicated=bool(replicated_items(image, truth.memorized)),
+                            concept=has_concept(image, truth, p.concept),
                             resamples=report.resamples,
                         )
                     )
-        seconds = time.perf_counter() - t0
-        strategies[label] = dict(
-            replication=mean(r["replicated"] for r in results if not r["mixed"]),
-            mixed_replication=mean(r["replicated"] for r in results if r["mixed"]),
-            mixed_concept_kept=mean(r["concept"] for r in results if r["mixed"]),
-            resamples_mean=mean(r["resamples"] for r in results if r["resamples"]),
-            seconds_per_image=seconds / len(results),
-        )
-        print(f"{label}: {strategies[label]}", flush=True)
+            seconds = time.perf_counter() - t0
+            of = {kind: [r for r in rows if r["kind"] == kind] for kind in ("memorized", "mixed", "intended")}
+            point = dict(
+                knob=knob,
+                mitigation=mitigation.name,
+                replication=mean(r["replicated"] for r in of["memorized"]),
+                mixed_replication=mean(r["replicated"] for r in of["mixed"]),
+                mixed_concept_kept=mean(r["concept"] for r in of["mixed"]),
+                intended_concept_kept=mean(r["concept"] for r in of["intended"] if r["resamples"]),
+                intended_resampled=mean(r["resamples"] > 0 for r in of["intended"]),
+                resamples_mean=mean(r["resamples"] for r in of["memorized"] if r["resamples"]),
+                seconds_per_image=seconds / len(rows),
+            )
+            results[strategy].append(point)
+            print(f"{strategy} [{knob}]: {point}", flush=True)
     guarded.guard_config = config
+    return results
 
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    cols = 4
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.6 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        points = results[name]
+        for key, marker, label in (
+            ("mixed_concept_kept", "o", "mixed: concept kept"),
+            ("intended_concept_kept", "s", "intended (forced): concept kept"),
+        ):
+            xs = [p["replication"] for p in points]
+            ys = [p[key] for p in points]
+            sizes = [30 + 40 * p["seconds_per_image"] for p in points]
+            ax.scatter(xs, ys, s=sizes, marker=marker, alpha=0.7, label=label)
+            for p, x, y in zip(points, xs, ys, strict=True):
+                ax.annotate(str(p["knob"]), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_title(name, fontsize=8)
+        ax.set_xlim(-0.05, 1.05)
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_xlabel("memorized: replication (any training image)", fontsize=7)
+        ax.set_ylabel("concept kept", fontsize=7)
+        ax.axvline(0.05, color="grey", lw=0.5, ls="--")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(names) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=6, loc="lower right")
+    fig.suptitle("Mitigation trade-off on the testbed (marker size: seconds per image; labels: knob)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+    parser.add_argument("--strategy-seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--intended-per-concept", type=int, default=2)
+    parser.add_argument("--skip-sweep", action="store_true")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/mitigation.json"))
+    args = parser.parse_args()
+    started = time.perf_counter()
+
+    guarded, truth = testbed.load()
+    ev = evaluation_prompts()
+    checks, rows = acceptance(guarded, truth, ev, args.seeds, started)
+    strategies = {} if args.skip_sweep else sweep(guarded, truth, ev, args.strategy_seeds, args.intended_per_concept)
+    config = guarded.guard_config
     result = dict(
         settings=dict(
             seeds=args.seeds,
@@ -180,6 +312,8 @@ def main() -> None:
             guidance=GUIDANCE,
             default_mitigation=DEFAULT_MITIGATION.name,
             policy=str(config.policy),
+            verify_threshold=VERIFY_THRESHOLD,
+            replication="SSIM / layout R^2 to any duplicated training image (memguard.testbed.similarity)",
         ),
         checks=checks,
         strategies=strategies,
@@ -188,19 +322,27 @@ def main() -> None:
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"\n{'check':40s} {'value':>10s}  target")
+    if strategies:
+        plot(strategies, args.out.with_name("mitigation_tradeoff.png"))
+    print(f"\n{'check':48s} {'value':>10s}  target")
     for name, check in checks.items():
         if "value" in check:
             flag = "" if "passed" not in check else ("PASS" if check["passed"] else "FAIL")
-            print(f"{name:40s} {check['value']:10.3f}  {check.get('target', '')} {flag}")
+            print(f"{name:48s} {check['value']:10.3f}  {check.get('target', '')} {flag}")
         else:
-            print(f"{name:40s} {check}")
-    print(f"\n{'strategy':40s} {'replic.':>8s} {'mixed rep':>9s} {'concept':>8s} {'resamples':>9s} {'s/img':>7s}")
-    for label, s in strategies.items():
+            print(f"{name:48s} {check}")
+    if strategies:
         print(
-            f"{label:40s} {s['replication']:8.3f} {s['mixed_replication']:9.3f} {s['mixed_concept_kept']:8.3f} "
-            f"{s['resamples_mean']:9.2f} {s['seconds_per_image']:7.2f}"
+            f"\n{'strategy':46s} {'knob':>6s} {'replic.':>7s} {'mixed rep':>9s} {'mixed cpt':>9s} "
+            f"{'int. cpt':>8s} {'resamp.':>7s} {'s/img':>6s}"
         )
+        for label, points in strategies.items():
+            for s in points:
+                print(
+                    f"{label:46s} {str(s['knob']):>6s} {s['replication']:7.3f} {s['mixed_replication']:9.3f} "
+                    f"{s['mixed_concept_kept']:9.3f} {s['intended_concept_kept']:8.3f} {s['resamples_mean']:7.2f} "
+                    f"{s['seconds_per_image']:6.2f}"
+                )
     print(f"\nwrote {args.out} in {result['seconds']} s")
 
 
