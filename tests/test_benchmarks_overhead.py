@@ -1,0 +1,63 @@
+"""benchmarks/overhead.py: its per-call peak-memory measure, and a tiny end-to-end run of every mode."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).parent.parent / "benchmarks" / "overhead.py"
+
+
+@pytest.fixture(scope="module")
+def overhead():
+    spec = importlib.util.spec_from_file_location("benchmarks_overhead", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up there
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+def test_cpu_peak_memory_is_per_call(overhead):
+    memory = overhead.PeakMemory("cpu")
+    if not memory.per_call:
+        pytest.skip("no resettable VmHWM here (not Linux, or /proc/self/clear_refs not writable)")
+    memory.start()
+    x = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched, then freed inside the window
+    del x
+    peak, delta = memory.stop()
+    assert delta >= 60
+    memory.start()  # the high-water mark was reset: the next, idle window does not inherit the 64 MiB
+    peak_idle, delta_idle = memory.stop()
+    assert delta_idle < 16 and peak_idle < peak
+
+
+def test_tiny_run_writes_every_mode(overhead, tmp_path, monkeypatch):
+    out = tmp_path / "overhead.json"
+    argv = ["overhead.py", "--model", "tiny", "--detector", "uncalibrated", "--repeats", "2", "--steps", "2"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--out", str(out)])
+    overhead.main()
+    result = json.loads(out.read_text())
+    assert result["detector"]["requested"] == "uncalibrated"
+    assert result["detector"]["name"] == "noise_rms" and result["detector"]["threshold_source"] == "default"
+    assert set(result["modes"]) == {"flag", "resample-novel", "resample-memorized"}
+    for key in ("unguarded_median_s", "guarded_flag_median_s", "median_ratio", "ratio_quartiles", "torch"):
+        assert key in result
+    for mode in result["modes"].values():
+        assert mode["images"] == 4 and mode["ratio"]["median"] > 0
+        q = mode["ratio"]["quartiles"]
+        assert q[0] <= q[1] <= q[2]
+    assert "decomposition" in result["modes"]["resample-memorized"]
+    assert "decomposition" not in result["modes"]["flag"]
+
+
+def test_calibrated_needs_a_calibration(overhead, tmp_path, monkeypatch):
+    argv = ["overhead.py", "--model", "tiny", "--repeats", "2", "--out", str(tmp_path / "x.json")]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit):
+        overhead.main()
