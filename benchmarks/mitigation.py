@@ -44,7 +44,7 @@ from memguard.mitigation import (
     ReSeed,
 )
 from memguard.testbed.data import evaluation_prompts
-from memguard.testbed.similarity import CONCEPT_THRESHOLD, concept_match, replicated_items, replicates
+from memguard.testbed.similarity import CONCEPT_THRESHOLD, concept_match, replicated_items
 from memguard.verify import CopyVerification
 
 STEPS, GUIDANCE = 50, 7.5
@@ -138,9 +138,12 @@ def acceptance(guarded, truth, ev, seeds: list[int], started: float):
                     )
                     if label == "guarded":
                         row.update(intent=report.intent, score=report.score)
-                if ids[j] is not None:
-                    row.update(id=ids[j], own_replicated_before=replicates(ref, truth.item(ids[j])))
-                    row["own_replicated_after"] = replicates(images_of(outputs, "guarded")[j], truth.item(ids[j]))
+                if ids[j] is not None:  # truth.memorized holds every item, so the lists say it already
+                    row.update(
+                        id=ids[j],
+                        own_replicated_before=ids[j] in row["replicated_before"],
+                        own_replicated_after=ids[j] in row["replicated_after"],
+                    )
                 rows[name].append(row)
         print(f"seed {seed} done ({time.perf_counter() - started:.0f} s)", flush=True)
 
@@ -186,10 +189,6 @@ def acceptance(guarded, truth, ev, seeds: list[int], started: float):
             op, bound = check["target"].split()
             check["passed"] = check["value"] >= float(bound) if op == ">=" else check["value"] <= float(bound)
     return checks, rows
-
-
-def images_of(outputs: dict, label: str):
-    return outputs[label][0]
 
 
 def sweep(guarded, truth, ev, seeds: list[int], intended_per_concept: int):

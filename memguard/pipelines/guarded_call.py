@@ -19,7 +19,8 @@ from ..config import GuardConfig
 from ..detection import Detector, NoiseMagnitudeDetector
 from ..mitigation import MitigationContext, ResamplePlan, derive_seed
 from ..report import Attempt, GuardedPipelineOutput, MemorizationReport
-from .guarded_pass import GuardedPass, PassResult, bind_call_arguments, disabled_report, prompt_of
+from ..verify.step import as_image_list
+from .guarded_pass import REPORT_ACTION, GuardedPass, PassResult, bind_call_arguments, disabled_report, prompt_of
 
 __all__ = ["GuardedCall", "bind_call_arguments"]
 
@@ -85,7 +86,7 @@ class GuardedCall:
         output, reports = result.output, result.reports
         if result.failure is not None:
             self.config.effective_metrics.observe_error(self.config.name, result.failure)
-        resample_seconds = 0.0
+        extra_seconds = 0.0
         for image, action in enumerate(result.actions):
             if action != "retry":
                 continue
@@ -97,7 +98,7 @@ class GuardedCall:
                 reports[image] = self._failed_resample_report(first, result, image, error)
                 continue
             finally:
-                resample_seconds += time.perf_counter() - t0
+                extra_seconds += time.perf_counter() - t0
             output.images = replace_image(output.images, image, final_output.images)
             if output.nsfw_content_detected is not None and final_output.nsfw_content_detected is not None:
                 output.nsfw_content_detected[image] = final_output.nsfw_content_detected[0]
@@ -105,12 +106,12 @@ class GuardedCall:
         if verification is not None:
             t0 = time.perf_counter()
             self._verify_kept_images(verification, output.images, reports)
-            resample_seconds += time.perf_counter() - t0
+            extra_seconds += time.perf_counter() - t0
         blocked = [i for i, r in enumerate(reports) if r.action == "blocked"]
         if blocked:
             output.images = blank_out(output.images, blocked)
-        # The guard's own time: its taps and decisions, plus every re-sample (mitigation included).
-        guard_seconds = result.guard_seconds + resample_seconds
+        # The guard's own time: its taps and decisions, every re-sample (mitigation included), copy checks.
+        guard_seconds = result.guard_seconds + extra_seconds
         for report in reports:
             report.guard_seconds = guard_seconds
         return output, reports, first.threshold
@@ -120,13 +121,13 @@ class GuardedCall:
         kept = [i for i, r in enumerate(reports) if r.action in ("none", "allowed", "flagged") and r.copy is None]
         if not kept:
             return
-        findings = verification.check(images)
-        fallback = "blocked" if self.config.policy.fallback == "block" else "flagged"
-        for i in kept:
-            report, finding = reports[i], findings[i]
+        decoded = as_image_list(images)
+        findings = verification.check([decoded[i] for i in kept])
+        for i, finding in zip(kept, findings, strict=True):
+            report = reports[i]
             report.copy = finding
             if finding.copied and report.action != "allowed":  # intended images stay allowed
-                report.action = fallback
+                report.action = REPORT_ACTION[self.config.policy.fallback]
                 report.reason = (
                     f"copy verification: similarity {finding.similarity:.4f} to a protected image "
                     f">= {verification.threshold:.4f}; fallback {self.config.policy.fallback}"
@@ -241,7 +242,7 @@ class GuardedCall:
         final.intent, final.triggers = report.intent, report.triggers
         final.residual_score, final.reference_score = report.residual_score, report.reference_score
         if final.copy is not None and final.copy.copied:
-            final.action = "blocked" if policy.fallback == "block" else "flagged"
+            final.action = REPORT_ACTION[policy.fallback]
             final.reason = (
                 f"still copies a protected image after {len(history) - 1} re-sample(s) (copy verification); "
                 f"fallback {policy.fallback}"

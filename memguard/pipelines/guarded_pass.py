@@ -110,7 +110,7 @@ def resolve_attention_layers(
 
 # What a pass decided for each image. "retry": re-sample this image (attempts remain).
 PassAction = str  # "none" | "allow" | "flag" | "block" | "retry"
-_REPORT_ACTION = {"none": "none", "allow": "allowed", "flag": "flagged", "block": "blocked", "retry": "flagged"}
+REPORT_ACTION = {"none": "none", "allow": "allowed", "flag": "flagged", "block": "blocked", "retry": "flagged"}
 
 
 def prompt_of(arguments: dict, image: int) -> str | None:
@@ -438,7 +438,7 @@ class GuardedPass:
                 memorized=decision.memorized,
                 decided_at_step=self.decided_at or 0,
                 signals=signals,
-                action=_REPORT_ACTION[action],
+                action=REPORT_ACTION[action],
                 intent=verdict.intent,
                 triggers=list(verdict.triggers),
                 residual_score=verdict.residual_score,
