@@ -43,14 +43,15 @@ from memguard.mitigation import (
     RandomTokenAddition,
     ReSeed,
 )
-from memguard.testbed.data import evaluation_prompts
+from memguard.testbed.data import calibration_prompts, evaluation_prompts
 from memguard.testbed.similarity import CONCEPT_THRESHOLD, concept_match, replicated_items
-from memguard.verify import CopyVerification
+from memguard.verify import CopyVerification, calibrate_copy_threshold
 
 STEPS, GUIDANCE = 50, 7.5
-# Pixel correlation to the nearest training image; unguarded novel and intended images reach at
-# most ~0.69 (the benchmark prints the maximum it saw), verbatim copies ~0.99.
-VERIFY_THRESHOLD = 0.8
+# The copy threshold is calibrated, not guessed: 1% of benign generations (the testbed's calibration
+# prompts, apart from the evaluation sets, at a seed no evaluation uses) may reach it. A fixed 0.8,
+# picked on seeds 0-3, sat inside the benign range on seeds 4-7 and made re-samples false copies.
+VERIFY_TARGET_FPR, VERIFY_CALIBRATION_SEED = 0.01, 1000
 
 # strategy -> [(knob value, mitigation)]; the knob is what the panel's points are labelled with.
 SWEEPS = {
@@ -106,7 +107,11 @@ def acceptance(guarded, truth, ev, seeds: list[int], started: float):
     }
     rows = {name: [] for name in sets}
     index = testbed.verification_index(truth)
-    verified = config.replace(verification=CopyVerification(index, VERIFY_THRESHOLD))
+    guarded.guard_config = plain
+    benign, _ = generate(guarded, calibration_prompts(), VERIFY_CALIBRATION_SEED)
+    verify_threshold = calibrate_copy_threshold(index, benign, VERIFY_TARGET_FPR)
+    print(f"copy threshold {verify_threshold:.4f} (1% of {len(benign)} benign generations reach it)", flush=True)
+    verified = config.replace(verification=CopyVerification(index, verify_threshold))
     benign_similarity = []
     for seed in seeds:
         for name, (prompts, concepts, ids) in sets.items():
@@ -179,6 +184,10 @@ def acceptance(guarded, truth, ev, seeds: list[int], started: float):
             value=mean(r["concept_after_verified"] for r in rows["mixed"]), target=">= 0.9"
         ),
         "benign_max_similarity_to_training_images": dict(value=float(max(benign_similarity))),
+        "copy_threshold_calibrated": dict(value=verify_threshold),
+        "benign_evaluation_images_reaching_copy_threshold": dict(
+            value=mean(s >= verify_threshold for s in benign_similarity), target="<= 0.02"
+        ),
     }
     for name in ("intended", "memorized", "mixed", "novel"):
         checks[f"{name}_verdicts"] = {
@@ -311,7 +320,8 @@ def main() -> None:
             guidance=GUIDANCE,
             default_mitigation=DEFAULT_MITIGATION.name,
             policy=str(config.policy),
-            verify_threshold=VERIFY_THRESHOLD,
+            verify_threshold=f"calibrated: {VERIFY_TARGET_FPR:.0%} of the calibration prompts' images at seed "
+            f"{VERIFY_CALIBRATION_SEED}",
             replication="SSIM / layout R^2 to any duplicated training image (memguard.testbed.similarity)",
         ),
         checks=checks,

@@ -9,7 +9,7 @@ import memguard
 from memguard import GuardConfig, Policy
 from memguard.metrics import GuardMetrics
 from memguard.mitigation import Compose, GuidanceSchedule, ReSeed
-from memguard.verify import CopyVerification, PixelEncoder, VerificationIndex
+from memguard.verify import CopyVerification, PixelEncoder, VerificationIndex, calibrate_copy_threshold
 
 STEPS = 3
 PROMPT = "a red square on a blue background"
@@ -90,3 +90,26 @@ def test_verification_needs_decoded_images_and_a_real_index(shared_base_pipe, pr
         CopyVerification(index, threshold=1.5)
     with pytest.raises(TypeError, match="VerificationIndex"):
         CopyVerification("protected.faiss", threshold=0.9)
+
+
+def test_calibrated_copy_threshold_lets_through_at_most_the_target_share_of_benign_images():
+    rng = np.random.default_rng(0)
+    protected_images = rng.integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
+    index = VerificationIndex.build(list(protected_images), [f"p{k}" for k in range(5)], PixelEncoder(size=16))
+    # Benign images: protected ones under growing noise, so their similarities spread over a range.
+    benign = [
+        np.clip(protected_images[k % 5] + rng.normal(0, 20 + k, (16, 16, 3)), 0, 255).astype(np.uint8)
+        for k in range(200)
+    ]
+    threshold = calibrate_copy_threshold(index, benign, target_fpr=0.01)
+    copied = [check.copied for check in index.check(benign, threshold)]
+    similarities = [matches[0].similarity for matches in index.search(benign, k=1)]
+    assert sum(copied) <= 2  # 1% of 200
+    assert threshold > sorted(similarities)[-3]  # the third-highest benign image is not a copy
+    assert index.check([protected_images[0]], threshold)[0].copied  # an exact copy still is
+
+
+def test_copy_threshold_calibration_needs_enough_benign_images():
+    index = VerificationIndex.build([np.zeros((8, 8, 3), np.uint8)], ["p"], PixelEncoder(size=8))
+    with pytest.raises(ValueError, match="at least 100 benign"):
+        calibrate_copy_threshold(index, [np.ones((8, 8, 3), np.uint8)] * 10, target_fpr=0.01)

@@ -4,14 +4,15 @@
     index = VerificationIndex.build(paths, ids=paths, encoder=PixelEncoder(), kind="flat")
     index.save("protected.faiss")                      # + protected.faiss.json sidecar
     VerificationIndex.load("protected.faiss").check(images, threshold=0.95)
-    GuardConfig(verification=CopyVerification(index, threshold=0.95))   # as the guard's last step
+    threshold = calibrate_copy_threshold(index, benign_generations, target_fpr=0.01)
+    GuardConfig(verification=CopyVerification(index, threshold))        # as the guard's last step
 
 See `index.py` for the index kinds and `encoders.py` for the encoders.
 """
 
 from .encoders import ImageEncoder, OpenClipEncoder, PixelEncoder, encoder_from_name
 from .index import INDEX_KINDS, CopyCheck, IndexFileError, IndexParams, Match, VerificationIndex
-from .step import CopyVerification
+from .step import CopyVerification, calibrate_copy_threshold
 
 __all__ = [
     "INDEX_KINDS",
@@ -24,5 +25,6 @@ __all__ = [
     "OpenClipEncoder",
     "PixelEncoder",
     "VerificationIndex",
+    "calibrate_copy_threshold",
     "encoder_from_name",
 ]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..calibration import threshold_for_fpr
 from ..report import CopyFinding
 from .index import VerificationIndex
 
@@ -49,6 +50,20 @@ class CopyVerification:
             CopyFinding(check.top.id, check.top.similarity, check.copied) if check.top else CopyFinding("", -1.0, False)
             for check in checks
         ]
+
+
+def calibrate_copy_threshold(index: VerificationIndex, benign_images, target_fpr: float = 0.01) -> float:
+    """The lowest copy threshold that at most `target_fpr` of `benign_images` reach.
+
+    Pass generations of benign prompts from the guarded model, made apart from what you evaluate.
+    A threshold guessed by eye can sit inside the benign range and turn re-samples into false copies.
+    Needs at least 1 / target_fpr images.
+    """
+    images = as_image_list(benign_images)
+    similarities = [matches[0].similarity if matches else -1.0 for matches in index.search(images, k=1)]
+    threshold, _ = threshold_for_fpr(similarities, target_fpr)
+    # A copy is similarity >= threshold, so step just past the benign value left at the limit.
+    return float(min(1.0, np.nextafter(np.float32(threshold), np.float32(np.inf))))
 
 
 def as_image_list(images) -> list:
