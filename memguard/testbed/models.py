@@ -83,9 +83,10 @@ def build_text_encoder(sizes: ModelSizes) -> CLIPTextModel:
     )
 
 
-def inference_scheduler() -> DDIMScheduler:
-    return DDIMScheduler(**SCHEDULE)
+def inference_scheduler(prediction_type: str = "epsilon") -> DDIMScheduler:
+    return DDIMScheduler(**SCHEDULE, prediction_type=prediction_type)
 
 
-def training_scheduler() -> DDPMScheduler:
-    return DDPMScheduler(**{k: v for k, v in SCHEDULE.items() if k != "set_alpha_to_one"})
+def training_scheduler(prediction_type: str = "epsilon") -> DDPMScheduler:
+    schedule = {k: v for k, v in SCHEDULE.items() if k != "set_alpha_to_one"}
+    return DDPMScheduler(**schedule, prediction_type=prediction_type)

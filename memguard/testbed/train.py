@@ -46,6 +46,7 @@ class TrainConfig:
     warmup: int = 200
     ema_decay: float = 0.999
     checkpoint_every: int = 1000
+    prediction_type: str = "epsilon"  # or "v_prediction" (SD 2.x's target)
 
 
 def _as_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -91,13 +92,13 @@ def _lr(config: TrainConfig, step: int) -> float:
     return config.final_lr + 0.5 * (config.lr - config.final_lr) * (1 + np.cos(np.pi * progress))
 
 
-def save_pipeline(out: Path, vae, text_encoder, unet, tokenizer) -> None:
+def save_pipeline(out: Path, vae, text_encoder, unet, tokenizer, prediction_type: str = "epsilon") -> None:
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
-        scheduler=inference_scheduler(),
+        scheduler=inference_scheduler(prediction_type),
         safety_checker=None,
         feature_extractor=None,
         image_encoder=None,
@@ -124,7 +125,7 @@ def train(config: TrainConfig, out: Path) -> None:
     params = list(unet.parameters()) + list(text_encoder.parameters())
     ema_params = list(ema_unet.parameters()) + list(ema_text.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
-    noise_schedule = training_scheduler()
+    noise_schedule = training_scheduler(config.prediction_type)
     rng = np.random.default_rng(config.seed + 2)
     generator = torch.Generator(device).manual_seed(config.seed + 3)
 
@@ -140,7 +141,8 @@ def train(config: TrainConfig, out: Path) -> None:
             0, noise_schedule.config.num_train_timesteps, (len(index),), generator=generator, device=device
         )
         prediction = unet(noise_schedule.add_noise(x0, noise, t), t, text_encoder(ids)[0]).sample
-        loss = F.mse_loss(prediction, noise)
+        target = noise if config.prediction_type == "epsilon" else noise_schedule.get_velocity(x0, noise, t)
+        loss = F.mse_loss(prediction, target)
         for group in optimizer.param_groups:
             group["lr"] = _lr(config, step)
         optimizer.zero_grad(set_to_none=True)
@@ -153,7 +155,7 @@ def train(config: TrainConfig, out: Path) -> None:
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
-            save_pipeline(out, vae, ema_text, ema_unet, tokenizer)
+            save_pipeline(out, vae, ema_text, ema_unet, tokenizer, config.prediction_type)
     write_truth(out / "truth")
     calibrate_testbed(out)  # the guard's threshold for this model, 1% FPR on benign prompts
     minutes = (time.perf_counter() - started) / 60
@@ -166,6 +168,7 @@ def main() -> None:
     defaults = TrainConfig()
     for name in ("seed", "n_broad", "vae_steps", "steps", "batch", "checkpoint_every"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
+    parser.add_argument("--prediction-type", choices=("epsilon", "v_prediction"), default=defaults.prediction_type)
     args = parser.parse_args()
     overrides = {k: v for k, v in vars(args).items() if k != "out"}
     train(TrainConfig(**overrides), args.out)
