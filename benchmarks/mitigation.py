@@ -43,15 +43,17 @@ from memguard.mitigation import (
     RandomTokenAddition,
     ReSeed,
 )
-from memguard.testbed.data import calibration_prompts, evaluation_prompts
+from memguard.testbed.data import evaluation_prompts
 from memguard.testbed.similarity import CONCEPT_THRESHOLD, concept_match, replicated_items
 from memguard.verify import CopyVerification, calibrate_copy_threshold
 
 STEPS, GUIDANCE = 50, 7.5
-# The copy threshold is calibrated, not guessed: 1% of benign generations (the testbed's calibration
-# prompts, apart from the evaluation sets, at a seed no evaluation uses) may reach it. A fixed 0.8,
-# picked on seeds 0-3, sat inside the benign range on seeds 4-7 and made re-samples false copies.
-VERIFY_TARGET_FPR, VERIFY_CALIBRATION_SEED = 0.01, 1000
+# The copy threshold is calibrated, not guessed: 1% of benign generations may reach it. They are
+# novel and intended prompts drawn like the evaluation sets but from another prompt seed, generated at a
+# seed no evaluation uses. (The detector's calibration prompts name the background half the time; their
+# images sit further from the training photos, and calibrating on them let 3% of benign evaluation
+# images through.) A fixed 0.8, picked on seeds 0-3, sat inside the benign range on seeds 4-7.
+VERIFY_TARGET_FPR, VERIFY_CALIBRATION_SEED, VERIFY_PROMPT_SEED = 0.01, 1000, 999
 
 # strategy -> [(knob value, mitigation)]; the knob is what the panel's points are labelled with.
 SWEEPS = {
@@ -108,7 +110,9 @@ def acceptance(guarded, truth, ev, seeds: list[int], started: float):
     rows = {name: [] for name in sets}
     index = testbed.verification_index(truth)
     guarded.guard_config = plain
-    benign, _ = generate(guarded, calibration_prompts(), VERIFY_CALIBRATION_SEED)
+    calibration_set = evaluation_prompts(seed=VERIFY_PROMPT_SEED, n_novel=100)
+    benign_prompts = calibration_set.novel + [p.prompt for p in calibration_set.intended]
+    benign, _ = generate(guarded, benign_prompts, VERIFY_CALIBRATION_SEED)
     verify_threshold = calibrate_copy_threshold(index, benign, VERIFY_TARGET_FPR)
     print(f"copy threshold {verify_threshold:.4f} (1% of {len(benign)} benign generations reach it)", flush=True)
     verified = config.replace(verification=CopyVerification(index, verify_threshold))
@@ -320,8 +324,8 @@ def main() -> None:
             guidance=GUIDANCE,
             default_mitigation=DEFAULT_MITIGATION.name,
             policy=str(config.policy),
-            verify_threshold=f"calibrated: {VERIFY_TARGET_FPR:.0%} of the calibration prompts' images at seed "
-            f"{VERIFY_CALIBRATION_SEED}",
+            verify_threshold=f"calibrated: {VERIFY_TARGET_FPR:.0%} of benign novel + intended images (prompt seed "
+            f"{VERIFY_PROMPT_SEED}, noise seed {VERIFY_CALIBRATION_SEED})",
             replication="SSIM / layout R^2 to any duplicated training image (memguard.testbed.similarity)",
         ),
         checks=checks,
