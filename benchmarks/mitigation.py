@@ -114,7 +114,10 @@ def acceptance(guarded, truth, ev, seeds: list[int], started: float):
     benign_prompts = calibration_set.novel + [p.prompt for p in calibration_set.intended]
     benign, _ = generate(guarded, benign_prompts, VERIFY_CALIBRATION_SEED)
     verify_threshold = calibrate_copy_threshold(index, benign, VERIFY_TARGET_FPR)
-    print(f"copy threshold {verify_threshold:.4f} (1% of {len(benign)} benign generations reach it)", flush=True)
+    print(
+        f"copy threshold {verify_threshold:.4f} ({VERIFY_TARGET_FPR:.0%} of {len(benign)} benign generations reach it)",
+        flush=True,
+    )
     verified = config.replace(verification=CopyVerification(index, verify_threshold))
     benign_similarity = []
     for seed in seeds:

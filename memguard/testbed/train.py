@@ -30,6 +30,8 @@ from .models import ModelSizes, build_text_encoder, build_unet, build_vae, infer
 from .tokenizer import load_clip_tokenizer
 from .truth import write_truth
 
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -47,6 +49,10 @@ class TrainConfig:
     ema_decay: float = 0.999
     checkpoint_every: int = 1000
     prediction_type: str = "epsilon"  # or "v_prediction" (SD 2.x's target)
+
+    def __post_init__(self) -> None:
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
 
 
 def _as_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -168,7 +174,7 @@ def main() -> None:
     defaults = TrainConfig()
     for name in ("seed", "n_broad", "vae_steps", "steps", "batch", "checkpoint_every"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
-    parser.add_argument("--prediction-type", choices=("epsilon", "v_prediction"), default=defaults.prediction_type)
+    parser.add_argument("--prediction-type", choices=PREDICTION_TYPES, default=defaults.prediction_type)
     args = parser.parse_args()
     overrides = {k: v for k, v in vars(args).items() if k != "out"}
     train(TrainConfig(**overrides), args.out)
