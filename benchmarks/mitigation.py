@@ -118,14 +118,15 @@ def acceptance(guarded, truth, ev, seeds: list[int], started: float):
         f"copy threshold {verify_threshold:.4f} ({VERIFY_TARGET_FPR:.0%} of {len(benign)} benign generations reach it)",
         flush=True,
     )
-    verified = config.replace(verification=CopyVerification(index, verify_threshold))
-    benign_similarity = []
+    verification = CopyVerification(index, verify_threshold)
+    verified = config.replace(verification=verification)
+    benign_findings = []  # the guard's own copy rule on unguarded benign images
     for seed in seeds:
         for name, (prompts, concepts, ids) in sets.items():
             guarded.guard_config = plain
             reference, _ = generate(guarded, prompts, seed)
             if name in ("novel", "intended"):
-                benign_similarity += [m[0].similarity for m in index.search(list(reference), k=1)]
+                benign_findings += verification.check(reference)
             runs = {"guarded": config}
             if name in ("memorized", "mixed"):
                 runs["verified"] = verified
@@ -190,10 +191,10 @@ def acceptance(guarded, truth, ev, seeds: list[int], started: float):
         "with_verification_mixed_concept_present": dict(
             value=mean(r["concept_after_verified"] for r in rows["mixed"]), target=">= 0.9"
         ),
-        "benign_max_similarity_to_training_images": dict(value=float(max(benign_similarity))),
+        "benign_max_similarity_to_training_images": dict(value=max(f.similarity for f in benign_findings)),
         "copy_threshold_calibrated": dict(value=verify_threshold),
         "benign_evaluation_images_reaching_copy_threshold": dict(
-            value=mean(s >= verify_threshold for s in benign_similarity), target="<= 0.02"
+            value=mean(f.copied for f in benign_findings), target="<= 0.02"
         ),
     }
     for name in ("intended", "memorized", "mixed", "novel"):
