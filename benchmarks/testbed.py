@@ -4,7 +4,8 @@ Generates every evaluation prompt of the testbed's ground truth over 4 seeds (DD
 guidance 7.5) with the plain diffusers pipeline, then checks:
 - replication: each memorized/mixed item is replicated in >= 3 of 4 seeds for >= 90% of items;
   at most 2% of novel-prompt generations replicate any duplicated training image;
-- intended: concept prompts show the concept on the requested background >= 90% of the time;
+- intended: concept prompts show the concept on the requested background, and at the requested
+  position, >= 90% of the time each;
 - sanity: Wen et al.'s step-1 noise magnitude separates memorized from novel prompts, AUC >= 0.9.
 It also prints the null distributions behind the similarity thresholds.
 
@@ -51,16 +52,17 @@ def generate(pipe, prompts: list[str], seed: int) -> np.ndarray:
 
 @torch.no_grad()
 def noise_norms(pipe, prompts: list[str], seed: int) -> np.ndarray:
-    """Wen et al.'s step-1 magnitude ||eps(x_T, prompt) - eps(x_T, '')||_2 per prompt."""
+    """Wen et al.'s step-1 magnitude ||out(x_T, prompt) - out(x_T, '')||_2 per prompt, where `out` is what
+    the UNet predicts (v on the shipped testbed, epsilon on SD 1.x), as the guard reads it."""
     conditional, unconditional = pipe.encode_prompt(prompts, "cpu", 1, True)
     pipe.scheduler.set_timesteps(STEPS)
     t = pipe.scheduler.timesteps[0]
     shape = (1, pipe.unet.config.in_channels, pipe.unet.config.sample_size, pipe.unet.config.sample_size)
     noise = torch.cat([torch.randn(shape, generator=torch.Generator().manual_seed(seed)) for _ in prompts])
     noise = noise * pipe.scheduler.init_noise_sigma
-    eps = pipe.unet(torch.cat([noise, noise]), t, torch.cat([unconditional, conditional])).sample
-    eps_uncond, eps_cond = eps.chunk(2)
-    return (eps_cond - eps_uncond).flatten(1).norm(dim=1).numpy()
+    out = pipe.unet(torch.cat([noise, noise]), t, torch.cat([unconditional, conditional])).sample
+    out_uncond, out_cond = out.chunk(2)
+    return (out_cond - out_uncond).flatten(1).norm(dim=1).numpy()
 
 
 def auc(positives: np.ndarray, negatives: np.ndarray) -> float:
@@ -118,7 +120,7 @@ def main() -> None:
         ]
     )
 
-    # Intended concepts: present, on the requested background (position reported, not required).
+    # Intended concepts: present, and following the rest of the prompt (background, position).
     intended_rows = []
     for s in range(len(SEEDS)):
         for j, p in enumerate(intended):
@@ -128,10 +130,11 @@ def main() -> None:
                 dict(
                     concept=score >= CONCEPT_THRESHOLD,
                     background=background == p.background,
-                    position=nearest_position(centre) == p.position,
+                    position=score >= CONCEPT_THRESHOLD and nearest_position(centre) == p.position,
                 )
             )
     intended_ok = np.mean([r["concept"] and r["background"] for r in intended_rows])
+    position_ok = np.mean([r["position"] for r in intended_rows])
 
     # Null distributions behind the thresholds.
     photos = [item for item in items if item.kind != "template"]
@@ -163,7 +166,9 @@ def main() -> None:
             intended_concept_and_background=dict(
                 value=float(intended_ok), target=">= 0.9", passed=bool(intended_ok >= 0.9)
             ),
-            intended_position_info=dict(value=float(np.mean([r["position"] for r in intended_rows]))),
+            intended_concept_at_requested_position=dict(
+                value=float(position_ok), target=">= 0.9", passed=bool(position_ok >= 0.9)
+            ),
             noise_norm_auc_memorized_vs_novel=dict(value=auc_value, target=">= 0.9", passed=bool(auc_value >= 0.9)),
         ),
         seconds=round(time.perf_counter() - started, 1),

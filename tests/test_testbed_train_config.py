@@ -9,8 +9,25 @@ def test_an_unknown_prediction_type_is_refused_before_any_training():
         TrainConfig(prediction_type="sample")
 
 
-@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
-def test_training_and_sampling_schedulers_agree_on_the_prediction_type(prediction_type):
-    # A model trained on v but sampled as epsilon (or the reverse) gives noise; both must carry it.
-    assert training_scheduler(prediction_type).config.prediction_type == prediction_type
-    assert inference_scheduler(prediction_type).config.prediction_type == prediction_type
+def test_epsilon_with_zero_terminal_snr_is_refused_before_any_training():
+    # At SNR 0 the target would be x_T itself: the model learns nothing and sampling divides by zero.
+    with pytest.raises(ValueError, match="zero_terminal_snr needs prediction_type='v_prediction'"):
+        TrainConfig(prediction_type="epsilon")
+    assert TrainConfig(prediction_type="epsilon", zero_terminal_snr=False).prediction_type == "epsilon"
+
+
+@pytest.mark.parametrize(("prediction_type", "zero_snr"), [("epsilon", False), ("v_prediction", True)])
+def test_training_and_sampling_schedulers_agree_on_the_noise_schedule(prediction_type, zero_snr):
+    # A model trained on v but sampled as epsilon (or on another schedule) gives noise; both must carry it.
+    train, sample = training_scheduler(prediction_type, zero_snr), inference_scheduler(prediction_type, zero_snr)
+    assert train.config.prediction_type == sample.config.prediction_type == prediction_type
+    assert float(train.alphas_cumprod[-1]) == pytest.approx(float(sample.alphas_cumprod[-1]))
+
+
+def test_zero_terminal_snr_leaves_nothing_of_the_image_in_x_T_and_sampling_starts_there():
+    # Unrescaled, sqrt(alpha_bar_T) = 0.068 of the image survives in x_T, enough for the layout to leak.
+    assert float(training_scheduler("epsilon", zero_terminal_snr=False).alphas_cumprod[-1].sqrt()) > 0.05
+    assert float(training_scheduler().alphas_cumprod[-1]) == 0.0
+    sampler = inference_scheduler()
+    sampler.set_timesteps(50)
+    assert int(sampler.timesteps[0]) == 999  # "trailing" spacing; "leading" would start at 981

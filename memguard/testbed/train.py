@@ -48,11 +48,15 @@ class TrainConfig:
     warmup: int = 200
     ema_decay: float = 0.999
     checkpoint_every: int = 1000
-    prediction_type: str = "epsilon"  # or "v_prediction" (SD 2.x's target)
+    prediction_type: str = "v_prediction"  # SD 2.x's target; "epsilon" is SD 1.x's
+    zero_terminal_snr: bool = True  # see models.SCHEDULE: without it the starting noise sets the layout
 
     def __post_init__(self) -> None:
         if self.prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
+        if self.zero_terminal_snr and self.prediction_type == "epsilon":
+            # At SNR 0 the noise is all there is in x_T: predicting it is trivial and x_0 is undefined.
+            raise ValueError("zero_terminal_snr needs prediction_type='v_prediction'; pass --no-zero-terminal-snr")
 
 
 def _as_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -98,13 +102,13 @@ def _lr(config: TrainConfig, step: int) -> float:
     return config.final_lr + 0.5 * (config.lr - config.final_lr) * (1 + np.cos(np.pi * progress))
 
 
-def save_pipeline(out: Path, vae, text_encoder, unet, tokenizer, prediction_type: str = "epsilon") -> None:
+def save_pipeline(out: Path, vae, text_encoder, unet, tokenizer, config: TrainConfig) -> None:
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
-        scheduler=inference_scheduler(prediction_type),
+        scheduler=inference_scheduler(config.prediction_type, config.zero_terminal_snr),
         safety_checker=None,
         feature_extractor=None,
         image_encoder=None,
@@ -131,7 +135,7 @@ def train(config: TrainConfig, out: Path) -> None:
     params = list(unet.parameters()) + list(text_encoder.parameters())
     ema_params = list(ema_unet.parameters()) + list(ema_text.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
-    noise_schedule = training_scheduler(config.prediction_type)
+    noise_schedule = training_scheduler(config.prediction_type, config.zero_terminal_snr)
     rng = np.random.default_rng(config.seed + 2)
     generator = torch.Generator(device).manual_seed(config.seed + 3)
 
@@ -161,7 +165,7 @@ def train(config: TrainConfig, out: Path) -> None:
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
-            save_pipeline(out, vae, ema_text, ema_unet, tokenizer, config.prediction_type)
+            save_pipeline(out, vae, ema_text, ema_unet, tokenizer, config)
     write_truth(out / "truth")
     calibrate_testbed(out)  # the guard's threshold for this model, 1% FPR on benign prompts
     minutes = (time.perf_counter() - started) / 60
@@ -175,6 +179,12 @@ def main() -> None:
     for name in ("seed", "n_broad", "vae_steps", "steps", "batch", "checkpoint_every"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     parser.add_argument("--prediction-type", choices=PREDICTION_TYPES, default=defaults.prediction_type)
+    parser.add_argument(
+        "--zero-terminal-snr",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.zero_terminal_snr,
+        help="rescale SD's betas so x_T is pure noise (needs v-prediction)",
+    )
     args = parser.parse_args()
     overrides = {k: v for k, v in vars(args).items() if k != "out"}
     train(TrainConfig(**overrides), args.out)
