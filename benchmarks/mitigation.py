@@ -208,6 +208,20 @@ def acceptance(guarded, truth, ev, seeds: list[int], started: float):
     return checks, rows
 
 
+def _sweep_rows(guarded, truth, kind: str, prompts: list[str], concepts: list[str | None], seed: int) -> list[dict]:
+    """One row per generated image: did it copy any training image, does it show its concept (if any)."""
+    images, reports = generate(guarded, prompts, seed)
+    return [
+        dict(
+            kind=kind,
+            replicated=bool(replicated_items(image, truth.memorized)),
+            concept=has_concept(image, truth, concept),
+            resamples=report.resamples,
+        )
+        for concept, image, report in zip(concepts, images, reports, strict=True)
+    ]
+
+
 def sweep(guarded, truth, ev, seeds: list[int], intended_per_concept: int):
     """Each strategy alone, knob by knob: memorized, mixed and (forced) intended prompts."""
     config = guarded.guard_config
@@ -227,28 +241,12 @@ def sweep(guarded, truth, ev, seeds: list[int], intended_per_concept: int):
             for seed in seeds:
                 guarded.guard_config = config.replace(mitigation=mitigation)
                 for (prompts, ids), kind in ((memorized, "memorized"), (mixed, "mixed")):
-                    images, reports = generate(guarded, prompts, seed)
-                    for item_id, image, report in zip(ids, images, reports, strict=True):
-                        item = truth.item(item_id)
-                        rows.append(
-                            dict(
-                                kind=kind,
-                                replicated=bool(replicated_items(image, truth.memorized)),
-                                concept=has_concept(image, truth, item.concept),
-                                resamples=report.resamples,
-                            )
-                        )
+                    concepts = [truth.item(item_id).concept for item_id in ids]
+                    rows += _sweep_rows(guarded, truth, kind, prompts, concepts, seed)
                 guarded.guard_config = config.replace(mitigation=mitigation, policy=forced)
-                images, reports = generate(guarded, [p.prompt for p in chosen], seed)
-                for p, image, report in zip(chosen, images, reports, strict=True):
-                    rows.append(
-                        dict(
-                            kind="intended",
-                            replicated=bool(replicated_items(image, truth.memorized)),
-                            concept=has_concept(image, truth, p.concept),
-                            resamples=report.resamples,
-                        )
-                    )
+                rows += _sweep_rows(
+                    guarded, truth, "intended", [p.prompt for p in chosen], [p.concept for p in chosen], seed
+                )
             seconds = time.perf_counter() - t0
             of = {kind: [r for r in rows if r["kind"] == kind] for kind in ("memorized", "mixed", "intended")}
             point = dict(

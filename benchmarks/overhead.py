@@ -34,6 +34,7 @@ import resource
 import statistics
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -275,9 +276,7 @@ def _summarize(mode: str, rows: list[dict], steps: int, memory: PeakMemory) -> d
     unguarded = [row["unguarded"]["seconds"] for row in rows]
     guarded = [row["guarded"]["seconds"] for row in rows]
     reports = [report for row in rows for report in row["reports"]]
-    actions: dict[str, int] = {}
-    for report in reports:
-        actions[report.action] = actions.get(report.action, 0) + 1
+    actions = dict(Counter(report.action for report in reports))
     resamples = [report.resamples for report in reports]
     summary = {
         "policy": str(MODES[mode].policy),
