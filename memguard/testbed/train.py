@@ -5,7 +5,9 @@ encoder jointly on the VAE's latents, keeping EMA weights, which are what gets s
 a full diffusers pipeline folder plus the ground truth (``truth/``) and the guard's calibration
 (``calibration.json``).
 
-The shipped weights took 46 min on a 2-core CPU. On a shared CPU run it with
+The shipped weights took 46 min on a 2-core CPU. ``--prediction-type v_prediction --zero-terminal-snr``
+trains the variant that follows position words (50.3 min; the README's testbed section measures what
+it changes). On a shared CPU run it with
 ``OMP_WAIT_POLICY=PASSIVE``: with spinning OpenMP threads, any other busy process slowed
 training 15x here.
 """
@@ -48,15 +50,17 @@ class TrainConfig:
     warmup: int = 200
     ema_decay: float = 0.999
     checkpoint_every: int = 1000
-    prediction_type: str = "v_prediction"  # SD 2.x's target; "epsilon" is SD 1.x's
-    zero_terminal_snr: bool = True  # see models.SCHEDULE: without it the starting noise sets the layout
+    prediction_type: str = "epsilon"  # SD 1.x's target; "v_prediction" is SD 2.x's
+    zero_terminal_snr: bool = False  # see models.SCHEDULE: True makes the model follow position words
 
     def __post_init__(self) -> None:
         if self.prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
         if self.zero_terminal_snr and self.prediction_type == "epsilon":
             # At SNR 0 the noise is all there is in x_T: predicting it is trivial and x_0 is undefined.
-            raise ValueError("zero_terminal_snr needs prediction_type='v_prediction'; pass --no-zero-terminal-snr")
+            raise ValueError(
+                "zero_terminal_snr needs prediction_type='v_prediction'; pass --prediction-type v_prediction"
+            )
 
 
 def _as_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -183,7 +187,7 @@ def main() -> None:
         "--zero-terminal-snr",
         action=argparse.BooleanOptionalAction,
         default=defaults.zero_terminal_snr,
-        help="rescale SD's betas so x_T is pure noise (needs v-prediction)",
+        help="rescale SD's betas so x_T is pure noise (needs --prediction-type v_prediction)",
     )
     args = parser.parse_args()
     overrides = {k: v for k, v in vars(args).items() if k != "out"}
