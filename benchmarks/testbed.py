@@ -53,7 +53,8 @@ def generate(pipe, prompts: list[str], seed: int) -> np.ndarray:
 @torch.no_grad()
 def noise_norms(pipe, prompts: list[str], seed: int) -> np.ndarray:
     """Wen et al.'s step-1 magnitude ||out(x_T, prompt) - out(x_T, '')||_2 per prompt, where `out` is what
-    the UNet predicts (v on the shipped testbed, epsilon on SD 1.x), as the guard reads it."""
+    the UNet predicts (epsilon on the shipped testbed and SD 1.x, v on a v-prediction model), as the
+    guard reads it."""
     conditional, unconditional = pipe.encode_prompt(prompts, "cpu", 1, True)
     pipe.scheduler.set_timesteps(STEPS)
     t = pipe.scheduler.timesteps[0]
