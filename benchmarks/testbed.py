@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -24,8 +25,11 @@ import torch
 from diffusers import StableDiffusionPipeline
 from PIL import Image
 
-from memguard.testbed import MODEL_DIR, load_truth
-from memguard.testbed.similarity import (
+sys.path.insert(0, str(Path(__file__).parent))
+from _roc import auc  # noqa: E402
+
+from memguard.testbed import MODEL_DIR, load_truth  # noqa: E402
+from memguard.testbed.similarity import (  # noqa: E402
     CONCEPT_THRESHOLD,
     LAYOUT_THRESHOLD,
     REPLICATION_THRESHOLD,
@@ -64,12 +68,6 @@ def noise_norms(pipe, prompts: list[str], seed: int) -> np.ndarray:
     out = pipe.unet(torch.cat([noise, noise]), t, torch.cat([unconditional, conditional])).sample
     out_uncond, out_cond = out.chunk(2)
     return (out_cond - out_uncond).flatten(1).norm(dim=1).numpy()
-
-
-def auc(positives: np.ndarray, negatives: np.ndarray) -> float:
-    """Probability that a random positive scores above a random negative (ties count half)."""
-    p, n = positives[:, None], negatives[None, :]
-    return float((p > n).mean() + 0.5 * (p == n).mean())
 
 
 def save_grid(rows: list[np.ndarray], path: Path) -> None:
