@@ -12,31 +12,57 @@ def test_an_unknown_prediction_type_is_refused_before_any_training():
 
 def test_epsilon_with_zero_terminal_snr_is_refused_before_any_training():
     # At SNR 0 the target would be x_T itself: the model learns nothing and sampling divides by zero.
-    with pytest.raises(ValueError, match="zero_terminal_snr needs prediction_type='v_prediction'"):
-        TrainConfig(zero_terminal_snr=True)
-    assert TrainConfig(prediction_type="v_prediction", zero_terminal_snr=True).zero_terminal_snr
+    with pytest.raises(ValueError, match="needs prediction_type='v_prediction'"):
+        TrainConfig(prediction_type="epsilon", terminal_signal=0.0)
+    assert TrainConfig(prediction_type="v_prediction", terminal_signal=0.0).terminal_signal == 0.0
 
 
-@pytest.mark.parametrize(("prediction_type", "zero_snr"), [("epsilon", False), ("v_prediction", True)])
-def test_training_and_sampling_schedulers_agree_on_the_noise_schedule(prediction_type, zero_snr):
+@pytest.mark.parametrize("terminal_signal", [-0.1, 1.0, 1.5])
+def test_a_terminal_signal_outside_0_to_1_is_refused(terminal_signal):
+    with pytest.raises(ValueError, match=r"terminal_signal must be in \[0, 1\)"):
+        TrainConfig(prediction_type="v_prediction", terminal_signal=terminal_signal)
+    with pytest.raises(ValueError, match=r"terminal_signal must be in \[0, 1\)"):
+        training_scheduler("v_prediction", terminal_signal)
+
+
+@pytest.mark.parametrize(
+    ("prediction_type", "terminal_signal"), [("epsilon", None), ("v_prediction", 0.0), ("v_prediction", 0.02)]
+)
+def test_training_and_sampling_schedulers_agree_on_the_noise_schedule(prediction_type, terminal_signal):
     # A model trained on v but sampled as epsilon (or on another schedule) gives noise; both must carry it.
-    train, sample = training_scheduler(prediction_type, zero_snr), inference_scheduler(prediction_type, zero_snr)
+    train = training_scheduler(prediction_type, terminal_signal)
+    sample = inference_scheduler(prediction_type, terminal_signal)
     assert train.config.prediction_type == sample.config.prediction_type == prediction_type
-    assert float(train.alphas_cumprod[-1]) == pytest.approx(float(sample.alphas_cumprod[-1]))
+    assert train.alphas_cumprod.numpy() == pytest.approx(sample.alphas_cumprod.numpy())
 
 
-def test_zero_terminal_snr_leaves_nothing_of_the_image_in_x_T_and_sampling_starts_there():
+@pytest.mark.parametrize("terminal_signal", [0.0, 0.02, 0.05])
+def test_the_terminal_signal_is_what_is_left_of_the_image_in_x_T_and_sampling_starts_there(terminal_signal):
     # SD's betas keep sqrt(alpha_bar_T) = 0.068 of the image in x_T, enough for the layout to leak.
-    assert float(training_scheduler().alphas_cumprod[-1].sqrt()) > 0.05
-    assert float(training_scheduler("v_prediction", zero_terminal_snr=True).alphas_cumprod[-1]) == 0.0
-    sampler = inference_scheduler("v_prediction", zero_terminal_snr=True)
+    sd = training_scheduler()
+    assert float(sd.alphas_cumprod[-1].sqrt()) == pytest.approx(0.068, abs=0.001)
+    rescaled = training_scheduler("v_prediction", terminal_signal)
+    assert float(rescaled.alphas_cumprod[-1].sqrt()) == pytest.approx(terminal_signal, abs=1e-3)
+    # Only the end moves: the first step keeps SD's signal, and the signal still falls at every step.
+    assert float(rescaled.alphas_cumprod[0]) == pytest.approx(float(sd.alphas_cumprod[0]), abs=1e-6)
+    assert bool((rescaled.alphas_cumprod[1:] < rescaled.alphas_cumprod[:-1]).all())
+    sampler = inference_scheduler("v_prediction", terminal_signal)
     sampler.set_timesteps(50)
     assert int(sampler.timesteps[0]) == 999  # "trailing" spacing; "leading" would start at 981
+
+
+def test_a_rescaled_schedule_survives_save_and_load(tmp_path):
+    # The pipeline folder must carry the custom betas, or a user's from_pretrained samples on SD's.
+    inference_scheduler("v_prediction", 0.02).save_pretrained(tmp_path)
+    loaded = type(inference_scheduler()).from_pretrained(tmp_path)
+    assert float(loaded.alphas_cumprod[-1].sqrt()) == pytest.approx(0.02, abs=1e-3)
+    assert loaded.config.timestep_spacing == "trailing"
 
 
 def test_the_default_config_samples_with_the_shipped_scheduler():
     # `python -m memguard.testbed.train` must reproduce the shipped folder, scheduler included.
     shipped = type(inference_scheduler()).from_pretrained(MODEL_DIR / "scheduler")
-    default = inference_scheduler(TrainConfig().prediction_type, TrainConfig().zero_terminal_snr)
-    keys = ("prediction_type", "rescale_betas_zero_snr", "timestep_spacing", "beta_schedule", "beta_end")
+    default = inference_scheduler(TrainConfig().prediction_type, TrainConfig().terminal_signal)
+    keys = ("prediction_type", "rescale_betas_zero_snr", "timestep_spacing")
     assert {k: shipped.config[k] for k in keys} == {k: default.config[k] for k in keys}
+    assert shipped.alphas_cumprod.numpy() == pytest.approx(default.alphas_cumprod.numpy())

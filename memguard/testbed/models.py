@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -18,10 +19,11 @@ TEXT_HIDDEN = 64
 
 # SD's noise schedule; the pipeline samples with DDIM, training adds noise with DDPM's q(x_t | x_0).
 # It leaves sqrt(alpha_bar_T) = 0.068 of the image in x_T, which at 16x16 latents leaks the layout:
-# the shipped model reads the layout from x_t and ignores position words. zero_terminal_snr=True
-# (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed") fixes that, and
-# costs what the README's testbed section measures; it needs v-prediction (epsilon is undefined when
-# x_T is all noise) and "trailing" DDIM steps, which start sampling at t = T.
+# a model trained on it reads the layout from x_t and ignores position words. A terminal signal
+# (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed") rescales the betas
+# so that sqrt(alpha_bar_T) is that value instead: 0 is Lin's zero terminal SNR (needs v-prediction,
+# since epsilon is undefined when x_T is all noise); sampling then uses "trailing" DDIM steps, which
+# start at t = T. The README's testbed section measures what each choice costs.
 SCHEDULE = dict(
     num_train_timesteps=1000,
     beta_start=0.00085,
@@ -88,15 +90,33 @@ def build_text_encoder(sizes: ModelSizes) -> CLIPTextModel:
     )
 
 
-def _schedule(zero_terminal_snr: bool) -> dict:
-    return {**SCHEDULE, "rescale_betas_zero_snr": zero_terminal_snr}
+def rescaled_betas(terminal_signal: float) -> list[float]:
+    """SD's betas, rescaled so that sqrt(alpha_bar_T) == terminal_signal (Lin et al.'s Algorithm 1 with a
+    target instead of 0): sqrt(alpha_bar) is shifted and scaled linearly, keeping its value at t = 0."""
+    if not 0.0 <= terminal_signal < 1.0:
+        raise ValueError(f"terminal_signal must be in [0, 1), got {terminal_signal!r}")
+    sd = DDPMScheduler(**{k: v for k, v in SCHEDULE.items() if k != "set_alpha_to_one"})
+    signal = sd.alphas_cumprod.double().sqrt()
+    first, last = signal[0].clone(), signal[-1].clone()
+    signal = (signal - last) * (first - terminal_signal) / (first - last) + terminal_signal
+    alpha_bar = signal**2
+    alphas = torch.cat([alpha_bar[:1], alpha_bar[1:] / alpha_bar[:-1]])
+    return (1 - alphas).tolist()
 
 
-def inference_scheduler(prediction_type: str = "epsilon", zero_terminal_snr: bool = False) -> DDIMScheduler:
-    spacing = "trailing" if zero_terminal_snr else "leading"
-    return DDIMScheduler(**_schedule(zero_terminal_snr), prediction_type=prediction_type, timestep_spacing=spacing)
+def _schedule(terminal_signal: float | None) -> dict:
+    if terminal_signal is None:
+        return dict(SCHEDULE)
+    if terminal_signal == 0.0:  # diffusers' own zero-SNR rescale, as the zero-SNR retrain was trained
+        return {**SCHEDULE, "rescale_betas_zero_snr": True}
+    return {**SCHEDULE, "trained_betas": rescaled_betas(terminal_signal)}
 
 
-def training_scheduler(prediction_type: str = "epsilon", zero_terminal_snr: bool = False) -> DDPMScheduler:
-    schedule = {k: v for k, v in _schedule(zero_terminal_snr).items() if k != "set_alpha_to_one"}
+def inference_scheduler(prediction_type: str = "epsilon", terminal_signal: float | None = None) -> DDIMScheduler:
+    spacing = "leading" if terminal_signal is None else "trailing"
+    return DDIMScheduler(**_schedule(terminal_signal), prediction_type=prediction_type, timestep_spacing=spacing)
+
+
+def training_scheduler(prediction_type: str = "epsilon", terminal_signal: float | None = None) -> DDPMScheduler:
+    schedule = {k: v for k, v in _schedule(terminal_signal).items() if k != "set_alpha_to_one"}
     return DDPMScheduler(**schedule, prediction_type=prediction_type)

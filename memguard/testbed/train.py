@@ -5,7 +5,7 @@ encoder jointly on the VAE's latents, keeping EMA weights, which are what gets s
 a full diffusers pipeline folder plus the ground truth (``truth/``) and the guard's calibration
 (``calibration.json``).
 
-The shipped weights took 46 min on a 2-core CPU. ``--prediction-type v_prediction --zero-terminal-snr``
+The shipped weights took 46 min on a 2-core CPU. ``--prediction-type v_prediction --terminal-signal 0``
 trains the variant that follows position words (50.3 min; the README's testbed section measures what
 it changes). On a shared CPU run it with
 ``OMP_WAIT_POLICY=PASSIVE``: with spinning OpenMP threads, any other busy process slowed
@@ -51,15 +51,20 @@ class TrainConfig:
     ema_decay: float = 0.999
     checkpoint_every: int = 1000
     prediction_type: str = "epsilon"  # SD 1.x's target; "v_prediction" is SD 2.x's
-    zero_terminal_snr: bool = False  # see models.SCHEDULE: True makes the model follow position words
+    # sqrt(alpha_bar_T) after rescaling SD's betas (see models.SCHEDULE); None keeps SD's 0.068, whose
+    # x_T leaks the layout so that the model ignores position words; 0 is zero terminal SNR.
+    terminal_signal: float | None = None
 
     def __post_init__(self) -> None:
         if self.prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
-        if self.zero_terminal_snr and self.prediction_type == "epsilon":
+        if self.terminal_signal is not None and not 0.0 <= self.terminal_signal < 1.0:
+            raise ValueError(f"terminal_signal must be in [0, 1), got {self.terminal_signal!r}")
+        if self.terminal_signal == 0.0 and self.prediction_type == "epsilon":
             # At SNR 0 the noise is all there is in x_T: predicting it is trivial and x_0 is undefined.
             raise ValueError(
-                "zero_terminal_snr needs prediction_type='v_prediction'; pass --prediction-type v_prediction"
+                "terminal_signal=0 (zero terminal SNR) needs prediction_type='v_prediction'; "
+                "pass --prediction-type v_prediction"
             )
 
 
@@ -112,7 +117,7 @@ def save_pipeline(out: Path, vae, text_encoder, unet, tokenizer, config: TrainCo
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         unet=unet,
-        scheduler=inference_scheduler(config.prediction_type, config.zero_terminal_snr),
+        scheduler=inference_scheduler(config.prediction_type, config.terminal_signal),
         safety_checker=None,
         feature_extractor=None,
         image_encoder=None,
@@ -139,7 +144,7 @@ def train(config: TrainConfig, out: Path) -> None:
     params = list(unet.parameters()) + list(text_encoder.parameters())
     ema_params = list(ema_unet.parameters()) + list(ema_text.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
-    noise_schedule = training_scheduler(config.prediction_type, config.zero_terminal_snr)
+    noise_schedule = training_scheduler(config.prediction_type, config.terminal_signal)
     rng = np.random.default_rng(config.seed + 2)
     generator = torch.Generator(device).manual_seed(config.seed + 3)
 
@@ -184,10 +189,10 @@ def main() -> None:
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     parser.add_argument("--prediction-type", choices=PREDICTION_TYPES, default=defaults.prediction_type)
     parser.add_argument(
-        "--zero-terminal-snr",
-        action=argparse.BooleanOptionalAction,
-        default=defaults.zero_terminal_snr,
-        help="rescale SD's betas so x_T is pure noise (needs --prediction-type v_prediction)",
+        "--terminal-signal",
+        type=float,
+        default=defaults.terminal_signal,
+        help="rescale SD's betas so that sqrt(alpha_bar_T) is this (0: x_T is pure noise, needs v_prediction)",
     )
     args = parser.parse_args()
     overrides = {k: v for k, v in vars(args).items() if k != "out"}
