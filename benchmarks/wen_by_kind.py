@@ -44,7 +44,7 @@ def main() -> None:
     negative = _record(pipe, benign, SEEDS, detector.needs, FIRST_STEPS, 50, 7.5, 25, scores)
     step1_memorized, step1_benign = positive[1].mean(0), negative[1].mean(0)
     result = dict(
-        model=str(args.model),
+        model="testbed" if args.model == MODEL_DIR else str(args.model),
         auc_mean_of_first_k_steps={
             k: round(auc(positive[k].flatten().tolist(), negative[k].flatten().tolist()), 3) for k in positive
         },

@@ -7,6 +7,7 @@ Settings are the benchmarks': DDIM 50 steps, guidance 7.5, decision at step 1, 1
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from diffusers import StableDiffusionPipeline
@@ -21,6 +22,8 @@ def calibrate_testbed(model_dir: Path, target_fpr: float = 0.01) -> Calibration:
     pipe = StableDiffusionPipeline.from_pretrained(model_dir)
     pipe.set_progress_bar_config(disable=True)
     calibration = calibrate(pipe, calibration_prompts(), target_fpr=target_fpr, decision_step=1, batch_size=25)
+    # The folder's absolute path would name this machine in a file that ships; the fingerprint identifies it.
+    calibration = replace(calibration, model_name=f"memguard testbed ({model_dir.name})")
     calibration.save(model_dir / CALIBRATION_FILE)
     return calibration
 
