@@ -309,17 +309,19 @@ def main() -> None:
     parser.add_argument("--strategy-seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--intended-per-concept", type=int, default=2)
     parser.add_argument("--skip-sweep", action="store_true")
+    parser.add_argument("--model", type=Path, default=testbed.MODEL_DIR, help="a retrained testbed folder")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/mitigation.json"))
     args = parser.parse_args()
     started = time.perf_counter()
 
-    guarded, truth = testbed.load()
+    guarded, truth = testbed.load(model_dir=args.model)
     ev = evaluation_prompts()
     checks, rows = acceptance(guarded, truth, ev, args.seeds, started)
     strategies = {} if args.skip_sweep else sweep(guarded, truth, ev, args.strategy_seeds, args.intended_per_concept)
     config = guarded.guard_config
     result = dict(
         settings=dict(
+            model="testbed" if args.model == testbed.MODEL_DIR else str(args.model),
             seeds=args.seeds,
             strategy_seeds=args.strategy_seeds,
             steps=STEPS,

@@ -1,5 +1,7 @@
 """The shipped testbed loads offline, really memorizes, and its ground truth is complete."""
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -25,6 +27,21 @@ def test_the_model_folder_loads_offline_with_plain_diffusers():
     assert type(pipe) is StableDiffusionPipeline
     assert pipe.unet.config.cross_attention_dim == pipe.text_encoder.config.hidden_size
     assert len(pipe.tokenizer) == 49408 and pipe.tokenizer.model_max_length == 77
+
+
+def test_loading_a_folder_that_is_not_a_testbed_says_so(tmp_path):
+    # A retrained testbed is loaded by folder; a wrong path must not fall back to the shipped weights.
+    with pytest.raises(FileNotFoundError, match="not a testbed pipeline folder"):
+        testbed.load(model_dir=tmp_path)
+
+
+def test_a_retrained_folder_brings_its_own_calibration_and_truth(tmp_path):
+    copy = tmp_path / "retrained"
+    shutil.copytree(testbed.MODEL_DIR, copy)
+    (copy / "calibration.json").unlink()  # a folder without calibration is guarded by the default threshold
+    pipe, truth = testbed.load(model_dir=copy)
+    assert pipe.guard_config.calibration is None
+    assert {item.id for item in truth.memorized} == {item.id for item in testbed.load_truth(copy / "truth").memorized}
 
 
 def test_ground_truth_covers_every_kind(loaded):

@@ -17,22 +17,28 @@ MODEL_DIR = Path(__file__).with_name("model")
 REGISTRY_FILE = Path(__file__).with_name("registry.yaml")  # the testbed's intended concepts
 
 
-def load(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, guard=None):
+def load(
+    device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, guard=None, model_dir: Path = MODEL_DIR
+):
     """(pipe, truth): the shipped testbed pipeline and its ground truth.
 
     `guard` (a GuardConfig) defaults to one with the shipped calibration (``model/calibration.json``,
     1% FPR on benign prompts; see `memguard.testbed.calibrate`) and the testbed's intent registry
-    (``registry.yaml``: its four named concepts are allowed).
+    (``registry.yaml``: its four named concepts are allowed). `model_dir` loads a retrained testbed
+    (`python -m memguard.testbed.train --out DIR`) instead, with its own calibration and truth.
     """
     from ..config import GuardConfig
     from ..pipelines import GuardedStableDiffusionPipeline  # here, so `memguard.testbed` imports light
     from .calibrate import CALIBRATION_FILE
 
-    if guard is None and (MODEL_DIR / CALIBRATION_FILE).is_file():
-        guard = GuardConfig(calibration=MODEL_DIR / CALIBRATION_FILE, registry=REGISTRY_FILE)
-    pipe = GuardedStableDiffusionPipeline.from_pretrained(str(MODEL_DIR), guard=guard, dtype=dtype).to(device)
+    model_dir = Path(model_dir)
+    if not (model_dir / "model_index.json").is_file():
+        raise FileNotFoundError(f"{model_dir} is not a testbed pipeline folder (no model_index.json)")
+    if guard is None and (model_dir / CALIBRATION_FILE).is_file():
+        guard = GuardConfig(calibration=model_dir / CALIBRATION_FILE, registry=REGISTRY_FILE)
+    pipe = GuardedStableDiffusionPipeline.from_pretrained(str(model_dir), guard=guard, dtype=dtype).to(device)
     pipe.set_progress_bar_config(disable=True)
-    return pipe, load_truth(MODEL_DIR / "truth")
+    return pipe, load_truth(model_dir / "truth")
 
 
 def verification_index(truth: Truth | None = None):
