@@ -18,7 +18,7 @@ mitigation that sends every prompt to one memorized image has not removed memori
    concept kept (the testbed's prompt-alignment measure: the named concept is in the image) vs
    seconds per image. One panel per strategy in the plot.
 
-    python benchmarks/mitigation.py [--seeds 0 1 2 3] [--out benchmarks/results/mitigation.json]
+    python benchmarks/mitigation.py [--seeds 0 1 2 3] [--model DIR] [--out benchmarks/results/mitigation.json]
 """
 
 from __future__ import annotations
