@@ -21,7 +21,7 @@
    ../shared/data/peers) at run time; only counts, line numbers and the matched registered phrases
    are written, never their prompts.
 
-    python benchmarks/intent.py [--seeds 0 1 2 3] [--peers [DIR]]
+    python benchmarks/intent.py [--seeds 0 1 2 3] [--model DIR] [--peers [DIR]]
 
 Writes benchmarks/results/intent.json and intent_confusion.png; prints the tables.
 """
@@ -88,11 +88,12 @@ def _finite(value) -> float | None:
 
 
 # --- 1. the testbed ------------------------------------------------------------------------------------
-def testbed_rows(seeds: list[int]) -> tuple[list[dict], dict]:
+def testbed_rows(seeds: list[int], model_dir: Path | None = None) -> tuple[list[dict], dict]:
     from memguard import testbed
     from memguard.testbed.data import evaluation_prompts
 
-    pipe, truth = testbed.load()
+    model_dir = model_dir or testbed.MODEL_DIR
+    pipe, truth = testbed.load(model_dir=model_dir)
     config = pipe.guard_config
     ev = evaluation_prompts()
     items = (
@@ -124,7 +125,7 @@ def testbed_rows(seeds: list[int]) -> tuple[list[dict], dict]:
                 )
             )
     settings = dict(
-        model=str(testbed.MODEL_DIR.relative_to(ROOT)),
+        model=_shown(model_dir),
         registry=str(testbed.REGISTRY_FILE.relative_to(ROOT)),
         threshold=report.threshold,
         threshold_source=report.threshold_source,
@@ -379,6 +380,7 @@ def _plot(payload: dict, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+    parser.add_argument("--model", type=Path, default=None, help="a retrained testbed folder (default: the shipped)")
     parser.add_argument("--prompts", type=Path, default=PROMPTS_FILE, help="memorized-style, control, near-miss")
     parser.add_argument("--registry", type=Path, default=EXAMPLE_REGISTRY)
     parser.add_argument("--peers", type=Path, nargs="?", const=PEERS, default=None, help=f"default {PEERS}")
@@ -391,7 +393,7 @@ def main() -> None:
     torch.set_num_threads(1)
     started = time.perf_counter()
 
-    rows, settings = testbed_rows(args.seeds)
+    rows, settings = testbed_rows(args.seeds, args.model)
     testbed_part = dict(settings=settings, **testbed_figures(rows), rows=rows)
     print(f"testbed scored ({time.perf_counter() - started:.0f} s)", flush=True)
 
