@@ -60,7 +60,7 @@ def main() -> None:
     pipe = StableDiffusionPipeline.from_pretrained(str(args.model), safety_checker=None)
     pipe.set_progress_bar_config(disable=True)
     layers = sorted(cross_attention_layers(pipe.unet))
-    bottleneck: list[str] = []
+    bottleneck: list[str] = []  # filled from the first trace: which layers are lowest-resolution is a trace fact
 
     def scores(trace):
         bottleneck[:] = bottleneck_layers(trace)
