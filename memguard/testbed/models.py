@@ -90,11 +90,15 @@ def build_text_encoder(sizes: ModelSizes) -> CLIPTextModel:
     )
 
 
+def check_terminal_signal(terminal_signal: float) -> None:
+    if not 0.0 <= terminal_signal < 1.0:
+        raise ValueError(f"terminal_signal must be in [0, 1), got {terminal_signal!r}")
+
+
 def rescaled_betas(terminal_signal: float) -> list[float]:
     """SD's betas, rescaled so that sqrt(alpha_bar_T) == terminal_signal (Lin et al.'s Algorithm 1 with a
     target instead of 0): sqrt(alpha_bar) is shifted and scaled linearly, keeping its value at t = 0."""
-    if not 0.0 <= terminal_signal < 1.0:
-        raise ValueError(f"terminal_signal must be in [0, 1), got {terminal_signal!r}")
+    check_terminal_signal(terminal_signal)
     sd = DDPMScheduler(**{k: v for k, v in SCHEDULE.items() if k != "set_alpha_to_one"})
     signal = sd.alphas_cumprod.double().sqrt()
     first, last = signal[0].clone(), signal[-1].clone()

@@ -28,7 +28,15 @@ from tqdm import tqdm
 
 from .calibrate import calibrate_testbed
 from .data import TrainingSet, build_training_set
-from .models import ModelSizes, build_text_encoder, build_unet, build_vae, inference_scheduler, training_scheduler
+from .models import (
+    ModelSizes,
+    build_text_encoder,
+    build_unet,
+    build_vae,
+    check_terminal_signal,
+    inference_scheduler,
+    training_scheduler,
+)
 from .tokenizer import load_clip_tokenizer
 from .truth import write_truth
 
@@ -58,8 +66,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
-        if self.terminal_signal is not None and not 0.0 <= self.terminal_signal < 1.0:
-            raise ValueError(f"terminal_signal must be in [0, 1), got {self.terminal_signal!r}")
+        if self.terminal_signal is not None:
+            check_terminal_signal(self.terminal_signal)  # before any training, not when the schedule is built
         if self.terminal_signal == 0.0 and self.prediction_type == "epsilon":
             # At SNR 0 the noise is all there is in x_T: predicting it is trivial and x_0 is undefined.
             raise ValueError(
