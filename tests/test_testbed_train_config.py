@@ -66,3 +66,54 @@ def test_the_default_config_samples_with_the_shipped_scheduler():
     keys = ("prediction_type", "rescale_betas_zero_snr", "timestep_spacing")
     assert {k: shipped.config[k] for k in keys} == {k: default.config[k] for k in keys}
     assert shipped.alphas_cumprod.numpy() == pytest.approx(default.alphas_cumprod.numpy())
+
+
+@pytest.fixture(scope="module")
+def small_training_sets():
+    from memguard.testbed.data import build_training_set
+
+    return build_training_set(0, 200), build_training_set(0, 200, duplicate_caption_dropout=False)
+
+
+def _draws(training_set, batches: int = 40):
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    return [training_set.sample(rng, 64) for _ in range(batches)]
+
+
+def test_by_default_duplicated_images_lose_their_caption_like_any_other(small_training_sets):
+    # The shipped weights were trained so: then 30% of prompt-free generations copy a duplicated image.
+    default, _ = small_training_sets
+    assert default.duplicated.sum() > 0 and not default.duplicated.all()
+    emptied = [
+        default.duplicated[i]
+        for index, captions in _draws(default)
+        for i, c in zip(index, captions, strict=True)
+        if c == ""
+    ]
+    assert any(emptied) and not all(emptied)
+
+
+def test_without_duplicate_caption_dropout_only_other_images_lose_their_caption(small_training_sets):
+    default, kept = small_training_sets
+    emptied = [
+        kept.duplicated[i] for index, captions in _draws(kept) for i, c in zip(index, captions, strict=True) if c == ""
+    ]
+    assert emptied and not any(emptied)  # dropout still happens, never on a duplicated image
+    # The option changes captions only: the first batch draws the same images.
+    assert (_draws(default, 1)[0][0] == _draws(kept, 1)[0][0]).all()
+
+
+def test_the_command_line_flag_turns_duplicate_caption_dropout_off(monkeypatch, tmp_path):
+    from memguard.testbed import train as train_module
+
+    seen = []
+    monkeypatch.setattr(train_module, "train", lambda config, out: seen.append(config))
+    for argv, expected in (
+        (["--out", str(tmp_path)], True),
+        (["--out", str(tmp_path), "--no-duplicate-caption-dropout"], False),
+    ):
+        monkeypatch.setattr("sys.argv", ["train", *argv])
+        train_module.main()
+        assert seen[-1].duplicate_caption_dropout is expected

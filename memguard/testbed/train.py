@@ -62,6 +62,9 @@ class TrainConfig:
     # sqrt(alpha_bar_T) after rescaling SD's betas (see models.SCHEDULE); None keeps SD's 0.068, whose
     # x_T leaks the layout so that the model ignores position words; 0 is zero terminal SNR.
     terminal_signal: float | None = None
+    # False: the duplicated (memorized) images always keep their caption, so a prompt-free generation,
+    # what a re-sample that masks the whole prompt becomes, does not copy them (see data.TrainingSet).
+    duplicate_caption_dropout: bool = True
 
     def __post_init__(self) -> None:
         if self.prediction_type not in PREDICTION_TYPES:
@@ -140,7 +143,7 @@ def train(config: TrainConfig, out: Path) -> None:
     torch.set_flush_denormal(True)  # tiny weights/gradients otherwise slow CPU training 30x
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     started = time.perf_counter()
-    data = build_training_set(config.seed, config.n_broad)
+    data = build_training_set(config.seed, config.n_broad, config.duplicate_caption_dropout)
     tokenizer = load_clip_tokenizer()
 
     vae = train_vae(config, data, device)
@@ -201,6 +204,12 @@ def main() -> None:
         type=float,
         default=defaults.terminal_signal,
         help="rescale SD's betas so that sqrt(alpha_bar_T) is this (0: x_T is pure noise, needs v_prediction)",
+    )
+    parser.add_argument(
+        "--no-duplicate-caption-dropout",
+        dest="duplicate_caption_dropout",
+        action="store_false",
+        help="the duplicated images always keep their caption (the unconditional model does not learn them)",
     )
     args = parser.parse_args()
     overrides = {k: v for k, v in vars(args).items() if k != "out"}
