@@ -65,6 +65,20 @@ def test_every_attempt_stops_at_the_decision_step_then_the_fallback_flags(shared
     assert len({a.score for a in report.attempts}) > 1  # re-seeded: each attempt is a new sample
 
 
+def test_a_retry_starts_from_new_noise_even_with_a_deterministic_mitigation(shared_base_pipe):
+    # Masking the trigger words alone repeats the same image from the same noise: a retry after a
+    # memorized (or copy-verified) re-sample must not be that image again.
+    config = GuardConfig(threshold=-1.0, policy=Policy(max_attempts=3, fallback="flag"), mitigation=AttentionRescale())
+    out = _call(memguard.guard(shared_base_pipe, config), "Walking the Amber Road")
+    (report,) = out.memorization
+    assert report.resamples == 3 and [a.mitigation for a in report.attempts[1:]] == ["attention_rescale"] * 3
+    assert len({a.score for a in report.attempts[1:]}) == 3
+    # the first re-sample still starts where the first generation did: the same edit on the same noise
+    first_retry = memguard.guard(shared_base_pipe, config.replace(policy=Policy(max_attempts=1, fallback="flag")))
+    again = _call(first_retry, "Walking the Amber Road").memorization[0]
+    assert again.attempts[1].score == report.attempts[1].score
+
+
 def test_fallback_block_blanks_the_image_without_finishing_it(shared_base_pipe):
     config = GuardConfig(threshold=-1.0, policy=Policy(max_attempts=2, fallback="block"), mitigation=RESEED_AND_MASK)
     counter = UNetCallCounter(shared_base_pipe.unet)

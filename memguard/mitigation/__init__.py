@@ -4,7 +4,7 @@ To add one: a frozen dataclass with `name` and `apply(plan, context) -> Resample
 `strategies.py`; it must not touch the intended spans' tokens or embeddings.
 """
 
-from .base import Compose, Mitigation, MitigationContext, ResamplePlan, derive_seed
+from .base import Compose, Mitigation, MitigationContext, ResamplePlan, derive_seed, fresh_noise
 from .edits import AttentionEdit, Edits, GuidanceEdit
 from .strategies import (
     AttentionRescale,
@@ -44,4 +44,5 @@ __all__ = [
     "ReSeed",
     "ResamplePlan",
     "derive_seed",
+    "fresh_noise",
 ]

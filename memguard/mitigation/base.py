@@ -42,7 +42,7 @@ class MitigationContext:
 
 @dataclass(frozen=True)
 class ResamplePlan:
-    latents: torch.Tensor
+    latents: torch.Tensor  # where the attempt starts: the first generation's noise, fresh noise on a retry
     prompt: str | None
     prompt_embeds: torch.Tensor | None = None  # when set, replaces the prompt's embeddings
     edits: Edits = field(default_factory=Edits)
@@ -57,6 +57,14 @@ class Mitigation(Protocol):
     name: str
 
     def apply(self, plan: ResamplePlan, context: MitigationContext) -> ResamplePlan: ...
+
+
+def fresh_noise(seed: int, like: torch.Tensor) -> torch.Tensor:
+    """Gaussian noise shaped like `like` (a starting latent), drawn on the CPU so a seed gives the same
+    noise on every device."""
+    generator = torch.Generator("cpu").manual_seed(seed)
+    noise = torch.randn(tuple(like.shape), generator=generator, dtype=torch.float32)
+    return noise.to(like.device, like.dtype)
 
 
 def derive_seed(latents: torch.Tensor, index: int, attempt: int) -> int:

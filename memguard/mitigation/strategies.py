@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from .base import MitigationContext, ResamplePlan
+from .base import MitigationContext, ResamplePlan, fresh_noise
 from .edits import AttentionEdit, GuidanceEdit
 
 
@@ -32,8 +32,7 @@ class ReSeed:
     name: str = "reseed"
 
     def apply(self, plan: ResamplePlan, context: MitigationContext) -> ResamplePlan:
-        noise = torch.randn(tuple(context.latents.shape), generator=_generator(context.seed), dtype=torch.float32)
-        return plan.with_(self.name, latents=noise.to(context.latents.device, context.latents.dtype))
+        return plan.with_(self.name, latents=fresh_noise(context.seed, context.latents))
 
 
 SCOPES = ("triggers", "unintended", "all")

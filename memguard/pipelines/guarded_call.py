@@ -17,7 +17,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from ..actions import blank_out, replace_image
 from ..config import GuardConfig
 from ..detection import Detector, NoiseMagnitudeDetector
-from ..mitigation import MitigationContext, ResamplePlan, derive_seed
+from ..mitigation import MitigationContext, ResamplePlan, derive_seed, fresh_noise
 from ..report import Attempt, GuardedPipelineOutput, MemorizationReport
 from ..verify.step import as_image_list
 from .guarded_pass import REPORT_ACTION, GuardedPass, PassResult, bind_call_arguments, disabled_report, prompt_of
@@ -203,8 +203,11 @@ class GuardedCall:
         last: tuple[object, MemorizationReport] | None = None
         for attempt in range(1, policy.max_attempts + 1):
             context = replace(base, attempt=attempt, seed=derive_seed(latents, image, attempt))
+            # The first re-sample starts from the first generation's noise; a retry from new noise, or a
+            # deterministic mitigation would repeat the image it is retrying (a copy, say).
+            start = latents if attempt == 1 else fresh_noise(context.seed, latents)
             with recorder.own_unet_calls():
-                plan = mitigation.apply(ResamplePlan(latents=latents, prompt=prompt), context)
+                plan = mitigation.apply(ResamplePlan(latents=start, prompt=prompt), context)
             attempt_pass = GuardedPass(
                 self.pipe,
                 config,
