@@ -55,6 +55,8 @@ class Calibration:
     guidance_scale: float
     scheduler: str
     model_name: str = ""
+    # {layer: [mean, std]} of a per-layer detector's benign scores (bottleneck_entropy_standardized)
+    layer_stats: dict[str, list[float]] | None = None
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -64,6 +66,10 @@ class Calibration:
             raise ValueError(f"calibration target_fpr must be in (0, 1), got {self.target_fpr}")
         if self.decision_step < 1:
             raise ValueError(f"calibration decision_step must be >= 1, got {self.decision_step}")
+        if self.layer_stats is not None:
+            for layer, stats in self.layer_stats.items():
+                if not (isinstance(stats, (list, tuple)) and len(stats) == 2 and all(map(math.isfinite, stats))):
+                    raise ValueError(f"calibration layer_stats[{layer!r}] must be [mean, std] (finite), got {stats!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -175,9 +181,16 @@ def calibrate(
     detector = get_detector(detector if detector is not None else CALIBRATED_DEFAULT)
     if detector.needs.full_run:
         raise ValueError(f"detector {detector.name!r} scores only after the last step; the guard decides early")
+    # A per-layer detector first needs its benign statistics: a collector keeps the per-layer scores,
+    # so the statistics and the standardized scores come from the same pass.
+    collector = _LayerCollector(detector) if hasattr(detector, "with_calibration") else None
     # only scores are wanted: a threshold nothing reaches, so no image is judged or re-sampled
     config = guarded.guard_config.replace(
-        enabled=True, calibration=None, threshold=sys.float_info.max, decision_step=decision_step, detector=detector
+        enabled=True,
+        calibration=None,
+        threshold=sys.float_info.max,
+        decision_step=decision_step,
+        detector=collector or detector,
     )
     reports = guarded.score(
         list(benign_prompts),
@@ -190,7 +203,10 @@ def calibrate(
         progress=progress,
         **call_kwargs,
     )
-    threshold, achieved = threshold_for_fpr([r.score for r in reports], target_fpr)
+    scores, layer_stats = [r.score for r in reports], None
+    if collector is not None:
+        layer_stats, scores = collector.standardized(detector)
+    threshold, achieved = threshold_for_fpr(scores, target_fpr)
     return Calibration(
         model_fingerprint=model_fingerprint(guarded),
         threshold=threshold,
@@ -203,4 +219,38 @@ def calibrate(
         guidance_scale=guidance_scale,
         scheduler=type(guarded.scheduler).__name__,
         model_name=str(getattr(guarded, "name_or_path", "") or ""),
+        layer_stats=layer_stats,
     )
+
+
+class _LayerCollector:
+    """Stands in for a per-layer detector during calibration: keeps every batch's per-layer scores,
+    so the statistics and the standardized scores come from one pass over the benign prompts."""
+
+    def __init__(self, detector) -> None:
+        self.name, self.needs, self.default_threshold = detector.name, detector.needs, None
+        self.batches: list[dict[str, torch.Tensor]] = []
+
+    def score(self, trace, upto_step: int) -> torch.Tensor:
+        from .detection.bottleneck import bottleneck_layers, layer_entropies
+
+        values = layer_entropies(trace, upto_step, bottleneck_layers(trace))
+        if values is None:
+            raise ValueError("calibration: the per-layer attention signal was not recorded")
+        self.batches.append(values)
+        return torch.zeros(trace.num_images)  # nothing is judged: calibrate() sets an unreachable threshold
+
+    def standardized(self, detector) -> tuple[dict[str, list[float]], list[float]]:
+        layers = sorted(self.batches[0])
+        if any(sorted(batch) != layers for batch in self.batches):
+            raise ValueError("calibration: the bottleneck layers changed between batches")
+        values = {k: torch.cat([batch[k] for batch in self.batches]).double() for k in layers}
+        stats = {k: [float(v.mean()), float(v.std())] for k, v in values.items()}
+        detector.with_calibration(_Stats(stats))  # refuses a layer without benign spread
+        scores = torch.stack([(values[k] - stats[k][0]) / stats[k][1] for k in layers]).mean(dim=0)
+        return stats, scores.tolist()
+
+
+@dataclass(frozen=True)
+class _Stats:
+    layer_stats: dict[str, list[float]]

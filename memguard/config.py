@@ -160,14 +160,24 @@ class GuardConfig:
                 f"GuardConfig.detector={self.detector.name!r} differs from the calibration's detector "
                 f"{self.calibration.detector!r}; calibrate this detector or pass an explicit threshold"
             )
+        if getattr(self.effective_detector, "layer_stats", None) == ():
+            raise ValueError(
+                f"detector {self.effective_detector.name!r} needs per-layer statistics of benign prompts: "
+                "pass a calibration of it (memguard.calibrate(pipe, prompts, detector=...))"
+            )
 
     @property
     def effective_detector(self) -> Detector:
         if self.detector is not None:
-            return self.detector
-        if self.calibration is not None:
-            return get_detector(self.calibration.detector)
-        return get_detector(UNCALIBRATED_DEFAULT)
+            detector = self.detector
+        elif self.calibration is not None:
+            detector = get_detector(self.calibration.detector)
+        else:
+            return get_detector(UNCALIBRATED_DEFAULT)
+        calibrated = self.calibration is not None and self.calibration.detector == detector.name
+        if calibrated and hasattr(detector, "with_calibration") and not detector.layer_stats:
+            return detector.with_calibration(self.calibration)  # its per-layer benign statistics
+        return detector
 
     @property
     def effective_decision_step(self) -> int:

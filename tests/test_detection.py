@@ -120,6 +120,28 @@ def test_calibrate_picks_a_threshold_for_the_target_rate_and_guards_with_it(shar
     assert Calibration.load(path) == calibration
 
 
+def test_the_standardized_detector_is_fitted_by_its_calibration_and_refused_without_one(shared_base_pipe, tmp_path):
+    name = "bottleneck_entropy_standardized"
+    with pytest.raises(ValueError, match="needs per-layer statistics"):
+        GuardConfig(detector=name, threshold=0.5)  # nothing to standardize with: refused at once
+    calibration = memguard.calibrate(
+        shared_base_pipe, BENIGN, target_fpr=0.1, num_inference_steps=STEPS, detector=name, progress=False
+    )
+    assert calibration.detector == name and calibration.layer_stats
+    assert all(std > 0 for _, std in calibration.layer_stats.values())
+    path = tmp_path / "calibration.json"
+    calibration.save(path)
+    assert Calibration.load(path) == calibration  # the statistics survive JSON
+    guarded = memguard.guard(shared_base_pipe, GuardConfig(calibration=path))
+    assert guarded.guard_config.effective_detector.layer_stats  # fitted from the file
+    scores = [r.score for r in guarded.score(BENIGN, num_inference_steps=STEPS, progress=False)]
+    # The same prompts and seeds: each layer standardized on them has mean 0, and so has their average.
+    assert sum(scores) / len(scores) == pytest.approx(0.0, abs=1e-5)
+    assert sum(s > calibration.threshold for s in scores) == math.floor(0.1 * len(BENIGN))
+    with pytest.raises(ValueError, match="must be \\[mean, std\\]"):
+        Calibration(**{**calibration.to_dict(), "layer_stats": {"mid_block": [0.5]}})
+
+
 def test_a_call_that_differs_from_its_calibration_warns_without_naming_the_prompt(shared_base_pipe):
     calibration = memguard.calibrate(
         shared_base_pipe, BENIGN, target_fpr=0.1, num_inference_steps=STEPS, progress=False

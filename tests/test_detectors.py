@@ -2,6 +2,7 @@
 
 import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from memguard.detection import (
     HessianDetector,
     LateAttentionEntropyDetector,
     NoiseMagnitudeDetector,
+    StandardizedBottleneckEntropyDetector,
     get_detector,
     record_trace,
 )
@@ -50,7 +52,10 @@ def trace(request):
 def test_every_detector_scores_every_image_from_one_trace(trace):
     _, recorded = trace
     for name, factory in DETECTORS.items():
-        scores = factory().score(recorded, 1 if not factory().needs.full_run else STEPS)
+        detector = factory()
+        if hasattr(detector, "with_calibration"):  # per-layer statistics, as a calibration would give
+            detector = replace(detector, layer_stats=(("unused", 0.0, 1.0),) + _stats(recorded, 0.5, 0.1))
+        scores = detector.score(recorded, 1 if not detector.needs.full_run else STEPS)
         assert scores.shape == (2,) and torch.isfinite(scores).all(), name
     assert recorded.end_token_index.tolist() == [
         len(recorded_prompt.split()) + 1 for recorded_prompt in PROMPTS
@@ -67,6 +72,27 @@ def test_memguard_score_is_the_normalized_entropy_of_the_bottleneck_layers(trace
     expected = entropy(mass) / math.log(mass.shape[1])
     assert BottleneckEntropyDetector().score(recorded, 1) == pytest.approx(expected.tolist(), rel=1e-6)
     assert ((expected > 0) & (expected <= 1)).all()
+
+
+def _stats(recorded, mean: float, spread: float) -> tuple:
+    return tuple((name, mean, spread) for name in bottleneck_layers(recorded))
+
+
+def test_the_standardized_score_averages_each_bottleneck_layers_standardized_entropy(trace):
+    _, recorded = trace
+    layers = bottleneck_layers(recorded)
+    stats = tuple((name, 0.1 * k, 0.5 + k) for k, name in enumerate(layers))  # a different scale per layer
+    by_hand = []
+    for name, mean, spread in stats:
+        mass = recorded.steps[0].attention_by_layer[name]
+        by_hand.append((entropy(mass) / math.log(mass.shape[1]) - mean) / spread)
+    expected = torch.stack(by_hand).mean(0)
+    score = StandardizedBottleneckEntropyDetector(layer_stats=stats).score(recorded, 1)
+    assert score.tolist() == pytest.approx(expected.tolist(), rel=1e-5)
+    with pytest.raises(ValueError, match="no calibration statistics for layer"):
+        StandardizedBottleneckEntropyDetector(layer_stats=(("another.layer", 0.0, 1.0),)).score(recorded, 1)
+    with pytest.raises(ValueError, match="benign spread"):
+        StandardizedBottleneckEntropyDetector(layer_stats=(("mid_block", 0.5, 0.0),))
 
 
 def test_jeon_hessian_product_matches_finite_differences(trace):

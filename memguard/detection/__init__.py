@@ -8,7 +8,7 @@ their papers, are in `noise.py` (Wen, Jeon) and `attention.py` (Ren, Chen). The 
 
 from .attention import AttentionEntropyDetector, BrightEndingDetector, LateAttentionEntropyDetector
 from .base import Decision, Detector, decide
-from .bottleneck import BottleneckEntropyDetector
+from .bottleneck import BottleneckEntropyDetector, StandardizedBottleneckEntropyDetector
 from .noise import DEFAULT_THRESHOLD, HessianDetector, NoiseMagnitudeDetector
 from .record import record_trace
 from .registry import CALIBRATED_DEFAULT, DETECTORS, UNCALIBRATED_DEFAULT, get_detector
@@ -26,6 +26,7 @@ __all__ = [
     "HessianDetector",
     "LateAttentionEntropyDetector",
     "NoiseMagnitudeDetector",
+    "StandardizedBottleneckEntropyDetector",
     "decide",
     "get_detector",
     "record_trace",

@@ -12,7 +12,7 @@ magnitude, their combinations) behind this choice.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -49,3 +49,64 @@ class BottleneckEntropyDetector:
             return unavailable(trace)
         mass = torch.stack(masses).mean(dim=0)
         return (entropy(mass) / math.log(mass.shape[-1])).cpu()
+
+
+def layer_entropies(trace: SignalTrace, upto_step: int, layers: list[str]) -> dict[str, torch.Tensor] | None:
+    """Per layer: the entropy of its attention mass over prompt tokens (averaged over the first
+    `upto_step` steps), divided by log(T). None when a step or a layer was not recorded."""
+    steps = [s for s in range(upto_step) if s in trace.steps]
+    if not steps or not layers or not all(name in trace.steps[s].attention_by_layer for s in steps for name in layers):
+        return None
+    out = {}
+    for name in layers:
+        mass = torch.stack([trace.steps[s].attention_by_layer[name] for s in steps]).mean(dim=0)
+        out[name] = (entropy(mass) / math.log(mass.shape[-1])).cpu()
+    return out
+
+
+@dataclass(frozen=True)
+class StandardizedBottleneckEntropyDetector:
+    """Each bottleneck layer's attention entropy, standardized by its mean and spread on the model's
+    own benign (calibration) prompts, then averaged over the layers.
+
+    Why: which bottleneck layer carries the memorization signal, and on what scale, differs between
+    models (benchmarks/detector_transfer.py: the mid block on the shipped testbed, an up block on a
+    retrain). Averaging raw attention follows whichever layer dominates; standardizing first gives each
+    layer one vote on a common scale. The statistics come from `memguard.calibrate`, which stores them
+    in the calibration (`layer_stats`); the detector cannot score without them.
+    """
+
+    layer_stats: tuple[tuple[str, float, float], ...] = ()  # (layer, benign mean, benign std)
+    name: str = "bottleneck_entropy_standardized"
+    needs: SignalNeeds = field(default=SignalNeeds(attention=True, attention_by_layer=True))
+    default_threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        for layer, _, spread in self.layer_stats:
+            if not spread > 0:
+                raise ValueError(f"{self.name}: layer {layer!r} has a benign spread of {spread}; it must be > 0")
+
+    def with_calibration(self, calibration) -> StandardizedBottleneckEntropyDetector:
+        """This detector with the calibration's per-layer statistics."""
+        if not calibration.layer_stats:
+            raise ValueError(f"calibration of {self.name!r} holds no layer_stats; re-run memguard.calibrate")
+        return replace(
+            self, layer_stats=tuple((k, float(m), float(s)) for k, (m, s) in calibration.layer_stats.items())
+        )
+
+    def score(self, trace: SignalTrace, upto_step: int) -> torch.Tensor:
+        if not self.layer_stats:
+            raise ValueError(
+                f"detector {self.name!r} needs per-layer statistics of benign prompts: calibrate it "
+                f"(memguard.calibrate(pipe, prompts, detector={self.name!r})) and pass that calibration"
+            )
+        layers = bottleneck_layers(trace)
+        values = layer_entropies(trace, upto_step, layers)
+        if values is None:
+            return unavailable(trace)
+        stats = {layer: (mean, spread) for layer, mean, spread in self.layer_stats}
+        missing = sorted(set(layers) - set(stats))
+        if missing:
+            raise ValueError(f"detector {self.name!r}: no calibration statistics for layer(s) {missing}")
+        # in float64, as calibrate() computes them: a small benign spread magnifies rounding
+        return torch.stack([(values[k].double() - stats[k][0]) / stats[k][1] for k in layers]).mean(dim=0)

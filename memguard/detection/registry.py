@@ -6,11 +6,13 @@ from collections.abc import Callable
 
 from .attention import AttentionEntropyDetector, BrightEndingDetector, LateAttentionEntropyDetector
 from .base import Detector
-from .bottleneck import BottleneckEntropyDetector
+from .bottleneck import BottleneckEntropyDetector, StandardizedBottleneckEntropyDetector
 from .noise import HessianDetector, NoiseMagnitudeDetector
 
 DETECTORS: dict[str, Callable[[], Detector]] = {
     "bottleneck_entropy": BottleneckEntropyDetector,  # memguard's own score
+    # the same layers, each standardized on the calibration's benign prompts (needs a calibration)
+    "bottleneck_entropy_standardized": StandardizedBottleneckEntropyDetector,
     "noise_rms": NoiseMagnitudeDetector,  # Wen et al. 2024
     "jeon_hessian": HessianDetector,  # Jeon et al. 2025
     "ren_entropy": AttentionEntropyDetector,  # Ren et al. 2024, "E"
