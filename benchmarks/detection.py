@@ -39,6 +39,7 @@ from memguard.detection import (  # noqa: E402
     HessianDetector,
     LateAttentionEntropyDetector,
     NoiseMagnitudeDetector,
+    StandardizedBottleneckEntropyDetector,
     record_trace,
 )
 from memguard.detection.bottleneck import bottleneck_layers  # noqa: E402
@@ -67,6 +68,24 @@ def methods(total_steps: int) -> list[Method]:
         Method("Ren et al. 2024 D (late entropy)", LateAttentionEntropyDetector(), (total_steps,), post_hoc=True),
         Method("Chen et al. 2025 (bright ending)", BrightEndingDetector(), (total_steps,), post_hoc=True),
     ]
+
+
+def _standardized_method(pipe, steps: int, guidance: float) -> Method:
+    """memguard's standardized bottleneck entropy, fitted at step 1 on the testbed's calibration prompts
+    (200 benign scenes drawn apart from the evaluation sets), as `memguard.calibrate` fits it."""
+    from memguard import calibrate
+    from memguard.testbed.data import calibration_prompts
+
+    fitted = calibrate(
+        pipe,
+        calibration_prompts(),
+        detector="bottleneck_entropy_standardized",
+        num_inference_steps=steps,
+        guidance_scale=guidance,
+        progress=False,
+    )
+    detector = StandardizedBottleneckEntropyDetector().with_calibration(fitted)
+    return Method("memguard (standardized bottleneck entropy)", detector, (1,))
 
 
 def testbed_prompts(n_benign: int) -> tuple[list[str], list[str]]:
@@ -189,6 +208,10 @@ def main(
         mem_prompts, ben_prompts = load_prompt_file(memorized, limit), load_prompt_file(benign, limit)
     seed_list = list(range(seeds))
     all_methods = methods(steps)
+    if is_testbed:
+        all_methods.insert(1, _standardized_method(pipe, steps, guidance))
+    else:
+        print("memguard (standardized bottleneck entropy): testbed only (fitted on the testbed's calibration prompts)")
     early = [m for m in all_methods if not m.post_hoc]
     late = [m for m in all_methods if m.post_hoc] if post_hoc else []
     layers = sorted(cross_attention_layers(pipe.unet))
