@@ -72,7 +72,7 @@ def test_the_default_config_samples_with_the_shipped_scheduler():
 def small_training_sets():
     from memguard.testbed.data import build_training_set
 
-    return build_training_set(0, 200), build_training_set(0, 200, duplicate_caption_dropout=False)
+    return build_training_set(0, 200), build_training_set(0, 200, duplicate_caption_dropout=0.0)
 
 
 def _draws(training_set, batches: int = 40):
@@ -82,38 +82,44 @@ def _draws(training_set, batches: int = 40):
     return [training_set.sample(rng, 64) for _ in range(batches)]
 
 
-def test_by_default_duplicated_images_lose_their_caption_like_any_other(small_training_sets):
-    # The shipped weights were trained so: then 30% of prompt-free generations copy a duplicated image.
-    default, _ = small_training_sets
-    assert default.duplicated.sum() > 0 and not default.duplicated.all()
-    emptied = [
-        default.duplicated[i]
-        for index, captions in _draws(default)
+def _emptied(training_set) -> list[bool]:
+    """For every sample that lost its caption: was it a duplicated image?"""
+    return [
+        bool(training_set.duplicated[i])
+        for index, captions in _draws(training_set)
         for i, c in zip(index, captions, strict=True)
         if c == ""
     ]
+
+
+def test_by_default_duplicated_images_lose_their_caption_like_any_other(small_training_sets):
+    # The shipped weights were trained so: then 33% of prompt-free generations copy a duplicated image.
+    default, _ = small_training_sets
+    assert default.duplicated.sum() > 0 and not default.duplicated.all()
+    emptied = _emptied(default)
     assert any(emptied) and not all(emptied)
 
 
-def test_without_duplicate_caption_dropout_only_other_images_lose_their_caption(small_training_sets):
+def test_a_duplicate_caption_dropout_of_zero_keeps_every_duplicated_caption(small_training_sets):
     default, kept = small_training_sets
-    emptied = [
-        kept.duplicated[i] for index, captions in _draws(kept) for i, c in zip(index, captions, strict=True) if c == ""
-    ]
+    emptied = _emptied(kept)
     assert emptied and not any(emptied)  # dropout still happens, never on a duplicated image
     # The option changes captions only: the first batch draws the same images.
     assert (_draws(default, 1)[0][0] == _draws(kept, 1)[0][0]).all()
 
 
-def test_the_command_line_flag_turns_duplicate_caption_dropout_off(monkeypatch, tmp_path):
+@pytest.mark.parametrize("rate", [-0.1, 1.5])
+def test_a_duplicate_caption_dropout_outside_0_to_1_is_refused(rate):
+    with pytest.raises(ValueError, match=r"duplicate_caption_dropout must be in \[0, 1\]"):
+        TrainConfig(duplicate_caption_dropout=rate)
+
+
+def test_the_command_line_sets_the_duplicated_images_caption_dropout(monkeypatch, tmp_path):
     from memguard.testbed import train as train_module
 
     seen = []
     monkeypatch.setattr(train_module, "train", lambda config, out: seen.append(config))
-    for argv, expected in (
-        (["--out", str(tmp_path)], True),
-        (["--out", str(tmp_path), "--no-duplicate-caption-dropout"], False),
-    ):
-        monkeypatch.setattr("sys.argv", ["train", *argv])
+    for extra, expected in (([], None), (["--duplicate-caption-dropout", "0.02"], 0.02)):
+        monkeypatch.setattr("sys.argv", ["train", "--out", str(tmp_path), *extra])
         train_module.main()
-        assert seen[-1].duplicate_caption_dropout is expected
+        assert seen[-1].duplicate_caption_dropout == expected

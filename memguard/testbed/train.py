@@ -62,15 +62,18 @@ class TrainConfig:
     # sqrt(alpha_bar_T) after rescaling SD's betas (see models.SCHEDULE); None keeps SD's 0.068, whose
     # x_T leaks the layout so that the model ignores position words; 0 is zero terminal SNR.
     terminal_signal: float | None = None
-    # False: the duplicated (memorized) images always keep their caption, so a prompt-free generation,
-    # what a re-sample that masks the whole prompt becomes, does not copy them (see data.TrainingSet).
-    duplicate_caption_dropout: bool = True
+    # Caption dropout of the duplicated (memorized) images; None: the same 10% as every image. Lower,
+    # fewer prompt-free generations (what a re-sample that masks the whole prompt is) copy them; 0 breaks
+    # their replication at guidance 7.5 (see data.TrainingSet).
+    duplicate_caption_dropout: float | None = None
 
     def __post_init__(self) -> None:
         if self.prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
         if self.terminal_signal is not None:
             check_terminal_signal(self.terminal_signal)  # before any training, not when the schedule is built
+        if self.duplicate_caption_dropout is not None and not 0.0 <= self.duplicate_caption_dropout <= 1.0:
+            raise ValueError(f"duplicate_caption_dropout must be in [0, 1], got {self.duplicate_caption_dropout!r}")
         if self.terminal_signal == 0.0 and self.prediction_type == "epsilon":
             # At SNR 0 the noise is all there is in x_T: predicting it is trivial and x_0 is undefined.
             raise ValueError(
@@ -206,10 +209,10 @@ def main() -> None:
         help="rescale SD's betas so that sqrt(alpha_bar_T) is this (0: x_T is pure noise, needs v_prediction)",
     )
     parser.add_argument(
-        "--no-duplicate-caption-dropout",
-        dest="duplicate_caption_dropout",
-        action="store_false",
-        help="the duplicated images always keep their caption (the unconditional model does not learn them)",
+        "--duplicate-caption-dropout",
+        type=float,
+        default=defaults.duplicate_caption_dropout,
+        help="caption dropout of the duplicated images (default: the 10%% of every image)",
     )
     args = parser.parse_args()
     overrides = {k: v for k, v in vars(args).items() if k != "out"}
