@@ -205,7 +205,7 @@ def calibrate(
     )
     scores, layer_stats = [r.score for r in reports], None
     if collector is not None:
-        layer_stats, scores = collector.standardized(detector)
+        layer_stats, scores = collector.standardized()
     threshold, achieved = threshold_for_fpr(scores, target_fpr)
     return Calibration(
         model_fingerprint=model_fingerprint(guarded),
@@ -240,17 +240,15 @@ class _LayerCollector:
         self.batches.append(values)
         return torch.zeros(trace.num_images)  # nothing is judged: calibrate() sets an unreachable threshold
 
-    def standardized(self, detector) -> tuple[dict[str, list[float]], list[float]]:
+    def standardized(self) -> tuple[dict[str, list[float]], list[float]]:
+        """{layer: [mean, std]} of the benign scores, and each image's mean standardized score."""
         layers = sorted(self.batches[0])
         if any(sorted(batch) != layers for batch in self.batches):
             raise ValueError("calibration: the bottleneck layers changed between batches")
         values = {k: torch.cat([batch[k] for batch in self.batches]).double() for k in layers}
         stats = {k: [float(v.mean()), float(v.std())] for k, v in values.items()}
-        detector.with_calibration(_Stats(stats))  # refuses a layer without benign spread
+        flat = sorted(k for k, (_, spread) in stats.items() if not spread > 0)
+        if flat:
+            raise ValueError(f"calibration: layer(s) {flat} score every benign prompt the same; pass varied prompts")
         scores = torch.stack([(values[k] - stats[k][0]) / stats[k][1] for k in layers]).mean(dim=0)
         return stats, scores.tolist()
-
-
-@dataclass(frozen=True)
-class _Stats:
-    layer_stats: dict[str, list[float]]

@@ -33,7 +33,8 @@ class TrainingSet:
     duplicate_caption_dropout: float | None = None
 
     def sample(self, rng: np.random.Generator, batch: int) -> tuple[np.ndarray, list[str]]:
-        """Indices of `batch` images and one caption for each ('' with CAPTION_DROPOUT chance)."""
+        """Indices of `batch` images and one caption for each ('' with CAPTION_DROPOUT chance, or the
+        duplicated images' own rate)."""
         index = rng.choice(len(self.images), size=batch, p=self.probabilities)
         captions = []
         for i in index:
