@@ -14,11 +14,11 @@ DDIM 50, guidance 7.5); `--seeds 4 5 6 7` gives seeds that no rule was compared 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
+from _results import model_label, write_json
 from _roc import auc, tpr_at_fpr
 from detection import _record, testbed_prompts
 from diffusers import StableDiffusionPipeline
@@ -79,7 +79,7 @@ def main() -> None:
     rules_positive = _rules(standardized(positive), bottleneck)
     rules_negative = _rules(standardized(negative), bottleneck)
     result = dict(
-        model="testbed" if args.model == MODEL_DIR else str(args.model),
+        model=model_label(args.model),
         seeds=args.seeds,
         bottleneck_layers=bottleneck,
         layer_alone={layer: _figures(positive[layer], negative[layer]) for layer in layers},
@@ -89,9 +89,7 @@ def main() -> None:
         },
         seconds=round(time.perf_counter() - started, 1),
     )
-    print(json.dumps(result, indent=1))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(result, args.out)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ mitigation that sends every prompt to one memorized image has not removed memori
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import time
 from pathlib import Path
 
@@ -46,6 +46,9 @@ from memguard.mitigation import (
 from memguard.testbed.data import evaluation_prompts
 from memguard.testbed.similarity import CONCEPT_THRESHOLD, concept_match, replicated_items
 from memguard.verify import CopyVerification, calibrate_copy_threshold
+
+sys.path.insert(0, str(Path(__file__).parent))  # run as a script or loaded by the tests
+from _results import model_label, write_json  # noqa: E402
 
 STEPS, GUIDANCE = 50, 7.5
 # The copy threshold is calibrated, not guessed: 1% of benign generations may reach it. They are
@@ -321,7 +324,7 @@ def main() -> None:
     config = guarded.guard_config
     result = dict(
         settings=dict(
-            model="testbed" if args.model == testbed.MODEL_DIR else str(args.model),
+            model=model_label(args.model),
             seeds=args.seeds,
             strategy_seeds=args.strategy_seeds,
             steps=STEPS,
@@ -337,8 +340,7 @@ def main() -> None:
         rows=rows,
         seconds=round(time.perf_counter() - started, 1),
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(result, args.out, echo=False)
     if strategies:
         plot(strategies, args.out.with_name("mitigation_tradeoff.png"))
     print(f"\n{'check':48s} {'value':>10s}  target")

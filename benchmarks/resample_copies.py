@@ -17,7 +17,6 @@ re-samples onto one memorized image, and a few seeds cannot tell the rate. This 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections import Counter
@@ -29,6 +28,9 @@ import torch
 from memguard import Policy, testbed
 from memguard.mitigation import DEFAULT_MITIGATION
 from memguard.testbed.similarity import replicated_items
+
+sys.path.insert(0, str(Path(__file__).parent))  # run as a script or loaded by the tests
+from _results import model_label, write_json  # noqa: E402
 
 STEPS, GUIDANCE, BATCH = 50, 7.5, 16
 
@@ -84,7 +86,7 @@ def main() -> None:
     pipe.guard_config = resample_all.replace(enabled=False)
     prompt_free = summary(copies(pipe, truth, "", seeds), seeds)
     result = dict(
-        model="testbed" if args.model == testbed.MODEL_DIR else str(args.model),
+        model=model_label(args.model),
         seeds=args.seeds,
         mitigation=DEFAULT_MITIGATION.name,
         steps=STEPS,
@@ -96,9 +98,7 @@ def main() -> None:
         prompt_free=prompt_free,
         seconds=round(time.perf_counter() - started, 1),
     )
-    print(json.dumps(result, indent=1))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(result, args.out)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,9 @@ and maximum: which memorized items the magnitude misses.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from _results import model_label, write_json
 from _roc import auc
 from detection import _record, testbed_prompts
 from diffusers import StableDiffusionPipeline
@@ -44,7 +44,7 @@ def main() -> None:
     negative = _record(pipe, benign, SEEDS, detector.needs, FIRST_STEPS, 50, 7.5, 25, scores)
     step1_memorized, step1_benign = positive[1].mean(0), negative[1].mean(0)
     result = dict(
-        model="testbed" if args.model == MODEL_DIR else str(args.model),
+        model=model_label(args.model),
         auc_mean_of_first_k_steps={
             k: round(auc(positive[k].flatten().tolist(), negative[k].flatten().tolist()), 3) for k in positive
         },
@@ -55,9 +55,7 @@ def main() -> None:
         step1_novel_median=round(float(step1_benign.median()), 3),
         step1_novel_max=round(float(step1_benign.max()), 3),
     )
-    print(json.dumps(result, indent=1))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(result, args.out)
 
 
 if __name__ == "__main__":
