@@ -93,7 +93,7 @@ def _emptied(training_set) -> list[bool]:
 
 
 def test_by_default_duplicated_images_lose_their_caption_like_any_other(small_training_sets):
-    # The shipped weights were trained so: then 33% of prompt-free generations copy a duplicated image.
+    # The earlier (epsilon) weights were trained so: 33% of their prompt-free generations copied a duplicated image.
     default, _ = small_training_sets
     assert default.duplicated.sum() > 0 and not default.duplicated.all()
     emptied = _emptied(default)
@@ -119,7 +119,29 @@ def test_the_command_line_sets_the_duplicated_images_caption_dropout(monkeypatch
 
     seen = []
     monkeypatch.setattr(train_module, "train", lambda config, out: seen.append(config))
-    for extra, expected in (([], None), (["--duplicate-caption-dropout", "0.02"], 0.02)):
+    for extra, expected in (
+        ([], 0.02),
+        (["--duplicate-caption-dropout", "0.1"], 0.1),
+        (["--duplicate-caption-dropout", "none"], None),
+    ):
         monkeypatch.setattr("sys.argv", ["train", "--out", str(tmp_path), *extra])
         train_module.main()
         assert seen[-1].duplicate_caption_dropout == expected
+
+
+def test_the_command_line_trains_the_shipped_recipe_by_default_and_takes_none_for_sds_betas(monkeypatch, tmp_path):
+    from memguard.testbed import train as train_module
+
+    seen = []
+    monkeypatch.setattr(train_module, "train", lambda config, out: seen.append(config))
+    monkeypatch.setattr("sys.argv", ["train", "--out", str(tmp_path)])
+    train_module.main()
+    assert (seen[-1].prediction_type, seen[-1].terminal_signal) == ("v_prediction", 0.02)
+    monkeypatch.setattr(
+        "sys.argv", ["train", "--out", str(tmp_path), "--prediction-type", "epsilon", "--terminal-signal", "None"]
+    )
+    train_module.main()
+    assert (seen[-1].prediction_type, seen[-1].terminal_signal) == ("epsilon", None)
+    monkeypatch.setattr("sys.argv", ["train", "--out", str(tmp_path), "--terminal-signal", "low"])
+    with pytest.raises(SystemExit):
+        train_module.main()

@@ -1,6 +1,6 @@
 """Architecture of the testbed model: SD's components (VAE, conditional UNet, CLIP text encoder) at toy size.
 
-Sizes are chosen so that the whole pipeline (fp32) stays under ~30 MB and trains within an hour on a
+Sizes are chosen so that the weights (fp32) stay under 30 MB (29.6 MB shipped) and train within an hour on a
 2-core CPU; the text encoder's 49,408-row embedding (the real CLIP vocabulary) is a third of that.
 """
 

@@ -52,7 +52,7 @@ def tiny_components(seed: int = 0, sample_size: int = 8) -> dict:
             pad_token_id=49407,
         )
     )
-    scheduler = inference_scheduler()  # SD's betas, as the testbed uses
+    scheduler = inference_scheduler()  # SD 1.x's: epsilon on SD's betas (untrained weights need no more)
     return dict(
         unet=unet.eval(),
         vae=vae.eval(),

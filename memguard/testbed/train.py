@@ -5,9 +5,11 @@ encoder jointly on the VAE's latents, keeping EMA weights, which are what gets s
 a full diffusers pipeline folder plus the ground truth (``truth/``) and the guard's calibration
 (``calibration.json``).
 
-The shipped weights took 46 min on a 2-core CPU. ``--prediction-type v_prediction --terminal-signal 0``
-trains the variant that follows position words (50.3 min; the README's testbed section measures what
-it changes). On a shared CPU run it with
+The defaults reproduce the shipped weights (51.8 min on a 2-core CPU): v-prediction, SD's betas rescaled
+to a terminal signal of 0.02 (so that the model follows position words) and 2% caption dropout on the
+duplicated images (so that prompt-free generations rarely copy them). ``--prediction-type epsilon
+--terminal-signal none --duplicate-caption-dropout none`` trains the earlier, position-blind recipe;
+the README's testbed section measures what each choice changes. On a shared CPU run it with
 ``OMP_WAIT_POLICY=PASSIVE``: with spinning OpenMP threads, any other busy process slowed
 training 15x here.
 """
@@ -58,14 +60,16 @@ class TrainConfig:
     warmup: int = 200
     ema_decay: float = 0.999
     checkpoint_every: int = 1000
-    prediction_type: str = "epsilon"  # SD 1.x's target; "v_prediction" is SD 2.x's
-    # sqrt(alpha_bar_T) after rescaling SD's betas (see models.SCHEDULE); None keeps SD's 0.068, whose
-    # x_T leaks the layout so that the model ignores position words; 0 is zero terminal SNR.
-    terminal_signal: float | None = None
-    # Caption dropout of the duplicated (memorized) images; None: the same 10% as every image. Lower,
-    # fewer prompt-free generations (what a re-sample that masks the whole prompt is) copy them; 0 breaks
-    # their replication at guidance 7.5 (see data.TrainingSet).
-    duplicate_caption_dropout: float | None = None
+    # The defaults are the shipped weights' recipe (README, "The testbed").
+    prediction_type: str = "v_prediction"  # SD 2.x's target; "epsilon" is SD 1.x's
+    # sqrt(alpha_bar_T) after rescaling SD's betas (see models.SCHEDULE). None keeps SD's 0.068, whose
+    # x_T leaks the layout so that the model ignores position words; 0 is zero terminal SNR, where
+    # Wen's first-step magnitude cannot see template copies; 0.02 follows position words and keeps it.
+    terminal_signal: float | None = 0.02
+    # Caption dropout of the duplicated (memorized) images; None: the same 10% as every image, and then
+    # a third of prompt-free generations (what a re-sample that masks the whole prompt is) copy one;
+    # 0 breaks their replication at guidance 7.5 (see data.TrainingSet).
+    duplicate_caption_dropout: float | None = 0.02
 
     def __post_init__(self) -> None:
         if self.prediction_type not in PREDICTION_TYPES:
@@ -195,6 +199,16 @@ def train(config: TrainConfig, out: Path) -> None:
     print(f"trained in {minutes:.1f} min on {device}; config {asdict(config)}; saved to {out}")
 
 
+def _float_or_none(text: str) -> float | None:
+    """A number, or "none" for the option's "not set" (argparse's type)."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="pipeline folder to write")
@@ -204,15 +218,16 @@ def main() -> None:
     parser.add_argument("--prediction-type", choices=PREDICTION_TYPES, default=defaults.prediction_type)
     parser.add_argument(
         "--terminal-signal",
-        type=float,
+        type=_float_or_none,
         default=defaults.terminal_signal,
-        help="rescale SD's betas so that sqrt(alpha_bar_T) is this (0: x_T is pure noise, needs v_prediction)",
+        help="rescale SD's betas so that sqrt(alpha_bar_T) is this (0: x_T is pure noise, needs v_prediction; "
+        "'none': SD's betas as they are)",
     )
     parser.add_argument(
         "--duplicate-caption-dropout",
-        type=float,
+        type=_float_or_none,
         default=defaults.duplicate_caption_dropout,
-        help="caption dropout of the duplicated images (default: the 10%% of every image)",
+        help="caption dropout of the duplicated images ('none': the 10%% of every image)",
     )
     args = parser.parse_args()
     overrides = {k: v for k, v in vars(args).items() if k != "out"}
