@@ -17,6 +17,11 @@
    is given both ways: the residual clears (the mentions explain the signal -> "intended", an upper
    bound on "intended") and the rest still memorizes (-> "mixed"). Implicit matching (open_clip) is
    used only where open_clip imports; the JSON says whether it did.
+3. Fresh intended prompts: the 16 intended prompts of the evaluation set are few, and a verdict is
+   nearly a property of the prompt (its seeds differ little), so one unlucky prompt moves the share by
+   6%. The same generator, other prompt seeds (`--fresh-intended-seeds`), gives more distinct intended
+   prompts; each is scored once (noise seed 0). Judged "mixed" means re-sampled by the default policy;
+   "intended" or "none" means left untouched, so this estimates issue 4's "intended untouched" as a rate.
    `--peers [DIR]` also reads the peers' prompt files (DIR/*/*.txt|jsonl, by default
    ../shared/data/peers) at run time; only counts, line numbers and the matched registered phrases
    are written, never their prompts.
@@ -141,6 +146,34 @@ def testbed_rows(seeds: list[int], model_dir: Path | None = None) -> tuple[list[
         prompts={label: sum(1 for item in items if item[0] == label) for label in CLASSES},
     )
     return rows, settings
+
+
+def fresh_intended(prompt_seeds: list[int], model_dir: Path | None = None) -> dict:
+    """Verdicts on intended prompts drawn with other prompt seeds than the evaluation set (see part 3)."""
+    from memguard import testbed
+    from memguard.testbed.data import evaluation_prompts
+
+    pipe, _ = testbed.load(model_dir=model_dir or testbed.MODEL_DIR)
+    seen = {p.prompt for p in evaluation_prompts().intended}
+    prompts = []
+    for prompt_seed in prompt_seeds:
+        for p in evaluation_prompts(seed=prompt_seed, n_novel=0).intended:
+            if p.prompt not in seen:
+                seen.add(p.prompt)
+                prompts.append(p.prompt)
+    reports = pipe.score(prompts, seed=0, progress=False, num_inference_steps=STEPS, guidance_scale=GUIDANCE)
+    verdicts = Counter(r.intent for r in reports)
+    return dict(
+        prompt_seeds=prompt_seeds,
+        prompts=len(prompts),
+        verdicts={v: verdicts.get(v, 0) for v in CLASSES},
+        left_alone=(verdicts.get("intended", 0) + verdicts.get("none", 0)) / len(prompts),
+        judged_mixed=[
+            dict(prompt=p, score=_finite(r.score), residual_score=_finite(r.residual_score))
+            for p, r in zip(prompts, reports, strict=True)
+            if r.intent == "mixed"
+        ],
+    )
 
 
 def confusion(rows: list[dict]) -> dict[str, dict[str, int]]:
@@ -297,6 +330,14 @@ def _print(payload: dict) -> None:
     print("\nintended prompts' verdicts by concept:")
     for concept, counts in tb["intended_by_concept"].items():
         print(f"  {concept:20s} {counts}")
+    fresh = tb.get("fresh_intended")
+    if fresh:
+        print(
+            f"\nfresh intended prompts ({fresh['prompts']}, prompt seeds {fresh['prompt_seeds'][0]}-"
+            f"{fresh['prompt_seeds'][-1]}, noise seed 0): {fresh['verdicts']}; left alone {fresh['left_alone']:.3f}"
+        )
+        for r in fresh["judged_mixed"]:
+            print(f"  mixed: {r['prompt']!r} score {r['score']:.4f} residual {r['residual_score']:.4f}")
     print("\nmixed prompts (triggers; * = an intended, registered concept):")
     for r in tb["mixed_triggers"]:
         spans = " | ".join(t["text"] + ("*" if t["intended"] else "") for t in r["triggers"]) or "-"
@@ -387,6 +428,13 @@ def main() -> None:
     parser.add_argument(
         "--implicit-benign", type=Path, default=None, help="benign prompts to calibrate open_clip matching on"
     )
+    parser.add_argument(
+        "--fresh-intended-seeds",
+        type=int,
+        nargs="*",
+        default=list(range(2000, 2012)),
+        help="prompt seeds for part 3 (none: skip it)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "intent.json")
     parser.add_argument("--plot", type=Path, default=RESULTS / "intent_confusion.png")
     args = parser.parse_args()
@@ -395,6 +443,8 @@ def main() -> None:
 
     rows, settings = testbed_rows(args.seeds, args.model)
     testbed_part = dict(settings=settings, **testbed_figures(rows), rows=rows)
+    if args.fresh_intended_seeds:
+        testbed_part["fresh_intended"] = fresh_intended(args.fresh_intended_seeds, args.model)
     print(f"testbed scored ({time.perf_counter() - started:.0f} s)", flush=True)
 
     registry = IntentRegistry.load(args.registry)

@@ -47,3 +47,18 @@ def test_worst_case_makes_every_word_a_trigger_and_the_residual_decides(bench):
     judged = bench.judge(resolver, "Crime Junkie Podcast Logo")
     assert judged["verdict"] == judged["verdict_if_rest_memorizes"] == "unintended"
     assert judged["mentions"] == [] and judged["residual_text"] is None
+
+
+def test_fresh_intended_prompts_are_new_distinct_and_each_gets_one_verdict(bench):
+    from memguard.testbed.data import evaluation_prompts
+
+    fresh = bench.fresh_intended([2000])
+    drawn = {p.prompt for p in evaluation_prompts(seed=2000, n_novel=0).intended}
+    evaluation = {p.prompt for p in evaluation_prompts().intended}
+    assert 0 < fresh["prompts"] == len(drawn - evaluation)  # the evaluation set's prompts are not counted again
+    assert sum(fresh["verdicts"].values()) == fresh["prompts"]
+    assert fresh["verdicts"]["unintended"] == 0  # every one names a registered concept
+    alone = fresh["verdicts"]["intended"] + fresh["verdicts"]["none"]
+    assert fresh["left_alone"] == pytest.approx(alone / fresh["prompts"])
+    assert len(fresh["judged_mixed"]) == fresh["verdicts"]["mixed"]
+    assert all(r["prompt"] in drawn for r in fresh["judged_mixed"])
