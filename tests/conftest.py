@@ -1,3 +1,8 @@
+import importlib.util
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -38,3 +43,17 @@ class UNetCallCounter:
 
     def remove(self):
         self._handle.remove()
+
+
+@contextmanager
+def loaded_script(path: Path, name: str):
+    """A script that is not in a package (benchmarks/, examples/), imported as module `name` for the
+    duration; registered in sys.modules meanwhile, where a dataclass defined in it looks its module up."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(name, None)

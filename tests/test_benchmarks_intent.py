@@ -1,10 +1,10 @@
 """benchmarks/intent.py: its prompts file and the worst-case harness around the intent resolver."""
 
-import importlib.util
 import re
 from pathlib import Path
 
 import pytest
+from conftest import loaded_script
 
 from memguard.intent import IntentRegistry, IntentResolver
 
@@ -13,10 +13,8 @@ SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "intent.py"
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("benchmarks_intent", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    with loaded_script(SCRIPT, "benchmarks_intent") as module:
+        yield module
 
 
 def test_prompts_file_has_the_three_sets_and_no_duplicates(bench):

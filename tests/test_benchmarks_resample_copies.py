@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from conftest import loaded_script
 
 SCRIPT = Path(__file__).parent.parent / "benchmarks" / "resample_copies.py"
 
 
 @pytest.fixture(scope="module")
 def resample_copies():
-    spec = importlib.util.spec_from_file_location("benchmarks_resample_copies", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    with loaded_script(SCRIPT, "benchmarks_resample_copies") as module:
+        yield module
 
 
 def test_a_short_run_counts_every_image_once(resample_copies, tmp_path, monkeypatch):

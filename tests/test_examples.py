@@ -2,7 +2,6 @@
 
 import asyncio
 import contextlib
-import importlib.util
 import json
 import os
 import random
@@ -14,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import loaded_script
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
@@ -28,10 +28,8 @@ def test_wrap_existing_pipeline_prints_a_report():
 
 
 def _load_service_module():
-    spec = importlib.util.spec_from_file_location("fastapi_service_app", EXAMPLES / "fastapi_service" / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    with loaded_script(EXAMPLES / "fastapi_service" / "app.py", "fastapi_service_app") as module:
+        return module
 
 
 @contextlib.contextmanager
