@@ -93,12 +93,11 @@ def _finite(value) -> float | None:
 
 
 # --- 1. the testbed ------------------------------------------------------------------------------------
-def testbed_rows(seeds: list[int], model_dir: Path | None = None) -> tuple[list[dict], dict]:
+def testbed_rows(pipe, truth, seeds: list[int], model_dir: Path) -> tuple[list[dict], dict]:
+    """Every evaluation prompt and seed scored by `pipe` (the testbed loaded from `model_dir`)."""
     from memguard import testbed
     from memguard.testbed.data import evaluation_prompts
 
-    model_dir = model_dir or testbed.MODEL_DIR
-    pipe, truth = testbed.load(model_dir=model_dir)
     config = pipe.guard_config
     ev = evaluation_prompts()
     items = (
@@ -148,12 +147,11 @@ def testbed_rows(seeds: list[int], model_dir: Path | None = None) -> tuple[list[
     return rows, settings
 
 
-def fresh_intended(prompt_seeds: list[int], model_dir: Path | None = None) -> dict:
-    """Verdicts on intended prompts drawn with other prompt seeds than the evaluation set (see part 3)."""
-    from memguard import testbed
+def fresh_intended(pipe, prompt_seeds: list[int]) -> dict:
+    """Verdicts of `pipe` (the guarded testbed) on intended prompts drawn with other prompt seeds than the
+    evaluation set (see part 3)."""
     from memguard.testbed.data import evaluation_prompts
 
-    pipe, _ = testbed.load(model_dir=model_dir or testbed.MODEL_DIR)
     seen = {p.prompt for p in evaluation_prompts().intended}
     prompts = []
     for prompt_seed in prompt_seeds:
@@ -441,10 +439,14 @@ def main() -> None:
     torch.set_num_threads(1)
     started = time.perf_counter()
 
-    rows, settings = testbed_rows(args.seeds, args.model)
+    from memguard import testbed
+
+    model_dir = args.model or testbed.MODEL_DIR
+    pipe, truth = testbed.load(model_dir=model_dir)
+    rows, settings = testbed_rows(pipe, truth, args.seeds, model_dir)
     testbed_part = dict(settings=settings, **testbed_figures(rows), rows=rows)
     if args.fresh_intended_seeds:
-        testbed_part["fresh_intended"] = fresh_intended(args.fresh_intended_seeds, args.model)
+        testbed_part["fresh_intended"] = fresh_intended(pipe, args.fresh_intended_seeds)
     print(f"testbed scored ({time.perf_counter() - started:.0f} s)", flush=True)
 
     registry = IntentRegistry.load(args.registry)

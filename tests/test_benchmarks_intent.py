@@ -48,9 +48,11 @@ def test_worst_case_makes_every_word_a_trigger_and_the_residual_decides(bench):
 
 
 def test_fresh_intended_prompts_are_new_distinct_and_each_gets_one_verdict(bench):
+    from memguard import testbed
     from memguard.testbed.data import evaluation_prompts
 
-    fresh = bench.fresh_intended([2000])
+    pipe, _ = testbed.load()
+    fresh = bench.fresh_intended(pipe, [2000])
     drawn = {p.prompt for p in evaluation_prompts(seed=2000, n_novel=0).intended}
     evaluation = {p.prompt for p in evaluation_prompts().intended}
     assert 0 < fresh["prompts"] == len(drawn - evaluation)  # the evaluation set's prompts are not counted again

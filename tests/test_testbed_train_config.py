@@ -114,34 +114,32 @@ def test_a_duplicate_caption_dropout_outside_0_to_1_is_refused(rate):
         TrainConfig(duplicate_caption_dropout=rate)
 
 
-def test_the_command_line_sets_the_duplicated_images_caption_dropout(monkeypatch, tmp_path):
+@pytest.fixture
+def parsed(monkeypatch, tmp_path):
+    """The TrainConfig that `python -m memguard.testbed.train --out DIR *args` would train (nothing trains)."""
     from memguard.testbed import train as train_module
 
     seen = []
     monkeypatch.setattr(train_module, "train", lambda config, out: seen.append(config))
-    for extra, expected in (
-        ([], 0.02),
-        (["--duplicate-caption-dropout", "0.1"], 0.1),
-        (["--duplicate-caption-dropout", "none"], None),
-    ):
-        monkeypatch.setattr("sys.argv", ["train", "--out", str(tmp_path), *extra])
+
+    def parse(*args: str) -> TrainConfig:
+        monkeypatch.setattr("sys.argv", ["train", "--out", str(tmp_path), *args])
         train_module.main()
-        assert seen[-1].duplicate_caption_dropout == expected
+        return seen[-1]
+
+    return parse
 
 
-def test_the_command_line_trains_the_shipped_recipe_by_default_and_takes_none_for_sds_betas(monkeypatch, tmp_path):
-    from memguard.testbed import train as train_module
+def test_the_command_line_sets_the_duplicated_images_caption_dropout(parsed):
+    assert parsed().duplicate_caption_dropout == 0.02
+    assert parsed("--duplicate-caption-dropout", "0.1").duplicate_caption_dropout == 0.1
+    assert parsed("--duplicate-caption-dropout", "none").duplicate_caption_dropout is None
 
-    seen = []
-    monkeypatch.setattr(train_module, "train", lambda config, out: seen.append(config))
-    monkeypatch.setattr("sys.argv", ["train", "--out", str(tmp_path)])
-    train_module.main()
-    assert (seen[-1].prediction_type, seen[-1].terminal_signal) == ("v_prediction", 0.02)
-    monkeypatch.setattr(
-        "sys.argv", ["train", "--out", str(tmp_path), "--prediction-type", "epsilon", "--terminal-signal", "None"]
-    )
-    train_module.main()
-    assert (seen[-1].prediction_type, seen[-1].terminal_signal) == ("epsilon", None)
-    monkeypatch.setattr("sys.argv", ["train", "--out", str(tmp_path), "--terminal-signal", "low"])
+
+def test_the_command_line_trains_the_shipped_recipe_by_default_and_takes_none_for_sds_betas(parsed):
+    default = parsed()
+    assert (default.prediction_type, default.terminal_signal) == ("v_prediction", 0.02)
+    sd = parsed("--prediction-type", "epsilon", "--terminal-signal", "None")
+    assert (sd.prediction_type, sd.terminal_signal) == ("epsilon", None)
     with pytest.raises(SystemExit):
-        train_module.main()
+        parsed("--terminal-signal", "low")

@@ -28,7 +28,7 @@ class TrainingSet:
     probabilities: np.ndarray  # (N,) chance that a training sample is this image
     duplicated: np.ndarray  # (N,) bool: the memorized items' duplicated images
     # The duplicated images' caption dropout; None: CAPTION_DROPOUT, like every other image. Lower, fewer
-    # prompt-free samples copy them (33% at 10% on the shipped weights); at 0 guidance 7.5 overshoots
+    # prompt-free samples copy them (33% at 10% on the previous, epsilon weights); at 0 guidance 7.5 overshoots
     # them (the README's testbed section measures both).
     duplicate_caption_dropout: float | None = None
 
