@@ -3,9 +3,21 @@
 from .calibration import Calibration, calibrate, model_fingerprint
 from .config import GuardConfig
 from .intent import IntendedConcept, IntentRegistry, RegistryError
-from .pipelines import GuardedStableDiffusionPipeline, guard
+from .pipelines import (
+    GuardedPipelineOutput,
+    GuardedStableDiffusionControlNetPipeline,
+    GuardedStableDiffusionImg2ImgPipeline,
+    GuardedStableDiffusionInpaintPipeline,
+    GuardedStableDiffusionPipeline,
+    GuardedStableDiffusionXLControlNetPipeline,
+    GuardedStableDiffusionXLImg2ImgPipeline,
+    GuardedStableDiffusionXLInpaintPipeline,
+    GuardedStableDiffusionXLPipeline,
+    GuardedStableDiffusionXLPipelineOutput,
+    guard,
+)
 from .policy import Policy
-from .report import Attempt, GuardedPipelineOutput, MemorizationReport, Trigger
+from .report import Attempt, MemorizationReport, Trigger
 
 __version__ = "0.1.0"
 
@@ -14,7 +26,15 @@ __all__ = [
     "Calibration",
     "GuardConfig",
     "GuardedPipelineOutput",
+    "GuardedStableDiffusionControlNetPipeline",
+    "GuardedStableDiffusionImg2ImgPipeline",
+    "GuardedStableDiffusionInpaintPipeline",
     "GuardedStableDiffusionPipeline",
+    "GuardedStableDiffusionXLControlNetPipeline",
+    "GuardedStableDiffusionXLImg2ImgPipeline",
+    "GuardedStableDiffusionXLInpaintPipeline",
+    "GuardedStableDiffusionXLPipeline",
+    "GuardedStableDiffusionXLPipelineOutput",
     "IntendedConcept",
     "IntentRegistry",
     "MemorizationReport",

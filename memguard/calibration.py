@@ -21,14 +21,20 @@ import torch
 FORMAT_VERSION = 1
 
 
+# The modules whose weights make a detector's scores what they are, where a pipeline has them; a
+# guarded pipeline's family names its own (`Family.fingerprinted`).
+FINGERPRINTED = ("unet", "text_encoder", "text_encoder_2", "controlnet")
+
+
 def model_fingerprint(pipe) -> str:
-    """A short, stable hash of the UNet and text-encoder weights (shapes and a sample of values).
+    """A short, stable hash of the weights that make the scores (UNet, text encoders, ControlNet):
+    shapes and a sample of values.
 
     Sampling the head and tail of every tensor keeps this cheap for SD-sized models while any
     re-training or fine-tuning of a layer still changes it.
     """
     digest = hashlib.sha256()
-    for component in ("unet", "text_encoder"):
+    for component in getattr(getattr(pipe, "family", None), "fingerprinted", FINGERPRINTED):
         module = getattr(pipe, component, None)
         if module is None:
             continue
@@ -55,6 +61,7 @@ class Calibration:
     guidance_scale: float
     scheduler: str
     model_name: str = ""
+    family: str = "stable-diffusion"  # the pipeline family it was measured on (memguard.pipelines.families)
     # {layer: [mean, std]} of a per-layer detector's benign scores (bottleneck_entropy_standardized)
     layer_stats: dict[str, list[float]] | None = None
     format_version: int = FORMAT_VERSION
@@ -166,18 +173,19 @@ def calibrate(
 ) -> Calibration:
     """Score benign prompts at the decision step (images are not finished) and pick the threshold.
 
-    `pipe` is a `GuardedStableDiffusionPipeline` or any `StableDiffusionPipeline` (wrapped for the run).
+    `pipe` is a guarded pipeline or any pipeline memguard guards (wrapped for the run); `call_kwargs`
+    are further arguments of its call (an img2img `image` and `strength`, a ControlNet `image`...).
     `detector` (a detector or its name) defaults to memguard's own score, "bottleneck_entropy".
     """
     from .detection import CALIBRATED_DEFAULT, get_detector
-    from .pipelines.stable_diffusion import GuardedStableDiffusionPipeline, guard
+    from .pipelines import GuardedPipelineMixin, guard
 
     if isinstance(benign_prompts, str) or not all(isinstance(p, str) for p in benign_prompts):
         raise TypeError("benign_prompts must be a sequence of prompt strings")
     if len(benign_prompts) == 0:
         raise ValueError("benign_prompts is empty")
     _check_sample_size(target_fpr, len(benign_prompts) * num_images_per_prompt)  # before any scoring
-    guarded = pipe if isinstance(pipe, GuardedStableDiffusionPipeline) else guard(pipe)
+    guarded = pipe if isinstance(pipe, GuardedPipelineMixin) else guard(pipe)
     detector = get_detector(detector if detector is not None else CALIBRATED_DEFAULT)
     if detector.needs.full_run:
         raise ValueError(f"detector {detector.name!r} scores only after the last step; the guard decides early")
@@ -219,6 +227,7 @@ def calibrate(
         guidance_scale=guidance_scale,
         scheduler=type(guarded.scheduler).__name__,
         model_name=str(getattr(guarded, "name_or_path", "") or ""),
+        family=guarded.family.name,
         layer_stats=layer_stats,
     )
 

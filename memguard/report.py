@@ -6,8 +6,6 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
-from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
-
 # "checked": signals were read and a decision taken; "unavailable": the signal does not exist for
 # this call (e.g. guidance off without `unconditional_pass`); "disabled": `GuardConfig(enabled=False)`.
 Status = Literal["checked", "unavailable", "disabled", "error"]
@@ -112,10 +110,3 @@ def _json_safe(value):
     if isinstance(value, (list, tuple)):
         return [_json_safe(v) for v in value]
     return value
-
-
-@dataclass
-class GuardedPipelineOutput(StableDiffusionPipelineOutput):
-    """`StableDiffusionPipelineOutput` plus one `MemorizationReport` per image, in image order."""
-
-    memorization: list[MemorizationReport] = field(default_factory=list)

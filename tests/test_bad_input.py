@@ -2,11 +2,11 @@
 
 import pytest
 from conftest import PROMPTS, seeded
-from diffusers import StableDiffusionImg2ImgPipeline
+from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 
 import memguard
 from memguard import GuardConfig, GuardedStableDiffusionPipeline
-from memguard.testbed.tiny import tiny_components, tiny_pipeline
+from memguard.testbed.tiny import tiny_pipeline
 
 SECRET = "the secret family photo of Jane Q. Example"
 
@@ -37,9 +37,18 @@ def test_calibration_of_another_model(shared_base_pipe):
 
 
 def test_unsupported_pipeline_classes():
-    img2img = StableDiffusionImg2ImgPipeline(**tiny_components())
-    with pytest.raises(TypeError, match="StableDiffusionImg2ImgPipeline"):
-        memguard.guard(img2img)
+    unet = UNet2DModel(
+        sample_size=8,
+        block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+    )
+    unconditional = DDPMPipeline(unet=unet, scheduler=DDPMScheduler())
+    with pytest.raises(
+        TypeError, match=r"no guard for DDPMPipeline; it guards StableDiffusionPipeline, .*XLControlNet"
+    ):
+        memguard.guard(unconditional)
     with pytest.raises(TypeError, match="got str"):
         GuardedStableDiffusionPipeline.from_pipe("runwayml/stable-diffusion-v1-5")
 

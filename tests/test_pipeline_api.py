@@ -1,6 +1,7 @@
 """The public pipeline API: wrapping, arguments, outputs and bit-identity with the parent."""
 
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -26,8 +27,11 @@ def test_guard_shares_modules_of_the_wrapped_pipeline(shared_base_pipe):
     guarded = memguard.guard(shared_base_pipe)
     assert isinstance(guarded, GuardedStableDiffusionPipeline)
     assert isinstance(guarded, StableDiffusionPipeline)
-    for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
+    for name in ("unet", "vae", "text_encoder", "tokenizer"):
         assert getattr(guarded, name) is getattr(shared_base_pipe, name)
+    # the scheduler holds per-call state (its steps): each wrapper has its own, configured the same
+    assert guarded.scheduler is not shared_base_pipe.scheduler
+    assert dict(guarded.scheduler.config) == dict(shared_base_pipe.scheduler.config)
     config = GuardConfig(policy=Policy.uniform("block"))
     assert GuardedStableDiffusionPipeline.from_pipe(shared_base_pipe, guard=config).guard_config is config
     # Re-wrapping a guarded pipeline keeps its config unless a new one is given.
@@ -81,9 +85,19 @@ def test_one_report_per_image_in_image_order(shared_base_pipe):
     assert len(set(scores)) == 4  # different images, different scores: the test above is not vacuous
 
 
-def test_return_dict_false_gives_images_nsfw_and_reports(shared_base_pipe):
-    images, nsfw, reports = _run(memguard.guard(shared_base_pipe), return_dict=False)
-    assert images.shape[0] == 2 and nsfw is None and len(reports) == 2
+def test_return_dict_false_returns_the_parents_tuple_and_keeps_the_reports(shared_base_pipe):
+    guarded = memguard.guard(shared_base_pipe)
+    assert guarded.last_memorization is None
+    images, nsfw = _run(guarded, return_dict=False)  # code written for the parent unpacks two items
+    assert np.array_equal(images, _run(shared_base_pipe, return_dict=False)[0]) and nsfw is None
+    reports = guarded.last_memorization
+    assert len(reports) == 2 and all(isinstance(r, MemorizationReport) for r in reports)
+    # the reports are the calling thread's: another thread sees its own (none yet)
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(guarded.last_memorization))
+    thread.start()
+    thread.join()
+    assert seen == [None]
 
 
 def test_reports_are_json_serializable(shared_base_pipe):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import UNetCallCounter, seeded
+from diffusers import StableDiffusionPipeline
 from prometheus_client import CollectorRegistry
 
 import memguard
@@ -27,6 +28,7 @@ from memguard.mitigation import (
     ReSeed,
 )
 from memguard.pipelines.guarded_pass import GuardedPass
+from memguard.signals import ImageInputs
 
 STEPS = 3
 PROMPT = "a portrait of the Velmora crest on the Kettle Hill Gazette cover"
@@ -166,14 +168,14 @@ def _context(pipe, prompt=PROMPT):
     start, end = PROMPT.index("Velmora"), PROMPT.index("crest") + len("crest")
     intended = tuple(k for k, (a, b) in enumerate(tokens["offset_mapping"]) if b > a and a < end and start < b)
     other = tuple(k for k, (a, b) in enumerate(tokens["offset_mapping"]) if b > a and k not in intended)
+    latents = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     return MitigationContext(
         pipe=pipe,
+        unet=pipe.unet,
         prompt=prompt,
-        cond_embeds=cond,
-        uncond_embeds=uncond,
-        latents=torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0)),
+        inputs=ImageInputs.from_text_states(latents, 999.0, cond, uncond),
+        latents=latents,
         input_scale=1.0,
-        first_timestep=999.0,
         guidance_scale=7.5,
         threshold=0.0,
         noise_target=0.0,
@@ -233,17 +235,14 @@ def test_a_neutral_attention_edit_recomputes_the_layers_exactly(shared_base_pipe
     reference = _call(shared_base_pipe).images
     guarded = memguard.guard(shared_base_pipe, GuardConfig(threshold=1e9))
     args = dict(prompt=PROMPT, num_inference_steps=STEPS, generator=seeded(1, 5), output_type="np")
-    from memguard.pipelines.guarded_call import bind_call_arguments
 
     def run(edit):
-        arguments = bind_call_arguments(guarded, (), dict(args, generator=seeded(1, 5)))
+        arguments = guarded.family.bind(guarded, (), dict(args, generator=seeded(1, 5)))
         arguments.pop("return_dict")
         edits = Edits(attention=edit)
-        return (
-            GuardedPass(guarded, guarded.guard_config, arguments, edits=edits)
-            .run(super(type(guarded), guarded).__call__)
-            .output.images
-        )
+        parent_call = StableDiffusionPipeline.__call__.__get__(guarded)
+        pass_ = GuardedPass(guarded, guarded.family, guarded.guard_config, arguments, edits=edits)
+        return pass_.run(parent_call).output.images
 
     assert np.allclose(run(AttentionEdit()), reference, atol=1e-5)
     assert not np.allclose(run(AttentionEdit(begin_scale=1.5, masked_tokens=(2, 3))), reference, atol=1e-5)

@@ -83,19 +83,14 @@ def span_share(shares: list[WordShare], start: int, end: int) -> float:
     return round(sum(w.share for w in shares if start <= w.start and w.end <= end), 4)
 
 
-def gradient_token_scores(
-    unet: torch.nn.Module,
-    sample: torch.Tensor,
-    timestep,
-    cond_embeds: torch.Tensor,
-    uncond_embeds: torch.Tensor,
-) -> torch.Tensor:
-    """(T,) |d ||eps(x, c) - eps(x, 0)|| / d c_token| for one image: Wen et al.'s token significance."""
+def gradient_token_scores(unet: torch.nn.Module, inputs) -> torch.Tensor:
+    """(T,) |d ||eps(x, c) - eps(x, 0)|| / d c_token| for one image (`inputs`: its first step's UNet
+    inputs, a `memguard.signals.replay.ImageInputs`): Wen et al.'s token significance."""
     with torch.no_grad():
-        eps_uncond = unet(sample, timestep, encoder_hidden_states=uncond_embeds, return_dict=False)[0]
+        eps_uncond, _ = inputs.predict(unet)
     with torch.enable_grad():
-        embeds = cond_embeds.detach().clone().requires_grad_(True)
-        eps_text = unet(sample, timestep, encoder_hidden_states=embeds, return_dict=False)[0]
+        embeds = inputs.cond_states.detach().clone().requires_grad_(True)
+        _, eps_text = inputs.predict(unet, cond={"encoder_hidden_states": embeds}, guided=False)
         magnitude = (eps_text.float() - eps_uncond.float()).norm()
         (grad,) = torch.autograd.grad(magnitude, embeds)
     return grad[0].float().norm(dim=-1)

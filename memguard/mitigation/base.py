@@ -14,6 +14,7 @@ from typing import Protocol
 
 import torch
 
+from ..signals.replay import ImageInputs
 from .edits import AttentionEdit, Edits, GuidanceEdit
 
 
@@ -22,12 +23,13 @@ class MitigationContext:
     """What a mitigation may read about the image being re-sampled (batch of one)."""
 
     pipe: object
+    unet: torch.nn.Module  # the pipeline's denoising network
     prompt: str | None  # None when the call passed prompt_embeds
-    cond_embeds: torch.Tensor  # (1, T, D) the prompt's text-encoder states
-    uncond_embeds: torch.Tensor  # (1, T, D) the negative / empty prompt's
-    latents: torch.Tensor  # (1, C, h, w) the first generation's starting noise (before init_noise_sigma)
+    inputs: ImageInputs  # the first step's UNet inputs of this image (text states, extra conditioning)
+    # (1, C, h, w) the first generation's starting noise (before init_noise_sigma); None where the
+    # loop starts from an image with noise added (img2img, inpaint): the re-sample draws new noise
+    latents: torch.Tensor | None
     input_scale: float  # the first UNet input is latents * input_scale
-    first_timestep: float
     guidance_scale: float
     threshold: float  # the guard's, in its detector's units
     noise_target: float | None  # a first-step noise RMS to get under: the threshold when the detector is
@@ -39,10 +41,26 @@ class MitigationContext:
     attempt: int  # 1-based re-sample number
     seed: int  # deterministic per (image, attempt)
 
+    @property
+    def cond_embeds(self) -> torch.Tensor:
+        """(1, T, D) the prompt's text-encoder states."""
+        return self.inputs.cond_states
+
+    @property
+    def uncond_embeds(self) -> torch.Tensor | None:
+        """(1, T, D) the negative / empty prompt's; None when guidance was off."""
+        return self.inputs.uncond_states
+
+    @property
+    def first_timestep(self):
+        return self.inputs.timestep
+
 
 @dataclass(frozen=True)
 class ResamplePlan:
-    latents: torch.Tensor  # where the attempt starts: the first generation's noise, fresh noise on a retry
+    # where the attempt starts: the first generation's noise, fresh noise on a retry; None: the
+    # pipeline draws it (families that start from an image)
+    latents: torch.Tensor | None
     prompt: str | None
     prompt_embeds: torch.Tensor | None = None  # when set, replaces the prompt's embeddings
     edits: Edits = field(default_factory=Edits)
@@ -59,9 +77,11 @@ class Mitigation(Protocol):
     def apply(self, plan: ResamplePlan, context: MitigationContext) -> ResamplePlan: ...
 
 
-def fresh_noise(seed: int, like: torch.Tensor) -> torch.Tensor:
+def fresh_noise(seed: int, like: torch.Tensor | None) -> torch.Tensor | None:
     """Gaussian noise shaped like `like` (a starting latent), drawn on the CPU so a seed gives the same
-    noise on every device."""
+    noise on every device; None where there is no starting noise to replace."""
+    if like is None:
+        return None
     generator = torch.Generator("cpu").manual_seed(seed)
     noise = torch.randn(tuple(like.shape), generator=generator, dtype=torch.float32)
     return noise.to(like.device, like.dtype)

@@ -1,18 +1,16 @@
-"""Changes a mitigation makes *inside* the denoising loop, applied by the guard's taps.
-
-The taps (see `memguard.signals.taps`) read the edit active in the calling thread's context, so an
-edit touches only the re-sample that set it, even on a UNet shared between threads.
-"""
+"""Changes a mitigation makes *inside* the denoising loop, applied by the guard's taps through the
+interface `memguard.signals.edits` defines (`Edits`, `editing`)."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
 
 from ..cross_attention import project
+from ..signals.edits import Edits, current, editing
+
+__all__ = ["AttentionEdit", "Edits", "GuidanceEdit", "current", "editing"]
 
 
 @dataclass(frozen=True)
@@ -79,25 +77,3 @@ class GuidanceEdit:
             return [edited, *output[1:]]
         output.sample = edited
         return output
-
-
-@dataclass(frozen=True)
-class Edits:
-    attention: AttentionEdit | None = None
-    guidance: GuidanceEdit | None = None
-
-
-_active: ContextVar[Edits | None] = ContextVar("memguard_active_edits", default=None)
-
-
-def current() -> Edits | None:
-    return _active.get()
-
-
-@contextmanager
-def editing(edits: Edits | None):
-    token = _active.set(edits)
-    try:
-        yield
-    finally:
-        _active.reset(token)

@@ -17,10 +17,11 @@ def _generator(seed: int) -> torch.Generator:
     return torch.Generator("cpu").manual_seed(seed)
 
 
-def _noise_magnitude(unet, sample, timestep, cond, uncond) -> torch.Tensor:
-    """Per-element RMS of eps(x, cond) - eps(x, uncond): the detector's own score, differentiable."""
-    eps_text = unet(sample, timestep, encoder_hidden_states=cond, return_dict=False)[0]
-    eps_uncond = unet(sample, timestep, encoder_hidden_states=uncond, return_dict=False)[0]
+def _noise_magnitude(context: MitigationContext, latents: torch.Tensor | None, cond: torch.Tensor) -> torch.Tensor:
+    """Per-element RMS of eps(x, cond) - eps(x, uncond) at the first step, with the first step's other
+    UNet inputs replayed (`latents`: the first UNet input's denoised channels; None: the first
+    step's own): the noise-magnitude score, differentiable."""
+    eps_uncond, eps_text = context.inputs.predict(context.unet, latents, cond={"encoder_hidden_states": cond})
     diff = (eps_text.float() - eps_uncond.float()).flatten(1)
     return diff.norm(dim=1) / diff.shape[1] ** 0.5
 
@@ -32,6 +33,8 @@ class ReSeed:
     name: str = "reseed"
 
     def apply(self, plan: ResamplePlan, context: MitigationContext) -> ResamplePlan:
+        if context.latents is None:  # the pipeline draws new noise for its init image on every re-sample
+            return plan.with_(self.name + "(new noise drawn by the pipeline)")
         return plan.with_(self.name, latents=fresh_noise(context.seed, context.latents))
 
 
@@ -89,8 +92,8 @@ class PromptEmbeddingOptimization:
         tokens = _targets(context, self.scope)
         if not tokens:
             return plan.with_(self.name + "(no unintended tokens)")
-        unet = context.pipe.unet
-        sample = (plan.latents * context.input_scale).to(unet.device, unet.dtype)
+        unet = context.unet
+        sample = None if plan.latents is None else (plan.latents * context.input_scale).to(unet.device, unet.dtype)
         target = context.noise_target if self.target is None else self.target
         mask = torch.zeros(base.shape[1], 1, dtype=base.dtype, device=base.device)
         mask[tokens] = 1
@@ -98,9 +101,7 @@ class PromptEmbeddingOptimization:
         optimizer = torch.optim.AdamW([delta], lr=self.lr)
         with torch.enable_grad():
             for _ in range(self.max_iterations):
-                magnitude = _noise_magnitude(
-                    unet, sample, context.first_timestep, base + delta * mask, context.uncond_embeds
-                )
+                magnitude = _noise_magnitude(context, sample, base + delta * mask)
                 if target is not None and float(magnitude.detach().mean()) < target:
                     break
                 optimizer.zero_grad()
@@ -121,16 +122,16 @@ class InitialNoiseOptimization:
     name: str = "initial_noise_opt"
 
     def apply(self, plan: ResamplePlan, context: MitigationContext) -> ResamplePlan:
-        unet = context.pipe.unet
+        if plan.latents is None:
+            return plan.with_(self.name + "(no starting noise: this pipeline starts from an image)")
+        unet = context.unet
         cond = plan.prompt_embeds if plan.prompt_embeds is not None else context.cond_embeds
         target = context.noise_target if self.target is None else self.target
         x = plan.latents.detach().to(unet.device, torch.float32).clone().requires_grad_(True)
         optimizer = torch.optim.Adam([x], lr=self.lr)
         with torch.enable_grad():
             for _ in range(self.max_iterations):
-                magnitude = _noise_magnitude(
-                    unet, (x * context.input_scale).to(unet.dtype), context.first_timestep, cond, context.uncond_embeds
-                ).mean()
+                magnitude = _noise_magnitude(context, (x * context.input_scale).to(unet.dtype), cond).mean()
                 if target is not None and float(magnitude.detach()) < target:
                     break
                 norm_penalty = (x.pow(2).mean() - 1).pow(2)

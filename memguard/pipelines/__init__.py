@@ -1,3 +1,38 @@
-from .stable_diffusion import GuardedStableDiffusionPipeline, guard
+"""Guarded drop-ins of diffusers pipelines: one class per family, `guard()` for existing objects."""
 
-__all__ = ["GuardedStableDiffusionPipeline", "guard"]
+from .families import FAMILIES, Family, family_for
+from .guarded import (
+    GUARDED_CLASSES,
+    GuardedStableDiffusionControlNetPipeline,
+    GuardedStableDiffusionImg2ImgPipeline,
+    GuardedStableDiffusionInpaintPipeline,
+    GuardedStableDiffusionPipeline,
+    GuardedStableDiffusionXLControlNetPipeline,
+    GuardedStableDiffusionXLImg2ImgPipeline,
+    GuardedStableDiffusionXLInpaintPipeline,
+    GuardedStableDiffusionXLPipeline,
+    guard,
+    guarded_class_for,
+)
+from .mixin import GuardedPipelineMixin
+from .outputs import GuardedPipelineOutput, GuardedStableDiffusionXLPipelineOutput
+
+__all__ = [
+    "FAMILIES",
+    "GUARDED_CLASSES",
+    "Family",
+    "GuardedPipelineMixin",
+    "GuardedPipelineOutput",
+    "GuardedStableDiffusionControlNetPipeline",
+    "GuardedStableDiffusionImg2ImgPipeline",
+    "GuardedStableDiffusionInpaintPipeline",
+    "GuardedStableDiffusionPipeline",
+    "GuardedStableDiffusionXLControlNetPipeline",
+    "GuardedStableDiffusionXLImg2ImgPipeline",
+    "GuardedStableDiffusionXLInpaintPipeline",
+    "GuardedStableDiffusionXLPipeline",
+    "GuardedStableDiffusionXLPipelineOutput",
+    "family_for",
+    "guard",
+    "guarded_class_for",
+]

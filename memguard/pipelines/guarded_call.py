@@ -1,28 +1,36 @@
 """One guarded call: the caller's generation, then a re-sample for each image whose verdict asks
 for one, with the configured mitigation, until it passes or `Policy.max_attempts` is spent.
 
-Each generation is a `GuardedPass` (guarded_pass.py). A re-sample runs one image alone; it stops at
-the decision step when it is still memorized and attempts remain, so a failed attempt costs k steps.
+Each generation is a `GuardedPass` (guarded_pass.py). The caller's generation is the parent's call
+with the caller's own arguments (generator included), so an image the guard does not act on is the
+parent's image bit for bit, and the caller's generator advances exactly as the parent advances it.
+A re-sample runs one image alone with a generator of its own; it stops at the decision step when it
+is still memorized and attempts remain, so a failed attempt costs k steps.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import torch
-from diffusers.utils.torch_utils import randn_tensor
 
 from ..actions import blank_out, replace_image
 from ..config import GuardConfig
 from ..detection import Detector, NoiseMagnitudeDetector
 from ..mitigation import MitigationContext, ResamplePlan, derive_seed, fresh_noise
-from ..report import Attempt, GuardedPipelineOutput, MemorizationReport
+from ..privacy import guarded_logging, pipeline_loggers, redacted_error
+from ..report import Attempt, MemorizationReport
 from ..verify.step import as_image_list
-from .guarded_pass import REPORT_ACTION, GuardedPass, PassResult, bind_call_arguments, disabled_report, prompt_of
+from .families import Family
+from .guarded_pass import REPORT_ACTION, GuardedPass, PassResult, disabled_report
+from .outputs import parent_fields
 
-__all__ = ["GuardedCall", "bind_call_arguments"]
+__all__ = ["GuardedCall"]
+
+logger = logging.getLogger(__name__)
 
 
 class GuardedCall:
@@ -31,6 +39,7 @@ class GuardedCall:
     def __init__(
         self,
         pipe,
+        family: Family,
         config: GuardConfig,
         arguments: dict,
         *,
@@ -38,48 +47,67 @@ class GuardedCall:
         stop_after_decision: bool = False,
     ):
         self.pipe = pipe
+        self.family = family
         self.config = config
         self.arguments = arguments
         self.detector = detector
         self.stop_after_decision = stop_after_decision
 
-    def run(self, parent_call: Callable) -> GuardedPipelineOutput | tuple:
+    def run(self, parent_call: Callable) -> tuple[object, list[MemorizationReport]]:
+        """(the output, as `family.output_class` with the reports on it, and the reports)."""
         metrics = self.config.effective_metrics
-        return_dict = self.arguments.pop("return_dict", True)
+        secrets = self.family.prompt_strings(self.arguments)
         try:
-            output, reports, threshold = self._run(parent_call)
+            with guarded_logging(pipeline_loggers(self.pipe), secrets):
+                output, reports, threshold = self._run(parent_call)
         except Exception as error:
-            metrics.observe_error(self.config.name, error)
+            self._count(metrics.observe_error, self.config.name, error)
+            clean = redacted_error(error, secrets)
+            if clean is not None:  # the pipeline (or the caller's code) quoted a prompt
+                raise clean.with_traceback(error.__traceback__) from None
             raise
         if not self.stop_after_decision:  # audits score prompts; they generate no images to count
-            metrics.observe_call(self.config.name, reports)
+            self._count(metrics.observe_call, self.config.name, reports)
         if threshold is not None:
             fingerprint = self.config.calibration.model_fingerprint if threshold.source == "calibration" else ""
-            metrics.observe_threshold(self.config.name, threshold.value, threshold.source, fingerprint)
-        if not return_dict:
-            return output.images, output.nsfw_content_detected, reports
-        return GuardedPipelineOutput(
-            images=output.images, nsfw_content_detected=output.nsfw_content_detected, memorization=reports
+            self._count(metrics.observe_threshold, self.config.name, threshold.value, threshold.source, fingerprint)
+        result = self.family.output_class(
+            **{name: getattr(output, name, None) for name in parent_fields(self.family.output_class)},
+            memorization=reports,
         )
+        return result, reports
+
+    @staticmethod
+    def _count(observe, *args) -> None:
+        """Metrics never cost the caller the images: a failing metrics layer is logged, not raised."""
+        try:
+            observe(*args)
+        except Exception as error:
+            logger.warning(
+                "memguard: recording metrics failed (%s); the call's result is returned", type(error).__name__
+            )
 
     def _run(self, parent_call: Callable):
-        if not self.config.enabled:
-            output = parent_call(**self.arguments, return_dict=True)
-            return output, [disabled_report() for _ in range(len(output.images))], None
         arguments = dict(self.arguments)
-        if self.config.policy.resamples and not self.stop_after_decision and arguments.get("latents") is None:
-            # Draw the starting noise exactly as the pipeline would (same generator, shape, dtype), so
-            # images are unchanged and a re-sample knows where the first generation started.
-            arguments["latents"] = self._initial_noise(arguments)
-            arguments["generator"] = None
+        arguments.pop("return_dict", None)
+        if not self.config.enabled:
+            output = parent_call(**arguments, return_dict=True)
+            return output, [disabled_report() for _ in range(len(output.images))], None
         verification = None if self.stop_after_decision else self.config.verification
         if verification is not None and arguments.get("output_type") == "latent":
             raise ValueError(
                 "GuardConfig.verification checks decoded images; output_type='latent' cannot be verified "
                 "(use 'pil', 'np' or 'pt', or a config without verification)"
             )
+        resamples = self.config.policy.resamples and not self.stop_after_decision
         first = GuardedPass(
-            self.pipe, self.config, arguments, detector=self.detector, stop_after_decision=self.stop_after_decision
+            self.pipe,
+            self.family,
+            self.config,
+            arguments,
+            detector=self.detector,
+            stop_after_decision=self.stop_after_decision,
+            keep_inputs=resamples,
         )
         first.validate()
         result = first.run(parent_call)
@@ -99,9 +127,7 @@ class GuardedCall:
                 continue
             finally:
                 extra_seconds += time.perf_counter() - t0
-            output.images = replace_image(output.images, image, final_output.images)
-            if output.nsfw_content_detected is not None and final_output.nsfw_content_detected is not None:
-                output.nsfw_content_detected[image] = final_output.nsfw_content_detected[0]
+            _replace_image(output, image, final_output)
             reports[image] = report
         if verification is not None:
             t0 = time.perf_counter()
@@ -143,51 +169,26 @@ class GuardedCall:
         report.attempts = list(result.reports[image].attempts)
         return report
 
-    def _initial_noise(self, arguments: dict) -> torch.Tensor:
-        pipe = self.pipe
-        batch = len(arguments["prompt"]) if isinstance(arguments.get("prompt"), list) else 1
-        if arguments.get("prompt") is None and arguments.get("prompt_embeds") is not None:
-            batch = arguments["prompt_embeds"].shape[0]
-        batch *= int(arguments.get("num_images_per_prompt") or 1)
-        height = arguments.get("height") or pipe.unet.config.sample_size * pipe.vae_scale_factor
-        width = arguments.get("width") or pipe.unet.config.sample_size * pipe.vae_scale_factor
-        shape = (
-            batch,
-            pipe.unet.config.in_channels,
-            int(height) // pipe.vae_scale_factor,
-            int(width) // pipe.vae_scale_factor,
-        )
-        dtype = (
-            arguments["prompt_embeds"].dtype if arguments.get("prompt_embeds") is not None else pipe.text_encoder.dtype
-        )
-        return randn_tensor(shape, generator=arguments.get("generator"), device=pipe._execution_device, dtype=dtype)
-
     # --- re-sampling one image -------------------------------------------------------------------
     def _resample(self, parent_call, arguments: dict, first: GuardedPass, result: PassResult, image: int):
         config, policy = self.config, self.config.policy
         verification = config.verification
-        recorder = result.recorder
         verdict = result.verdicts[image]
         report = result.reports[image]
         history = list(report.attempts)
-        prompt = prompt_of(arguments, image)
+        prompt = first.prompt_text(image)
         offsets = result.offsets.get(image)  # set by the first pass for every memorized image
-        latents = arguments["latents"][image : image + 1]
-        sample = recorder.first_sample[image : image + 1].float()
-        flat = latents.float().flatten()
-        input_scale = float((sample.flatten() @ flat) / (flat @ flat).clamp_min(1e-12))
+        inputs = result.inputs(image)
+        start = None if self.family.starts_from_image else result.start_noise(image)
         mitigation = config.effective_mitigation
         intended_tokens = _tokens_in(offsets, verdict.intended_spans)
         base = MitigationContext(
             pipe=self.pipe,
+            unet=self.family.denoiser(self.pipe),
             prompt=prompt,
-            cond_embeds=recorder.first_cond_states[image : image + 1],
-            uncond_embeds=(
-                recorder.first_uncond_states[image : image + 1] if recorder.first_uncond_states is not None else None
-            ),
-            latents=latents,
-            input_scale=input_scale,
-            first_timestep=recorder.trace.steps[0].timestep,
+            inputs=inputs,
+            latents=start,
+            input_scale=_input_scale(inputs, start),
             guidance_scale=float(arguments["guidance_scale"]),
             threshold=first.threshold.value,
             noise_target=first.threshold.value if isinstance(first.detector, NoiseMagnitudeDetector) else None,
@@ -200,24 +201,29 @@ class GuardedCall:
             attempt=0,
             seed=0,
         )
+        seed_source = start if start is not None else inputs.sample
         last: tuple[object, MemorizationReport] | None = None
         for attempt in range(1, policy.max_attempts + 1):
-            context = replace(base, attempt=attempt, seed=derive_seed(latents, image, attempt))
+            context = replace(base, attempt=attempt, seed=derive_seed(seed_source, image, attempt))
             # The first re-sample starts from the first generation's noise; a retry from new noise, or a
-            # deterministic mitigation would repeat the image it is retrying (a copy, say).
-            start = latents if attempt == 1 else fresh_noise(context.seed, latents)
-            with recorder.own_unet_calls():
-                plan = mitigation.apply(ResamplePlan(latents=start, prompt=prompt), context)
+            # deterministic mitigation would repeat the image it is retrying (a copy, say). Families that
+            # start from an image draw new noise for it on every attempt (the re-sample's generator).
+            begin = start if attempt == 1 else fresh_noise(context.seed, start)
+            with result.recorder.own_unet_calls():
+                plan = mitigation.apply(ResamplePlan(latents=begin, prompt=prompt), context)
+            generator = torch.Generator("cpu").manual_seed(context.seed)
             attempt_pass = GuardedPass(
                 self.pipe,
+                self.family,
                 config,
-                self._attempt_arguments(arguments, image, plan, context),
+                self.family.resample_arguments(self.pipe, arguments, image, plan, inputs, generator),
                 detector=self.detector,
                 attempt=attempt,
                 edits=plan.edits,
                 rescored=plan.rescored,
                 threshold=first.threshold,
                 verdicts=[verdict],
+                keep_inputs=False,
             )
             outcome = attempt_pass.run(parent_call)
             attempt_report = outcome.reports[0]
@@ -259,23 +265,25 @@ class GuardedCall:
             final.reason += " (this mitigation acts after the decision step, so the re-sample was not re-scored)"
         return output, final
 
-    def _attempt_arguments(self, arguments: dict, image: int, plan: ResamplePlan, context: MitigationContext) -> dict:
-        attempt = dict(arguments)
-        attempt.update(num_images_per_prompt=1, latents=plan.latents, generator=None)
-        negative = arguments.get("negative_prompt")
-        per_prompt = int(arguments.get("num_images_per_prompt") or 1)
-        if plan.prompt is not None and plan.prompt_embeds is None:
-            attempt.update(prompt=[plan.prompt], prompt_embeds=None)
-            if isinstance(negative, list):
-                attempt["negative_prompt"] = [negative[image // per_prompt]]
-            if arguments.get("negative_prompt_embeds") is not None:
-                attempt["negative_prompt_embeds"] = arguments["negative_prompt_embeds"][image // per_prompt][None]
-        else:
-            embeds = plan.prompt_embeds if plan.prompt_embeds is not None else context.cond_embeds
-            attempt.update(
-                prompt=None, prompt_embeds=embeds, negative_prompt=None, negative_prompt_embeds=context.uncond_embeds
-            )
-        return attempt
+
+def _replace_image(output, image: int, replacement) -> None:
+    """Image `image` of `output` (and its per-image fields, e.g. `nsfw_content_detected`) replaced by
+    the only image of `replacement`."""
+    output.images = replace_image(output.images, image, replacement.images)
+    for item in fields(output):
+        if item.name in ("images", "memorization"):
+            continue
+        values, new = getattr(output, item.name, None), getattr(replacement, item.name, None)
+        if isinstance(values, list) and isinstance(new, list) and new and image < len(values):
+            values[image] = new[0]
+
+
+def _input_scale(inputs, start: torch.Tensor | None) -> float:
+    """How the scheduler scales a starting noise into the first UNet input (x_T -> sample)."""
+    if start is None:
+        return 1.0
+    flat, sample = start.float().flatten(), inputs.latents.float().flatten()
+    return float((sample @ flat) / (flat @ flat).clamp_min(1e-12))
 
 
 def _tokens_in(offsets: list[tuple[int, int]] | None, spans) -> tuple[int, ...]:

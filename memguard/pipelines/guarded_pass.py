@@ -1,58 +1,37 @@
-"""One guarded pass of a Stable Diffusion pipeline: install taps, decide at step k, judge intent.
+"""One guarded pass of a pipeline: install taps, decide at step k, judge intent.
 
 The parent pipeline's own `__call__` runs unchanged; the guard only adds a chained
 `callback_on_step_end` (where it decides, resolves intent and may stop the loop early) and the
-signal taps. Re-sampling (several passes for one image) lives in `resample.py`.
+signal taps. What differs between pipeline families comes from the call's `Family`. Re-sampling
+(several passes for one image) lives in `guarded_call.py`.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 import warnings
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import torch
-from diffusers import StableDiffusionPipeline
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 
-from ..calibration import Calibration
 from ..config import GuardConfig
 from ..detection import Decision, Detector, decide
 from ..intent import IntentResolver, IntentVerdict
 from ..intent.attribution import gradient_token_scores, token_offsets
-from ..mitigation.edits import Edits, editing
 from ..report import Attempt, MemorizationReport
 from ..signals import SignalRecorder, UNetTap, cross_attention_layers
+from ..signals.edits import Edits, editing
+from ..signals.replay import ImageInputs
 from ..signals.tokens import end_token_positions
+from .families import Family, PromptText
 
-_PARENT_SIGNATURE = inspect.signature(StableDiffusionPipeline.__call__)
-# The parent's **kwargs only exists for these deprecated arguments; anything else is a typo that
-# diffusers would silently ignore.
-_DEPRECATED_KEYWORDS = frozenset({"callback", "callback_steps"})
-
-
-def bind_call_arguments(pipe, args: tuple, kwargs: dict) -> dict:
-    """The parent `__call__`'s arguments by name, defaults filled in (TypeError on an unknown one)."""
-    bound = _PARENT_SIGNATURE.bind(pipe, *args, **kwargs)
-    bound.apply_defaults()
-    arguments = dict(bound.arguments)
-    arguments.pop("self", None)
-    extra = arguments.pop("kwargs", {})
-    unknown = sorted(set(extra) - _DEPRECATED_KEYWORDS)
-    if unknown:
-        raise TypeError(f"the pipeline call got unexpected keyword argument(s) {unknown}")
-    arguments.update(extra)
-    return arguments
-
-
-def _count_steps(arguments: dict) -> int:
-    for name in ("timesteps", "sigmas"):
-        if arguments.get(name) is not None:
-            return len(arguments[name])
-    return int(arguments["num_inference_steps"])
+# Where a running pass collects the starting latents the pipeline's `prepare_latents` returns (the
+# guarded classes report them; see `GuardedPipelineMixin.prepare_latents`).
+latents_sink: ContextVar[list | None] = ContextVar("memguard_latents_sink", default=None)
 
 
 @dataclass(frozen=True)
@@ -76,7 +55,7 @@ def resolve_threshold(pipe, config: GuardConfig, detector: Detector | None = Non
     return Threshold(float(detector.default_threshold), "default")
 
 
-def _check_calibration_once(pipe, calibration: Calibration) -> None:
+def _check_calibration_once(pipe, calibration) -> None:
     # Fingerprinting reads every weight tensor's ends; do it once per (pipeline, calibration).
     checked = pipe.__dict__.setdefault("_memguard_checked_calibrations", set())
     key = calibration.model_fingerprint
@@ -113,16 +92,6 @@ PassAction = str  # "none" | "allow" | "flag" | "block" | "retry"
 REPORT_ACTION = {"none": "none", "allow": "allowed", "flag": "flagged", "block": "blocked", "retry": "flagged"}
 
 
-def prompt_of(arguments: dict, image: int) -> str | None:
-    """The prompt text behind image `image` of a call, or None when it passed prompt_embeds."""
-    prompt = arguments.get("prompt")
-    if prompt is None:
-        return None
-    if isinstance(prompt, str):
-        return prompt
-    return prompt[image // int(arguments.get("num_images_per_prompt") or 1)]
-
-
 @dataclass
 class PassResult:
     output: object  # the parent's output (return_dict=True form)
@@ -134,6 +103,18 @@ class PassResult:
     stopped_at: int | None = None  # the loop was ended at this step
     offsets: dict[int, list[tuple[int, int]] | None] = field(default_factory=dict)
     failure: BaseException | None = None  # the guard's own error, if it failed (see GuardConfig.on_error)
+    start: torch.Tensor | None = None  # the loop's starting latents (N, C, h, w), as prepare_latents made them
+    init_noise_sigma: float = 1.0  # the scheduler's scale of a pure-noise start
+
+    def inputs(self, image: int) -> ImageInputs:
+        """The first step's UNet inputs of one image (for the guard's own evaluations)."""
+        return self.recorder.first_call.image(image)
+
+    def start_noise(self, image: int) -> torch.Tensor | None:
+        """Image `image`'s starting noise before the scheduler's scaling (None: not captured)."""
+        if self.start is None:
+            return None
+        return self.start[image : image + 1] / self.init_noise_sigma
 
 
 class GuardedPass:
@@ -146,6 +127,7 @@ class GuardedPass:
     def __init__(
         self,
         pipe,
+        family: Family,
         config: GuardConfig,
         arguments: dict,
         *,
@@ -156,8 +138,10 @@ class GuardedPass:
         rescored: bool = True,
         threshold: Threshold | None = None,
         verdicts: list[IntentVerdict] | None = None,
+        keep_inputs: bool = True,
     ):
         self.pipe = pipe
+        self.family = family
         self.config = config
         self.arguments = dict(arguments)
         self.detector = detector or config.effective_detector
@@ -166,8 +150,12 @@ class GuardedPass:
         self.edits = edits
         self.rescored = rescored
         self.carried_verdicts = verdicts  # re-samples: the first generation's verdicts
+        self.keep_inputs = keep_inputs  # keep the first step's UNet inputs for re-samples after the pass
+        self.expected_steps = family.denoising_steps(arguments)  # None: known once the loop runs
         # a post hoc detector (needs the last step) decides when the loop ends
-        self.decision_step = _count_steps(arguments) if self.detector.needs.full_run else config.effective_decision_step
+        self.full_run = self.detector.needs.full_run
+        self.decision_step = config.effective_decision_step
+        self.loop_steps = self.expected_steps or 0  # learned at the first step
         self.decisions: list[Decision] | None = None
         self.verdicts: list[IntentVerdict] = []
         self.actions: list[PassAction] = []
@@ -178,17 +166,23 @@ class GuardedPass:
         self.threshold: Threshold | None = threshold
         self.resolver = IntentResolver(config.registry, config.implicit)
         self.offsets: dict[int, list[tuple[int, int]] | None] = {}
-        self._uncond_cache: torch.Tensor | None = None
+        self._uncond_cache: dict | None = None
 
     # --- validation before anything runs ------------------------------------------------------
     def validate(self) -> None:
-        steps = _count_steps(self.arguments)
-        if self.decision_step > steps:
-            raise ValueError(f"GuardConfig.decision_step={self.decision_step} is beyond num_inference_steps={steps}")
+        steps = self.expected_steps
+        if steps is not None and not self.full_run:
+            self._check_steps(steps)
         calibration = self.config.calibration
+        if calibration is not None and self.config.threshold is None and calibration.family != self.family.name:
+            raise ValueError(
+                f"GuardConfig.calibration was measured on a {calibration.family!r} pipeline; this one is "
+                f"{self.family.name!r} ({self.family.parent.__name__}), whose scores it does not describe: "
+                "calibrate this pipeline (memguard.calibrate) or pass GuardConfig(threshold=...)"
+            )
         if calibration is not None and self.config.threshold is None:
             differs = []
-            if steps != calibration.num_inference_steps:
+            if steps is not None and steps != calibration.num_inference_steps:
                 differs.append(f"num_inference_steps {steps} vs {calibration.num_inference_steps}")
             if float(self.arguments["guidance_scale"]) != calibration.guidance_scale:
                 differs.append(f"guidance_scale {self.arguments['guidance_scale']} vs {calibration.guidance_scale}")
@@ -196,25 +190,45 @@ class GuardedPass:
                 warnings.warn(
                     "memguard: this call differs from its calibration (" + "; ".join(differs) + "); "
                     "scores may not be comparable with the calibrated threshold",
-                    stacklevel=5,  # validate < GuardedCall._run < GuardedCall.run < __call__ < the caller
+                    stacklevel=6,  # validate < _run < run < _guarded_call < __call__ < the caller
                 )
+
+    def _check_steps(self, steps: int) -> None:
+        if self.decision_step <= steps:
+            return
+        name = self.family.steps_argument(self.arguments)
+        value = self.arguments.get(name)
+        if name in ("num_inference_steps", "timesteps", "sigmas"):
+            shown = f"{name}={value!r}" if name == "num_inference_steps" else f"{name} (length {steps})"
+            raise ValueError(
+                f"GuardConfig.decision_step={self.decision_step} is beyond {shown}; the guard decides at that "
+                "step (GuardConfig.decision_step or the calibration's): run more steps"
+            )
+        raise ValueError(
+            f"GuardConfig.decision_step={self.decision_step} is beyond the {steps} denoising step(s) that "
+            f"{name}={value!r} leaves of num_inference_steps={self.arguments.get('num_inference_steps')!r}: "
+            f"raise {name} or num_inference_steps"
+        )
 
     # --- the pass ------------------------------------------------------------------------------
     def run(self, parent_call: Callable) -> PassResult:
         started = time.perf_counter()
         if self.threshold is None:
             self.threshold = resolve_threshold(self.pipe, self.config, self.detector)
-        unet = self.pipe.unet
+        unet = self.family.denoiser(self.pipe)
         needs = self.detector.needs
+        record_until = self.decision_step
+        if self.config.record_all_steps or needs.all_steps:
+            record_until = None
         self.recorder = SignalRecorder(
             unet,
             guidance_enabled=lambda: self.pipe.do_classifier_free_guidance,
-            record_until_step=None if (self.config.record_all_steps or needs.all_steps) else self.decision_step,
+            record_until_step=record_until,
             attention_layers=resolve_attention_layers(unet, self.config, needs.attention),
-            unconditional_embeds=self._unconditional_embeds if self.config.unconditional_pass else None,
+            unconditional_inputs=self._unconditional_inputs if self.config.unconditional_pass else None,
             needs=needs,
             end_token_index=self._end_token_index(),
-            last_step=_count_steps(self.arguments) - 1,
+            last_step=None if self.expected_steps is None else self.expected_steps - 1,
         )
         arguments = dict(self.arguments)
         user_callback = arguments.pop("callback_on_step_end")
@@ -230,25 +244,33 @@ class GuardedPass:
                 return user_callback(pipe, step_index, timestep, callback_kwargs)
             return callback_kwargs
 
-        with UNetTap.recording(unet, self.recorder), editing(self.edits):
-            output = parent_call(
-                **arguments,
-                callback_on_step_end=on_step_end,
-                callback_on_step_end_tensor_inputs=tensor_inputs,
-                return_dict=True,
-            )
-            finishing = time.perf_counter()
-            try:
-                if self.decisions is None and self.recorder.failure is None:  # the loop ended early
-                    self._decide(len(self.recorder.trace.recorded_steps()))
-                reports = self._reports() if self.recorder.failure is None else None
-            except Exception as error:
-                self.recorder.fail(error)
+        starts: list = []
+        sink = latents_sink.set(starts)
+        try:
+            with UNetTap.recording(unet, self.recorder), editing(self.edits):
+                output = parent_call(
+                    **arguments,
+                    callback_on_step_end=on_step_end,
+                    callback_on_step_end_tensor_inputs=tensor_inputs,
+                    return_dict=True,
+                )
+                finishing = time.perf_counter()
+                try:
+                    if self.decisions is None and self.recorder.failure is None:  # the loop ended early
+                        self._decide(len(self.recorder.trace.recorded_steps()))
+                    reports = self._reports() if self.recorder.failure is None else None
+                except Exception as error:
+                    self.recorder.fail(error)
+        finally:
+            latents_sink.reset(sink)
         failure = self.recorder.failure
         if failure is not None:
             self.actions = ["none"] * len(output.images)
             reports = [self.error_report(failure) for _ in range(len(output.images))]
+        if not (self.keep_inputs and any(a == "retry" for a in self.actions)):
+            self.recorder.release_first_call()  # nothing will replay them; ControlNet residuals are large
         guard_seconds = setup_seconds + self.recorder.seconds + (time.perf_counter() - finishing)
+        start, sigma = starts[0] if starts else (None, 1.0)
         return PassResult(
             output,
             reports,
@@ -259,6 +281,8 @@ class GuardedPass:
             self.stopped_at,
             self.offsets,
             failure,
+            start,
+            sigma,
         )
 
     def error_report(self, error: BaseException) -> MemorizationReport:
@@ -280,16 +304,19 @@ class GuardedPass:
     def _on_step_end(self, pipe, step_index: int) -> None:
         start = time.perf_counter()
         self.recorder.step = step_index + 1
-        if self.decisions is None and step_index + 1 == self.decision_step and self.recorder.failure is None:
+        if step_index == 0:
+            self._learn_steps(pipe)
+        decision_step = self.loop_steps if self.full_run else self.decision_step
+        if self.decisions is None and step_index + 1 == decision_step and self.recorder.failure is None:
             try:
-                self._decide(self.decision_step)
+                self._decide(decision_step)
             except Exception as error:  # the guard's own failure: GuardConfig.on_error decides
                 self.recorder.fail(error)
         if self.recorder.failure is not None:
             if self.config.on_error == "fail_closed" and self.stopped_at is None:
                 pipe._interrupt = True  # every image will be blocked: skip the remaining steps
                 self.stopped_at = step_index + 1
-        elif self.decided_at == step_index + 1:
+        elif self.decided_at == step_index + 1 and not self.full_run:
             if self.stop_after_decision or all(a in ("block", "retry") for a in self.actions):
                 # diffusers' documented way to end the loop from a step callback: the remaining
                 # UNet calls are skipped (the VAE decode still runs).
@@ -297,11 +324,22 @@ class GuardedPass:
                 self.stopped_at = self.decision_step
         self.recorder.seconds += time.perf_counter() - start
 
+    def _learn_steps(self, pipe) -> None:
+        """The loop's real length, known once it runs (SDXL's denoising_start/end, order-2 schedulers)."""
+        steps = getattr(pipe, "_num_timesteps", None)
+        self.loop_steps = int(steps) if isinstance(steps, int) and steps > 0 else (self.expected_steps or 0)
+        self.recorder.set_last_step(self.loop_steps - 1)
+        if self.expected_steps is None and not self.full_run:
+            self._check_steps(self.loop_steps)
+
     def _decide(self, upto_step: int) -> None:
         self.decided_at = upto_step
         trace = self.recorder.trace
         self.summaries = trace.summarize(upto_step) if upto_step else []
         self.decisions = decide(self.detector.score(trace, upto_step), self.threshold.value) if upto_step else []
+        broken = sum(not all(map(math.isfinite, signals.values())) for signals in self.summaries)
+        if broken:  # signals were read but are NaN or infinite (non-finite latents?): a fault, not "clean"
+            raise FloatingPointError(f"the signals read for {broken} image(s) are not finite")
         if not self.rescored:  # a re-sample whose mitigation the early score cannot see
             self.verdicts = [IntentVerdict("none") for _ in self.decisions]
             self.actions = ["none"] * len(self.decisions)
@@ -340,19 +378,22 @@ class GuardedPass:
         )
 
     def prompt_text(self, image: int) -> str | None:
-        return prompt_of(self.arguments, image)
+        return self.family.prompt_text(self.arguments, image).text
 
     def _end_token_index(self) -> torch.Tensor | None:
         prompt = self.arguments.get("prompt")
         if prompt is None or not self.detector.needs.end_token_map_last_step and not self.detector.needs.all_steps:
             return None
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        return end_token_positions(self.pipe.tokenizer, prompts, int(self.arguments.get("num_images_per_prompt") or 1))
+        tokenizer = self.family.tokenizer(self.pipe)
+        return end_token_positions(tokenizer, prompts, self.family.images_per_prompt(self.arguments))
 
     def _offsets(self, image: int, prompt: str | None):
         if image not in self.offsets:
-            length = self.recorder.first_cond_states.shape[1] if self.recorder.first_cond_states is not None else 77
-            self.offsets[image] = token_offsets(self.pipe.tokenizer, prompt, length) if prompt is not None else None
+            states = self.recorder.first_cond_states
+            length = states.shape[1] if states is not None else 77
+            tokenizer = self.family.tokenizer(self.pipe)
+            self.offsets[image] = token_offsets(tokenizer, prompt, length) if prompt is not None else None
         return self.offsets[image]
 
     def _token_scores(self, image: int, prompt: str | None) -> torch.Tensor | None:
@@ -361,13 +402,7 @@ class GuardedPass:
         recorder = self.recorder
         if self.config.attribution == "gradient" and recorder.first_uncond_states is not None:
             with recorder.own_unet_calls():
-                return gradient_token_scores(
-                    self.pipe.unet,
-                    recorder.first_sample[image : image + 1],
-                    recorder.trace.steps[0].timestep,
-                    recorder.first_cond_states[image : image + 1],
-                    recorder.first_uncond_states[image : image + 1],
-                )
+                return gradient_token_scores(self.family.denoiser(self.pipe), recorder.first_call.image(image))
         mass = recorder.trace.token_mass([s for s in range(self.decided_at or 0)])
         return mass[image] if mass is not None else None
 
@@ -375,50 +410,37 @@ class GuardedPass:
     def residual_score(self, image: int, text: str) -> float:
         """The detector's score of `text` (the prompt without its intended spans) at the first step,
         averaged over `residual_draws` fresh starting noises of the first step's scale (seeded:
-        reproducible). Read through a second recorder, so it never mixes with this pass's signals."""
+        reproducible). Read through a second recorder, so it never mixes with this pass's signals.
+        Both text encoders of a two-encoder family see `text`."""
         recorder = self.recorder
         needs = self.detector.needs
-        if recorder.first_sample is None or recorder.first_uncond_states is None or needs.full_run:
+        if recorder.first_call is None or recorder.first_uncond_states is None or needs.full_run:
             return math.inf  # no unconditional branch, or a post hoc score: cannot clear the rest
-        draws = self.config.residual_draws
-        sample = recorder.first_sample[image : image + 1]
+        inputs = recorder.first_call.image(image)
+        latents = inputs.latents
         generator = torch.Generator("cpu").manual_seed(0)
-        noise = torch.randn((draws, *sample.shape[1:]), generator=generator).to(sample.device, sample.dtype)
-        noise = noise * sample.float().std().to(sample.dtype)
-        cond = self.pipe.encode_prompt(text, sample.device, draws, False)[0].to(sample.dtype)
-        uncond = recorder.first_uncond_states[image : image + 1].expand(draws, -1, -1)
+        noise = torch.randn((self.config.residual_draws, *latents.shape[1:]), generator=generator)
+        noise = (noise * latents.float().std().cpu()).to(latents.device, latents.dtype)
+        cond = self.family.encode_text(self.pipe, PromptText(text), latents.device, inputs.cond_states.dtype)
+        unet = self.family.denoiser(self.pipe)
         probe = SignalRecorder(
-            self.pipe.unet,
+            unet,
             guidance_enabled=lambda: True,
             record_until_step=1,
             attention_layers=recorder.attention_layers,
             needs=needs,
         )
-        with UNetTap.recording(self.pipe.unet, probe), editing(None):
-            self.pipe.unet(
-                torch.cat([noise, noise]),
-                recorder.trace.steps[0].timestep,
-                encoder_hidden_states=torch.cat([uncond, cond]),
-                return_dict=False,
-            )
+        with UNetTap.recording(unet, probe), editing(None):
+            inputs.predict(unet, noise, cond=cond.as_kwargs())
         return float(self.detector.score(probe.trace, 1).mean())
 
-    def _unconditional_embeds(self, batch: int) -> torch.Tensor:
-        cached = self._uncond_cache
-        if cached is None:
-            args = self.arguments
-            device = self.pipe._execution_device
-            images_per_prompt = args["num_images_per_prompt"]
-            if args.get("negative_prompt_embeds") is not None:
-                cached = self.pipe.encode_prompt(
-                    None, device, images_per_prompt, False, prompt_embeds=args["negative_prompt_embeds"]
-                )[0]
-            elif isinstance(args.get("negative_prompt"), list):
-                cached = self.pipe.encode_prompt(args["negative_prompt"], device, images_per_prompt, False)[0]
-            else:
-                cached = self.pipe.encode_prompt(args.get("negative_prompt") or "", device, 1, False)[0]
-            self._uncond_cache = cached
-        return cached.expand(batch, -1, -1) if cached.shape[0] == 1 else cached
+    def _unconditional_inputs(self) -> dict:
+        if self._uncond_cache is None:
+            states = self.recorder.first_cond_states
+            self._uncond_cache = self.family.unconditional_inputs(
+                self.pipe, self.arguments, self.pipe._execution_device, states.dtype if states is not None else None
+            )
+        return self._uncond_cache
 
     # --- reports -------------------------------------------------------------------------------
     def _reports(self) -> list[MemorizationReport]:

@@ -12,8 +12,10 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..cross_attention import project
-from ..mitigation.edits import current as current_edits
+from .edits import current as current_edits
+from .edits import editing
 from .needs import SignalNeeds
+from .replay import UNetCall, compose_sample, expand_rows, merge
 from .trace import SignalTrace
 
 # Why the noise signal may be missing for a call; shown in reports.
@@ -23,14 +25,16 @@ NO_UNCONDITIONAL_BRANCH = (
 )
 
 
+_POSITIONAL = ("sample", "timestep", "encoder_hidden_states")
+
+
 def _unet_inputs(args: tuple, kwargs: dict) -> tuple[torch.Tensor, object, dict]:
     """(sample, timestep, the other keyword arguments) of a UNet2DConditionModel call."""
     rest = dict(kwargs)
-    sample = args[0] if len(args) > 0 else rest.pop("sample")
-    timestep = args[1] if len(args) > 1 else rest.pop("timestep")
-    if len(args) > 2:
-        rest["encoder_hidden_states"] = args[2]
-    return sample, timestep, rest
+    for name, value in zip(_POSITIONAL, args, strict=False):
+        rest[name] = value
+    rest.pop("return_dict", None)
+    return rest.pop("sample"), rest.pop("timestep"), rest
 
 
 def _as_float(timestep) -> float:
@@ -51,7 +55,7 @@ class SignalRecorder:
         guidance_enabled: Callable[[], bool],
         record_until_step: int | None,
         attention_layers: frozenset[str] | None,
-        unconditional_embeds: Callable[[int], torch.Tensor] | None = None,
+        unconditional_inputs: Callable[[], dict] | None = None,
         needs: SignalNeeds | None = None,
         end_token_index: torch.Tensor | None = None,
         last_step: int | None = None,
@@ -69,14 +73,42 @@ class SignalRecorder:
         self._guidance_enabled = guidance_enabled
         self._record_until = record_until_step  # record steps < this; None: every step
         self.attention_layers = attention_layers  # None: attention is not recorded
-        self._unconditional_embeds = unconditional_embeds
+        # keyword arguments of an unconditional UNet call (text states, SDXL's pooled embeddings...),
+        # for one extra pass per step when guidance is off (GuardConfig.unconditional_pass)
+        self._unconditional_inputs = unconditional_inputs
         self.cond_slice = slice(None)  # the text-conditioned rows of the current UNet batch
         self.in_extra_pass = False  # a UNet call of the guard's own (ignored by the taps)
         self.current_timestep: float = 0.0
-        self.first_sample: torch.Tensor | None = None  # (N, C, h, w) UNet input of the first step
-        self.first_cond_states: torch.Tensor | None = None  # (N, T, D) text states of the first step
-        self.first_uncond_states: torch.Tensor | None = None  # (N, T, D) or None without CFG
+        self.first_call: UNetCall | None = None  # the loop's first UNet call, replayed by the guard
         self._cfg_now = False
+
+    def set_last_step(self, last_step: int) -> None:
+        """The 0-based index of the loop's last step, once the loop knows it."""
+        self._last_step = last_step
+
+    # --- the first step's inputs ----------------------------------------------------------------
+    @property
+    def first_sample(self) -> torch.Tensor | None:
+        """(N, C_in, h, w) the first step's UNet input of the text-conditioned rows."""
+        call = self.first_call
+        return None if call is None else call.sample[call.batch - call.num_images :]
+
+    @property
+    def first_cond_states(self) -> torch.Tensor | None:
+        """(N, T, D) the text states of the first step."""
+        states = None if self.first_call is None else self.first_call.kwargs.get("encoder_hidden_states")
+        return states[states.shape[0] - self.first_call.num_images :] if isinstance(states, torch.Tensor) else None
+
+    @property
+    def first_uncond_states(self) -> torch.Tensor | None:
+        """(N, T, D) the unconditional text states of the first step; None without guidance."""
+        call = self.first_call
+        states = None if call is None or not call.guided else call.kwargs.get("encoder_hidden_states")
+        return states[: call.num_images] if isinstance(states, torch.Tensor) else None
+
+    def release_first_call(self) -> None:
+        """Drop the kept first-step inputs (ControlNet residuals can be large) once nothing needs them."""
+        self.first_call = None
 
     # --- what to record -------------------------------------------------------------------------
     def fail(self, error: BaseException) -> None:
@@ -115,12 +147,14 @@ class SignalRecorder:
         self.cond_slice = slice(images, None) if cfg else slice(None)
         self._cfg_now = cfg
         self.current_timestep = _as_float(timestep)
-        if self.step == 0 and self.first_sample is None:
-            self.first_sample = sample[self.cond_slice].detach()
-            states = rest.get("encoder_hidden_states")
-            if isinstance(states, torch.Tensor):
-                self.first_cond_states = states[self.cond_slice].detach()
-                self.first_uncond_states = states[:images].detach() if cfg else None
+        if self.step == 0 and self.first_call is None:
+            self.first_call = UNetCall(
+                sample=sample.detach(),
+                timestep=timestep,
+                kwargs=rest,
+                guided=cfg,
+                latent_channels=getattr(getattr(self.unet, "config", None), "out_channels", sample.shape[1]),
+            )
         if self.recording_now():
             self.trace.at(self.step).timestep = self.current_timestep
         self.seconds += time.perf_counter() - start
@@ -136,7 +170,7 @@ class SignalRecorder:
             self.trace.record_noise(self.step, eps_text, eps_uncond, keep_map)
             if self.needs.hessian_first_step and self.step == 0:
                 self.trace.record_hessian(0, self._hessian_product(args, kwargs, eps_text - eps_uncond))
-        elif self._unconditional_embeds is not None:
+        elif self._unconditional_inputs is not None:
             self.trace.record_noise(self.step, eps, self._extra_unconditional_pass(args, kwargs), keep_map)
         else:
             self.noise_unavailable_reason = NO_UNCONDITIONAL_BRANCH
@@ -149,12 +183,12 @@ class SignalRecorder:
         Forward-mode AD is not implemented for the fused attention kernels, so this pass uses the
         math kernel, which differs only in speed."""
         sample, timestep, rest = _unet_inputs(args, kwargs)
-        states = rest.pop("encoder_hidden_states")
-        rest["return_dict"] = False
-        x = sample[self.cond_slice].detach()
+        template = sample[self.cond_slice].detach()
+        x = template[:, : direction.shape[1]]  # the denoised channels (an inpainting UNet takes more)
 
         def difference(latents: torch.Tensor) -> torch.Tensor:
-            out = self.unet(torch.cat([latents, latents]), timestep, encoder_hidden_states=states, **rest)[0]
+            inputs = compose_sample(latents, template)
+            out = self.unet(torch.cat([inputs, inputs]), timestep, **rest, return_dict=False)[0]
             uncond, text = out.chunk(2)
             return text - uncond
 
@@ -164,17 +198,14 @@ class SignalRecorder:
 
     def _extra_unconditional_pass(self, args: tuple, kwargs: dict) -> torch.Tensor:
         sample, timestep, rest = _unet_inputs(args, kwargs)
-        rest["encoder_hidden_states"] = self._unconditional_embeds(sample.shape[0])
-        rest["return_dict"] = False
+        unconditional = expand_rows(self._unconditional_inputs(), sample.shape[0])  # one row for the batch
         with self.own_unet_calls():
-            return self.unet(sample, timestep, **rest)[0]
+            return self.unet(sample, timestep, **merge(rest, unconditional), return_dict=False)[0]
 
     @contextmanager
     def own_unet_calls(self):
         """The guard's own UNet calls inside (extra passes, residuals, gradients): the taps ignore
         them and no mitigation edit applies to them."""
-        from ..mitigation.edits import editing
-
         saved = self.in_extra_pass
         self.in_extra_pass = True
         try:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 from diffusers.models.attention_processor import Attention
 
-from ..mitigation import edits as _edits
+from . import edits as _edits
 
 if TYPE_CHECKING:
     from .recorder import SignalRecorder

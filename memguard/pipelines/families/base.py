@@ -1,0 +1,234 @@
+"""`Family`: everything the guard must know about one diffusers pipeline family, in one place.
+
+The guarded call (`guarded_call.py`, `guarded_pass.py`) knows no family: it asks the family how to
+bind a call's arguments, which prompt is behind each image, how many denoising steps the loop will
+run, how to encode a new text the way the pipeline would (with the extra UNet inputs that depend on
+it), what the unconditional branch is, how to call the pipeline again for one image (a re-sample),
+which modules a calibration fingerprints and which output class to return. Everything else the
+guard's own UNet evaluations need (SDXL's time ids, ControlNet's residuals, an inpainting UNet's mask
+channels) is replayed from the loop's first UNet call (`memguard.signals.replay`).
+
+The base class is Stable Diffusion 1.x/2.x text-to-image; each family overrides what differs.
+Adding a family: subclass `Family`, set `name` and `parent`, override what differs, register an
+instance in `families/__init__.py` and add its guarded class in `pipelines/guarded.py`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from ...mitigation import ResamplePlan
+from ...signals.replay import ImageInputs
+from ..outputs import GuardedPipelineOutput
+
+# The parents' **kwargs only exists for these deprecated arguments; anything else is a typo that
+# diffusers would silently ignore.
+DEPRECATED_KEYWORDS = frozenset({"callback", "callback_steps"})
+
+
+@dataclass(frozen=True)
+class PromptText:
+    """The prompt text behind one image: `text` for the (first) text encoder and, in two-encoder
+    families, `text_2` for the second one (None: the same as `text`)."""
+
+    text: str | None
+    text_2: str | None = None
+
+    @property
+    def texts(self) -> tuple[str, ...]:
+        return tuple(t for t in (self.text, self.text_2) if t is not None)
+
+
+@dataclass(frozen=True)
+class TextConditioning:
+    """A text as the UNet receives it: the text-encoder states and the UNet inputs that depend on the
+    text (SDXL's pooled `text_embeds`), as keyword arguments that override the first step's."""
+
+    states: torch.Tensor  # (k, T, D)
+    extra: dict
+
+    def as_kwargs(self) -> dict:
+        return {"encoder_hidden_states": self.states, **self.extra}
+
+
+def select_prompt(value, prompt: int, num_prompts: int):
+    """The part of a per-prompt argument that belongs to prompt `prompt` (a list or batch of one),
+    or the argument itself when it holds one entry for every prompt (a single image, one string)."""
+    if num_prompts <= 1 or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)) and len(value) == num_prompts:
+        return [value[prompt]]
+    if hasattr(value, "shape") and len(value.shape) > 0 and value.shape[0] == num_prompts:
+        return value[prompt : prompt + 1]
+    return value
+
+
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {type(value).__name__ if value is None else value!r}")
+    return value
+
+
+class Family:
+    """Stable Diffusion 1.x/2.x text-to-image (`StableDiffusionPipeline`)."""
+
+    name: ClassVar[str] = "stable-diffusion"
+    parent: ClassVar[type]
+    output_class: ClassVar[type] = GuardedPipelineOutput
+    # prompt arguments whose text is behind each image, one per text encoder
+    text_arguments: ClassVar[tuple[str, ...]] = ("prompt",)
+    negative_text_arguments: ClassVar[tuple[str, ...]] = ("negative_prompt",)
+    # arguments with one entry per prompt, cut to the image's prompt when one image is re-sampled
+    per_prompt_arguments: ClassVar[tuple[str, ...]] = (
+        "prompt",
+        "negative_prompt",
+        "prompt_embeds",
+        "negative_prompt_embeds",
+    )
+    # the loop starts from an image with noise added (img2img, inpaint), not from pure noise
+    starts_from_image: ClassVar[bool] = False
+    # modules whose weights make the scores what they are (calibrations are tied to them)
+    fingerprinted: ClassVar[tuple[str, ...]] = ("unet", "text_encoder")
+    # the denoising network whose calls and cross-attention the taps read
+    denoiser_name: ClassVar[str] = "unet"
+
+    # --- the call's arguments ---------------------------------------------------------------------
+    def signature(self) -> inspect.Signature:
+        return inspect.signature(self.parent.__call__)
+
+    def bind(self, pipe, args: tuple, kwargs: dict) -> dict:
+        """The parent `__call__`'s arguments by name, defaults filled in (TypeError on an unknown one)."""
+        bound = self.signature().bind(pipe, *args, **kwargs)
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        arguments.pop("self", None)
+        extra = arguments.pop("kwargs", {})
+        unknown = sorted(set(extra) - DEPRECATED_KEYWORDS)
+        if unknown:
+            raise TypeError(f"the pipeline call got unexpected keyword argument(s) {unknown}")
+        arguments.update(extra)
+        return arguments
+
+    def num_prompts(self, arguments: dict) -> int:
+        prompt = arguments.get("prompt")
+        if isinstance(prompt, str):
+            return 1
+        if isinstance(prompt, list):
+            return len(prompt)
+        embeds = arguments.get("prompt_embeds")
+        return int(embeds.shape[0]) if embeds is not None else 1
+
+    def images_per_prompt(self, arguments: dict) -> int:
+        return int(arguments.get("num_images_per_prompt") or 1)
+
+    def prompt_text(self, arguments: dict, image: int) -> PromptText:
+        """The text behind image `image` of a call (None where the call passed embeddings)."""
+        prompt = image // self.images_per_prompt(arguments)
+        texts = []
+        for name in self.text_arguments:
+            value = arguments.get(name)
+            texts.append(value[prompt] if isinstance(value, list) else value)
+        return PromptText(*texts)
+
+    def prompt_strings(self, arguments: dict) -> list[str]:
+        """Every piece of prompt text the call holds (positive and negative), for redaction."""
+        strings: list[str] = []
+        for name in self.text_arguments + self.negative_text_arguments:
+            value = arguments.get(name)
+            values = [value] if isinstance(value, str) else value if isinstance(value, (list, tuple)) else []
+            strings.extend(v for v in values if isinstance(v, str) and v)
+        return strings
+
+    def denoiser(self, pipe):
+        return getattr(pipe, self.denoiser_name)
+
+    def tokenizer(self, pipe):
+        """The tokenizer whose positions the cross-attention attends over (an SDXL refiner has only
+        the second one)."""
+        return getattr(pipe, "tokenizer", None) or getattr(pipe, "tokenizer_2", None)
+
+    # --- the loop ---------------------------------------------------------------------------------
+    def denoising_steps(self, arguments: dict) -> int | None:
+        """Denoising steps the loop will run (None: only known once it runs)."""
+        for name in ("timesteps", "sigmas"):
+            if arguments.get(name) is not None:
+                return len(arguments[name])
+        return _positive_int(arguments.get("num_inference_steps"), "num_inference_steps")
+
+    def steps_argument(self, arguments: dict) -> str:
+        """The argument that sets how many steps run, for error messages."""
+        for name in ("timesteps", "sigmas"):
+            if arguments.get(name) is not None:
+                return name
+        return "num_inference_steps"
+
+    def start_of(self, prepared) -> torch.Tensor:
+        """The loop's starting latents from what the pipeline's `prepare_latents` returned."""
+        return prepared[0] if isinstance(prepared, tuple) else prepared
+
+    # --- text as the UNet sees it --------------------------------------------------------------------
+    def encode_text(self, pipe, prompt: PromptText, device, dtype) -> TextConditioning:
+        """One text encoded as the pipeline encodes a prompt (no guidance, one image)."""
+        states = pipe.encode_prompt(
+            prompt=prompt.text, device=device, num_images_per_prompt=1, do_classifier_free_guidance=False
+        )[0]
+        return TextConditioning(states.to(dtype), {})
+
+    def unconditional_inputs(self, pipe, arguments: dict, device, dtype) -> dict:
+        """UNet keyword arguments of the unconditional branch, one row per image (or one for all):
+        what the pipeline would use under guidance (the negative prompt, or the empty one)."""
+        encoded = pipe.encode_prompt(
+            prompt=[""] * self.num_prompts(arguments),
+            device=device,
+            num_images_per_prompt=self.images_per_prompt(arguments),
+            do_classifier_free_guidance=True,
+            negative_prompt=arguments.get("negative_prompt"),
+            negative_prompt_embeds=arguments.get("negative_prompt_embeds"),
+        )
+        return {"encoder_hidden_states": encoded[1].to(dtype)}
+
+    # --- one image again ----------------------------------------------------------------------------
+    def resample_arguments(
+        self,
+        pipe,
+        arguments: dict,
+        image: int,
+        plan: ResamplePlan,
+        inputs: ImageInputs,
+        generator: torch.Generator,
+    ) -> dict:
+        """The parent call's arguments to generate image `image` alone again, as `plan` says.
+
+        Per-prompt arguments are cut to the image's prompt; the plan's starting latents replace the
+        pipeline's own draw (pure-noise families), or the pipeline draws new noise for the image it
+        starts from (img2img, inpaint); `generator` (the re-sample's own, never the caller's) drives
+        every other draw, so stochastic samplers stay reproducible."""
+        prompt, count = image // self.images_per_prompt(arguments), self.num_prompts(arguments)
+        call = dict(arguments)
+        for name in self.per_prompt_arguments:
+            call[name] = self.select(pipe, name, arguments.get(name), prompt, count)
+        call.update(num_images_per_prompt=1, generator=generator)
+        call["latents"] = None if self.starts_from_image else plan.latents
+        if plan.prompt is not None and plan.prompt_embeds is None:
+            call.update(prompt=[plan.prompt], prompt_embeds=None)
+        else:
+            embeds = plan.prompt_embeds if plan.prompt_embeds is not None else inputs.cond_states
+            for name in self.text_arguments + self.negative_text_arguments:
+                call[name] = None
+            call.update(self.embeds_arguments(embeds, inputs))
+        return call
+
+    def select(self, pipe, name: str, value, prompt: int, num_prompts: int):
+        return select_prompt(value, prompt, num_prompts)
+
+    def embeds_arguments(self, embeds: torch.Tensor, inputs: ImageInputs) -> dict:
+        """Call arguments that condition on `embeds` (the prompt's states) instead of a text."""
+        return {"prompt_embeds": embeds, "negative_prompt_embeds": inputs.uncond_states}
+
+    # --- helpers ------------------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        return f"<memguard family {self.name!r} ({self.parent.__name__})>"

@@ -1,0 +1,75 @@
+"""The Stable Diffusion 1.x/2.x families: text-to-image, img2img, inpaint and ControlNet."""
+
+from __future__ import annotations
+
+from diffusers import (
+    StableDiffusionControlNetPipeline,
+    StableDiffusionImg2ImgPipeline,
+    StableDiffusionInpaintPipeline,
+    StableDiffusionPipeline,
+)
+from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
+
+from .base import Family, select_prompt
+
+
+class StableDiffusionFamily(Family):
+    """`StableDiffusionPipeline` (SD 1.x and 2.x, epsilon and v-prediction)."""
+
+    name = "stable-diffusion"
+    parent = StableDiffusionPipeline
+
+
+def strength_steps(family: Family, arguments: dict) -> int:
+    """Steps an image-to-image loop runs: `strength` of the schedule, as diffusers' `get_timesteps`."""
+    steps = Family.denoising_steps(family, arguments)
+    strength = arguments.get("strength")
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
+        raise ValueError(f"strength must be a number in [0, 1], got {strength!r}")
+    return min(int(steps * strength), steps)
+
+
+class StableDiffusionImg2ImgFamily(Family):
+    """`StableDiffusionImg2ImgPipeline`: the loop starts from the init image's latents with noise
+    added at `strength`; a re-sample draws new noise for the same image."""
+
+    name = "stable-diffusion-img2img"
+    parent = StableDiffusionImg2ImgPipeline
+    per_prompt_arguments = (*Family.per_prompt_arguments, "image")
+    starts_from_image = True
+
+    def denoising_steps(self, arguments: dict) -> int:
+        return strength_steps(self, arguments)
+
+    def steps_argument(self, arguments: dict) -> str:
+        return "strength"
+
+
+class StableDiffusionInpaintFamily(StableDiffusionImg2ImgFamily):
+    """`StableDiffusionInpaintPipeline` (4- or 9-channel UNets: the mask channels are replayed)."""
+
+    name = "stable-diffusion-inpaint"
+    parent = StableDiffusionInpaintPipeline
+    per_prompt_arguments = (*Family.per_prompt_arguments, "image", "mask_image", "masked_image_latents")
+
+
+def select_control_image(pipe, value, prompt: int, num_prompts: int):
+    """ControlNet's `image`: per prompt, or (several ControlNets) a list of those, one per net."""
+    if isinstance(getattr(pipe, "controlnet", None), MultiControlNetModel) and isinstance(value, (list, tuple)):
+        return [select_prompt(v, prompt, num_prompts) for v in value]
+    return select_prompt(value, prompt, num_prompts)
+
+
+class StableDiffusionControlNetFamily(Family):
+    """`StableDiffusionControlNetPipeline`: the ControlNet's residuals of the first step are replayed
+    with the UNet inputs; the ControlNet's weights are part of what a calibration fingerprints."""
+
+    name = "stable-diffusion-controlnet"
+    parent = StableDiffusionControlNetPipeline
+    per_prompt_arguments = (*Family.per_prompt_arguments, "image")
+    fingerprinted = (*Family.fingerprinted, "controlnet")
+
+    def select(self, pipe, name: str, value, prompt: int, num_prompts: int):
+        if name == "image":
+            return select_control_image(pipe, value, prompt, num_prompts)
+        return super().select(pipe, name, value, prompt, num_prompts)

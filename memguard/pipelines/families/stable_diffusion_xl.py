@@ -1,0 +1,122 @@
+"""The SDXL families: text-to-image, img2img, inpaint and ControlNet.
+
+SDXL conditions its UNet on two text encoders (their states concatenated) plus the second one's
+pooled embedding and the size/crop "time ids" (`added_cond_kwargs`). A new text (a prompt without
+its concepts, a re-sample's prompt) brings its own pooled embedding; the time ids are replayed.
+"""
+
+from __future__ import annotations
+
+from diffusers import (
+    StableDiffusionXLControlNetPipeline,
+    StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLInpaintPipeline,
+    StableDiffusionXLPipeline,
+)
+
+from ...signals.replay import ImageInputs
+from ..outputs import GuardedStableDiffusionXLPipelineOutput
+from .base import Family, PromptText, TextConditioning
+from .stable_diffusion import select_control_image, strength_steps
+
+
+class StableDiffusionXLFamily(Family):
+    """`StableDiffusionXLPipeline`."""
+
+    name = "stable-diffusion-xl"
+    parent = StableDiffusionXLPipeline
+    output_class = GuardedStableDiffusionXLPipelineOutput
+    text_arguments = ("prompt", "prompt_2")
+    negative_text_arguments = ("negative_prompt", "negative_prompt_2")
+    per_prompt_arguments = (
+        "prompt",
+        "prompt_2",
+        "negative_prompt",
+        "negative_prompt_2",
+        "prompt_embeds",
+        "negative_prompt_embeds",
+        "pooled_prompt_embeds",
+        "negative_pooled_prompt_embeds",
+    )
+    fingerprinted = ("unet", "text_encoder", "text_encoder_2")
+
+    def denoising_steps(self, arguments: dict) -> int | None:
+        if arguments.get("denoising_end") is not None or arguments.get("denoising_start") is not None:
+            return None  # a fraction of the schedule: counted once the loop runs
+        return Family.denoising_steps(self, arguments)
+
+    def encode_text(self, pipe, prompt: PromptText, device, dtype) -> TextConditioning:
+        states, _, pooled, _ = pipe.encode_prompt(
+            prompt=prompt.text,
+            prompt_2=prompt.text_2,
+            device=device,
+            num_images_per_prompt=1,
+            do_classifier_free_guidance=False,
+        )
+        return TextConditioning(states.to(dtype), {"added_cond_kwargs": {"text_embeds": pooled.to(dtype)}})
+
+    def unconditional_inputs(self, pipe, arguments: dict, device, dtype) -> dict:
+        _, states, _, pooled = pipe.encode_prompt(
+            prompt=[""] * self.num_prompts(arguments),
+            device=device,
+            num_images_per_prompt=self.images_per_prompt(arguments),
+            do_classifier_free_guidance=True,
+            negative_prompt=arguments.get("negative_prompt"),
+            negative_prompt_2=arguments.get("negative_prompt_2"),
+            negative_prompt_embeds=arguments.get("negative_prompt_embeds"),
+            negative_pooled_prompt_embeds=arguments.get("negative_pooled_prompt_embeds"),
+        )
+        return {"encoder_hidden_states": states.to(dtype), "added_cond_kwargs": {"text_embeds": pooled.to(dtype)}}
+
+    def embeds_arguments(self, embeds, inputs: ImageInputs) -> dict:
+        uncond = inputs.uncond or {}
+        return {
+            "prompt_embeds": embeds,
+            "pooled_prompt_embeds": inputs.cond["added_cond_kwargs"]["text_embeds"],
+            "negative_prompt_embeds": uncond.get("encoder_hidden_states"),
+            "negative_pooled_prompt_embeds": uncond.get("added_cond_kwargs", {}).get("text_embeds"),
+        }
+
+
+class StableDiffusionXLImg2ImgFamily(StableDiffusionXLFamily):
+    """`StableDiffusionXLImg2ImgPipeline` (the refiner too: it has only the second text encoder)."""
+
+    name = "stable-diffusion-xl-img2img"
+    parent = StableDiffusionXLImg2ImgPipeline
+    per_prompt_arguments = (*StableDiffusionXLFamily.per_prompt_arguments, "image")
+    starts_from_image = True
+
+    def denoising_steps(self, arguments: dict) -> int | None:
+        if arguments.get("denoising_start") is not None or arguments.get("denoising_end") is not None:
+            return None
+        return strength_steps(self, arguments)
+
+    def steps_argument(self, arguments: dict) -> str:
+        return "denoising_start" if arguments.get("denoising_start") is not None else "strength"
+
+
+class StableDiffusionXLInpaintFamily(StableDiffusionXLImg2ImgFamily):
+    """`StableDiffusionXLInpaintPipeline`."""
+
+    name = "stable-diffusion-xl-inpaint"
+    parent = StableDiffusionXLInpaintPipeline
+    per_prompt_arguments = (
+        *StableDiffusionXLFamily.per_prompt_arguments,
+        "image",
+        "mask_image",
+        "masked_image_latents",
+    )
+
+
+class StableDiffusionXLControlNetFamily(StableDiffusionXLFamily):
+    """`StableDiffusionXLControlNetPipeline`."""
+
+    name = "stable-diffusion-xl-controlnet"
+    parent = StableDiffusionXLControlNetPipeline
+    per_prompt_arguments = (*StableDiffusionXLFamily.per_prompt_arguments, "image")
+    fingerprinted = (*StableDiffusionXLFamily.fingerprinted, "controlnet")
+
+    def select(self, pipe, name: str, value, prompt: int, num_prompts: int):
+        if name == "image":
+            return select_control_image(pipe, value, prompt, num_prompts)
+        return super().select(pipe, name, value, prompt, num_prompts)
