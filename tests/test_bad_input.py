@@ -1,8 +1,9 @@
 """Every row of the README's bad-input table: a clear error naming the argument."""
 
+import PIL.Image
 import pytest
 from conftest import PROMPTS, seeded
-from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+from diffusers import DDPMPipeline, DDPMScheduler, StableDiffusionImg2ImgPipeline, UNet2DModel
 
 import memguard
 from memguard import GuardConfig, GuardedStableDiffusionPipeline
@@ -84,3 +85,40 @@ def test_score_refuses_arguments_it_sets_itself(shared_base_pipe):
         guarded.score(PROMPTS, generator=seeded(1))
     with pytest.raises(ValueError, match="batch_size"):
         guarded.score(PROMPTS, batch_size=0)
+
+
+def test_a_controlnet_image_of_the_wrong_batch_size_names_the_argument():
+    from memguard.testbed.tiny import tiny_family_pipeline
+
+    guarded = memguard.guard(tiny_family_pipeline("stable-diffusion-controlnet"))
+    images = [PIL.Image.new("RGB", (32, 32))] * 3  # three control images for two prompts
+    with pytest.raises(ValueError, match="image batch size") as err:
+        guarded([SECRET, "a red circle"], image=images, num_inference_steps=2, height=32, width=32)
+    assert SECRET not in str(err.value)
+
+
+def test_strength_that_leaves_fewer_steps_than_the_decision_step_names_strength():
+    from memguard.testbed.tiny import tiny_family_pipeline
+
+    guarded = memguard.guard(tiny_family_pipeline("stable-diffusion-img2img"), GuardConfig(decision_step=3))
+    with pytest.raises(
+        ValueError, match=r"decision_step=3 is beyond the 2 denoising step\(s\) that strength=0.5"
+    ) as err:
+        guarded(SECRET, image=PIL.Image.new("RGB", (32, 32)), strength=0.5, num_inference_steps=4)
+    assert SECRET not in str(err.value) and "raise strength or num_inference_steps" in str(err.value)
+
+
+def test_a_calibration_of_another_family_names_the_calibration(shared_base_pipe):
+    benign = [f"prompt number {i}" for i in range(10)]
+    calibration = memguard.calibrate(shared_base_pipe, benign, target_fpr=0.1, num_inference_steps=2, progress=False)
+    img2img = StableDiffusionImg2ImgPipeline.from_pipe(
+        memguard.guard(shared_base_pipe, GuardConfig(calibration=calibration))
+    )
+    with pytest.raises(ValueError, match=r"GuardConfig.calibration was measured on a 'stable-diffusion' pipeline"):
+        img2img(SECRET, image=PIL.Image.new("RGB", (32, 32)), num_inference_steps=2)
+
+
+def test_num_inference_steps_none_names_the_argument(shared_base_pipe):
+    with pytest.raises(ValueError, match=r"num_inference_steps must be an int >= 1, got None") as err:
+        memguard.guard(shared_base_pipe)(SECRET, num_inference_steps=None)
+    assert SECRET not in str(err.value)

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 from conftest import PROMPTS, seeded
 from prometheus_client import CollectorRegistry
 
@@ -87,3 +88,26 @@ def test_a_failing_resample_never_returns_the_memorized_image_unmarked(shared_ba
 def test_on_error_must_be_a_known_word():
     with pytest.raises(ValueError, match="on_error"):
         GuardConfig(on_error="ignore")
+
+
+def test_non_finite_latents_fail_closed_instead_of_passing_as_unavailable(shared_base_pipe):
+    latents = torch.full((2, 4, 8, 8), float("nan"))
+    out = memguard.guard(shared_base_pipe, GuardConfig(policy=Policy.uniform("block"), threshold=0.1))(
+        [SECRET, PROMPTS[0]], num_inference_steps=STEPS, latents=latents, output_type="np"
+    )
+    assert [(r.status, r.action) for r in out.memorization] == [("error", "blocked")] * 2
+    assert "FloatingPointError" in out.memorization[0].reason and not np.asarray(out.images).any()
+
+
+def test_a_failing_metrics_layer_never_costs_the_images(shared_base_pipe, caplog):
+    class BrokenMetrics(GuardMetrics):
+        def observe_call(self, pipeline, reports):
+            raise OSError("the metrics backend is down")
+
+    reference = shared_base_pipe(PROMPTS, num_inference_steps=STEPS, generator=seeded(2), output_type="np").images
+    config = GuardConfig(metrics=BrokenMetrics(CollectorRegistry()), threshold=1e9)
+    out = memguard.guard(shared_base_pipe, config)(
+        PROMPTS, num_inference_steps=STEPS, generator=seeded(2), output_type="np"
+    )
+    assert np.array_equal(out.images, reference) and len(out.memorization) == 2
+    assert "recording metrics failed (OSError)" in caplog.text

@@ -5,6 +5,7 @@ import logging
 import warnings
 
 import pytest
+import torch
 from conftest import seeded
 
 import memguard
@@ -63,3 +64,52 @@ def test_diffusers_truncation_warning_keeps_the_warning_but_not_the_text(shared_
         diffusers_logging.set_verbosity(verbosity)
     assert "truncated" in caplog.text and "redacted by memguard" in caplog.text
     assert "zyxwv" not in caplog.text.lower()
+
+
+def test_importing_memguard_changes_no_logger():
+    import subprocess
+    import sys
+
+    script = (
+        "import logging, memguard, memguard.pipelines\n"
+        "names = [n for n in logging.root.manager.loggerDict if n.startswith('diffusers')]\n"
+        "ours = [f for n in names for f in logging.getLogger(n).filters if type(f).__module__.startswith('memguard')]\n"
+        "print(len(ours), len(names))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    filters, loggers = map(int, done.stdout.split())
+    assert loggers > 0 and filters == 0
+
+
+def test_a_plain_pipeline_keeps_its_own_log_text_outside_guarded_calls(shared_base_pipe, caplog):
+    from diffusers.utils import logging as diffusers_logging
+
+    verbosity = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_warning()
+    diffusers_logging.enable_propagation()
+    long_prompt = "a red circle " * 30 + SECRET
+    try:
+        caplog.set_level(logging.WARNING)
+        memguard.guard(shared_base_pipe)(long_prompt, num_inference_steps=2, generator=seeded(1), output_type="np")
+        guarded_text, _ = caplog.text, caplog.clear()
+        shared_base_pipe(long_prompt, num_inference_steps=2, generator=seeded(1), output_type="np")
+    finally:
+        diffusers_logging.disable_propagation()
+        diffusers_logging.set_verbosity(verbosity)
+    assert "zyxwv" not in guarded_text.lower()
+    assert "zyxwv" in caplog.text.lower()  # the unguarded call's record is diffusers' own, untouched
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(negative_prompt=[SECRET, "blurry", "dark"]),  # three negative prompts for two prompts
+        dict(prompt_embeds=torch.zeros(2, 77, 32)),  # prompt and prompt_embeds together
+    ],
+)
+def test_the_pipelines_own_errors_lose_the_prompt_text_but_keep_their_type(shared_base_pipe, kwargs):
+    with pytest.raises(ValueError) as err:
+        memguard.guard(shared_base_pipe)([SECRET, SECRET], num_inference_steps=2, **kwargs)
+    message = str(err.value)
+    assert "zyxwv" not in message.lower() and "redacted by memguard" in message
+    assert err.value.__cause__ is None and err.value.__suppress_context__

@@ -69,7 +69,11 @@ def select_prompt(value, prompt: int, num_prompts: int):
 
 def _positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {type(value).__name__ if value is None else value!r}")
+        raise ValueError(
+            f"{name} must be an int >= 1, got {value!r}"
+            if isinstance(value, (int, float, type(None)))
+            else f"{name} must be an int >= 1, got a {type(value).__name__}"
+        )
     return value
 
 
