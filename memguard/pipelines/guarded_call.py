@@ -184,7 +184,7 @@ class GuardedCall:
         intended_tokens = _tokens_in(offsets, verdict.intended_spans)
         base = MitigationContext(
             pipe=self.pipe,
-            unet=self.family.denoiser(self.pipe),
+            unet=result.recorder.eager,
             prompt=prompt,
             inputs=inputs,
             latents=start,

@@ -12,6 +12,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
@@ -26,6 +27,7 @@ from ..report import Attempt, MemorizationReport
 from ..signals import SignalRecorder, UNetTap, cross_attention_layers
 from ..signals.edits import Edits, editing
 from ..signals.replay import ImageInputs
+from ..signals.taps import eager_module, is_compiled
 from ..signals.tokens import end_token_positions
 from .families import Family, PromptText
 
@@ -216,6 +218,8 @@ class GuardedPass:
         if self.threshold is None:
             self.threshold = resolve_threshold(self.pipe, self.config, self.detector)
         unet = self.family.denoiser(self.pipe)
+        if self.edits is not None and is_compiled(unet):
+            unet = eager_module(unet)  # a re-sample's edits change attention processors: no compiled graph
         needs = self.detector.needs
         record_until = self.decision_step
         if self.config.record_all_steps or needs.all_steps:
@@ -247,7 +251,7 @@ class GuardedPass:
         starts: list = []
         sink = latents_sink.set(starts)
         try:
-            with UNetTap.recording(unet, self.recorder), editing(self.edits):
+            with self._eager_for_edits(unet), UNetTap.recording(self.recorder.unet, self.recorder), editing(self.edits):
                 output = parent_call(
                     **arguments,
                     callback_on_step_end=on_step_end,
@@ -284,6 +288,20 @@ class GuardedPass:
             start,
             sigma,
         )
+
+    @contextmanager
+    def _eager_for_edits(self, unet):
+        """While a re-sample with edits runs on a compiled UNet, the pipeline calls the original module."""
+        name = self.family.denoiser_name
+        compiled = self.pipe.__dict__.get(name)
+        if compiled is unet:
+            yield
+            return
+        self.pipe.__dict__[name] = unet  # the attribute only: the pipeline's config is unchanged
+        try:
+            yield
+        finally:
+            self.pipe.__dict__[name] = compiled
 
     def error_report(self, error: BaseException) -> MemorizationReport:
         """The report of an image the guard failed on. Only the error's type is kept: messages may
@@ -402,7 +420,7 @@ class GuardedPass:
         recorder = self.recorder
         if self.config.attribution == "gradient" and recorder.first_uncond_states is not None:
             with recorder.own_unet_calls():
-                return gradient_token_scores(self.family.denoiser(self.pipe), recorder.first_call.image(image))
+                return gradient_token_scores(recorder.eager, recorder.first_call.image(image))
         mass = recorder.trace.token_mass([s for s in range(self.decided_at or 0)])
         return mass[image] if mass is not None else None
 
@@ -422,7 +440,7 @@ class GuardedPass:
         noise = torch.randn((self.config.residual_draws, *latents.shape[1:]), generator=generator)
         noise = (noise * latents.float().std().cpu()).to(latents.device, latents.dtype)
         cond = self.family.encode_text(self.pipe, PromptText(text), latents.device, inputs.cond_states.dtype)
-        unet = self.family.denoiser(self.pipe)
+        unet = recorder.eager  # the guard's own evaluation never runs (or retraces) a compiled graph
         probe = SignalRecorder(
             unet,
             guidance_enabled=lambda: True,

@@ -16,6 +16,7 @@ from .edits import current as current_edits
 from .edits import editing
 from .needs import SignalNeeds
 from .replay import UNetCall, compose_sample, expand_rows, merge
+from .taps import eager_module, install_attention_taps, is_compiled, remove_attention_taps
 from .trace import SignalTrace
 
 # Why the noise signal may be missing for a call; shown in reports.
@@ -60,7 +61,9 @@ class SignalRecorder:
         end_token_index: torch.Tensor | None = None,
         last_step: int | None = None,
     ):
-        self.unet = unet
+        self.unet = unet  # the module the pipeline calls (the taps match it)
+        self.eager = eager_module(unet)  # what the guard's own evaluations run (never a compiled graph)
+        self._compiled = is_compiled(unet)
         self.needs = needs or SignalNeeds()
         self._end_token_index = end_token_index  # (N,) position of each image's end token, if known
         self._last_step = last_step  # 0-based index of the loop's last step
@@ -163,6 +166,8 @@ class SignalRecorder:
         if not self.recording_now():
             return
         start = time.perf_counter()
+        if self._compiled and self.attention_layers is not None:
+            self._read_attention_eagerly(args, kwargs)
         eps = output[0] if isinstance(output, (tuple, list)) else output.sample
         keep_map = self.needs.noise_map_first_step and self.step == 0
         if self._cfg_now:
@@ -188,7 +193,7 @@ class SignalRecorder:
 
         def difference(latents: torch.Tensor) -> torch.Tensor:
             inputs = compose_sample(latents, template)
-            out = self.unet(torch.cat([inputs, inputs]), timestep, **rest, return_dict=False)[0]
+            out = self.eager(torch.cat([inputs, inputs]), timestep, **rest, return_dict=False)[0]
             uncond, text = out.chunk(2)
             return text - uncond
 
@@ -196,11 +201,21 @@ class SignalRecorder:
             _, product = torch.func.jvp(difference, (x,), (direction.detach().to(x.dtype),))
         return product
 
+    def _read_attention_eagerly(self, args: tuple, kwargs: dict) -> None:
+        """A compiled UNet's graph is never touched: its attention is read by running the same inputs
+        through the original module with the attention taps (one extra UNet evaluation per recorded
+        step; set GuardConfig(record_attention=False) with a noise detector to avoid it)."""
+        originals = install_attention_taps(self.eager)
+        try:
+            self.eager(*args, **kwargs)
+        finally:
+            remove_attention_taps(self.eager, originals)
+
     def _extra_unconditional_pass(self, args: tuple, kwargs: dict) -> torch.Tensor:
         sample, timestep, rest = _unet_inputs(args, kwargs)
         unconditional = expand_rows(self._unconditional_inputs(), sample.shape[0])  # one row for the batch
         with self.own_unet_calls():
-            return self.unet(sample, timestep, **merge(rest, unconditional), return_dict=False)[0]
+            return self.eager(sample, timestep, **merge(rest, unconditional), return_dict=False)[0]
 
     @contextmanager
     def own_unet_calls(self):

@@ -26,11 +26,35 @@ if TYPE_CHECKING:
 _active_recorder: ContextVar[SignalRecorder | None] = ContextVar("memguard_active_recorder", default=None)
 
 
+def eager_module(unet: torch.nn.Module) -> torch.nn.Module:
+    """The module itself, or the original module behind `torch.compile(unet)`: the guard's own UNet
+    evaluations and attention reads run it eagerly, so nothing of the guard enters a compiled graph."""
+    return getattr(unet, "_orig_mod", unet) if is_compiled(unet) else unet
+
+
+def is_compiled(unet: torch.nn.Module) -> bool:
+    """Whether `unet` is `torch.compile(module)` (its hooks run outside the compiled graph)."""
+    from torch._dynamo.eval_frame import OptimizedModule
+
+    return isinstance(unet, OptimizedModule)
+
+
+def check_compilable(unet: torch.nn.Module) -> None:
+    """An in-place compiled module (`unet.compile()`) traces its own hooks into the graph, where the
+    guard's would break it into pieces and recompile on every call: refuse it, naming the way that works."""
+    if getattr(unet, "_compiled_call_impl", None) is not None:
+        raise TypeError(
+            "the pipeline's UNet was compiled in place (unet.compile()), which compiles its hooks too; memguard "
+            "reads its signals around the UNet call: compile it as `pipe.unet = torch.compile(pipe.unet)` instead"
+        )
+
+
 def cross_attention_layers(unet: torch.nn.Module) -> dict[str, Attention]:
-    """The UNet's cross-attention modules by name (the `attn_processors` key without ".processor")."""
+    """The UNet's cross-attention modules by name (the `attn_processors` key without ".processor"); for
+    a compiled UNet, those of the module it compiles (the same names)."""
     return {
         name: module
-        for name, module in unet.named_modules()
+        for name, module in eager_module(unet).named_modules()
         if isinstance(module, Attention) and getattr(module, "is_cross_attention", False)
     }
 
@@ -67,7 +91,11 @@ class CrossAttentionTap:
 
 
 class UNetTap:
-    """The hooks of one UNet, shared by every guarded call running on it."""
+    """The hooks of one UNet, shared by every guarded call running on it.
+
+    On a compiled UNet (`torch.compile(unet)`) only the forward hooks are installed, on the compiled
+    wrapper, outside the graph; its attention processors are left alone (a new processor would make it
+    recompile) and the recorder reads attention by running the original module eagerly."""
 
     _lock = threading.Lock()
     _taps: dict[int, UNetTap] = {}
@@ -79,24 +107,19 @@ class UNetTap:
         self._originals: dict[str, object] = {}
 
     def _install(self) -> None:
+        check_compilable(self.unet)
         self._handles = [
             self.unet.register_forward_pre_hook(_pre_hook, with_kwargs=True),
             self.unet.register_forward_hook(_post_hook, with_kwargs=True),
         ]
-        for name, module in cross_attention_layers(self.unet).items():
-            self._originals[name] = module.processor
-            module.set_processor(CrossAttentionTap(module.processor, name))
+        if not is_compiled(self.unet):
+            self._originals = install_attention_taps(self.unet)
 
     def _remove(self) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles = []
-        layers = cross_attention_layers(self.unet)
-        for name, original in self._originals.items():
-            module = layers.get(name)
-            # Leave a processor the user set meanwhile; only undo our own wrapper.
-            if module is not None and isinstance(module.processor, CrossAttentionTap):
-                module.set_processor(original)
+        remove_attention_taps(self.unet, self._originals)
         self._originals = {}
 
     @classmethod
@@ -120,6 +143,24 @@ class UNetTap:
                 if tap.users == 0:
                     tap._remove()
                     del cls._taps[id(unet)]
+
+
+def install_attention_taps(unet: torch.nn.Module) -> dict[str, object]:
+    """Wrap every cross-attention processor of `unet` in a `CrossAttentionTap`; returns the originals."""
+    originals = {}
+    for name, module in cross_attention_layers(unet).items():
+        originals[name] = module.processor
+        module.set_processor(CrossAttentionTap(module.processor, name))
+    return originals
+
+
+def remove_attention_taps(unet: torch.nn.Module, originals: dict[str, object]) -> None:
+    layers = cross_attention_layers(unet)
+    for name, original in originals.items():
+        module = layers.get(name)
+        # Leave a processor the user set meanwhile; only undo our own wrapper.
+        if module is not None and isinstance(module.processor, CrossAttentionTap):
+            module.set_processor(original)
 
 
 def _pre_hook(module, args, kwargs):
