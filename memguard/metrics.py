@@ -17,7 +17,8 @@ Prometheus can see rather than a series that appears with its first sample.
 - Your own registry: `GuardConfig(metrics=GuardMetrics(registry=my_registry))`.
 - Multiprocess servers (gunicorn etc.): set `PROMETHEUS_MULTIPROC_DIR` before the workers start, as
   prometheus_client documents; `serve()` (or your `/metrics` route, with a `MultiProcessCollector`)
-  then aggregates every worker. The threshold gauge uses multiprocess mode "mostrecent".
+  then aggregates every worker. The threshold gauge uses multiprocess mode "livemostrecent": call
+  `prometheus_client.multiprocess.mark_process_dead(pid)` for a worker that exits.
 - Expose: `memguard.metrics.serve(9464)` (loopback by default), or mount
   `prometheus_client.make_wsgi_app(registry)` / `make_asgi_app` on your own server.
 """
@@ -154,7 +155,9 @@ class GuardMetrics:
             "memguard_threshold",
             "Detection threshold in force, by its source (calibration, config, default) and model fingerprint.",
             ["pipeline", "source", "model_fingerprint"],
-            multiprocess_mode="mostrecent",
+            # the latest value over live processes: once a worker is marked dead
+            # (multiprocess.mark_process_dead), the threshold of a model it served is gone with it
+            multiprocess_mode="livemostrecent",
             registry=registry,
         )
 
