@@ -73,7 +73,9 @@ def create_app(pipe=None, *, model: str = "testbed", registry: CollectorRegistry
     registry = registry if registry is not None else CollectorRegistry()
     pipe = pipe if pipe is not None else load_guarded(model)
     pipe.set_progress_bar_config(disable=True)
-    pipe.guard_config = pipe.guard_config.replace(name=PIPELINE_LABEL, metrics=GuardMetrics(registry))
+    metrics = GuardMetrics(registry)
+    metrics.register_pipeline(PIPELINE_LABEL)  # error and outcome series at zero before the first request
+    pipe.guard_config = pipe.guard_config.replace(name=PIPELINE_LABEL, metrics=metrics)
     in_flight = Gauge(
         "imagegen_requests_in_flight",
         "Generate requests accepted and not yet answered (queued or running).",
