@@ -20,6 +20,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import yaml
@@ -232,6 +233,10 @@ def test_ray_serve_batches_50_concurrent_requests_and_adds_up_both_replicas(monk
         assert _total(before, "memguard_guard_errors_total", source="guard") == 0
         assert ("memguard_guard_errors_total", (("pipeline", "imagegen"), ("source", "pipeline"))) in before
 
+        secret = "Zorblax private product shot " * 100  # over the 2000-character limit
+        refused = httpx.post(f"{base}/generate", json={"prompt": secret, "seed": 1}, timeout=30)
+        assert refused.status_code == 422 and "Zorblax" not in refused.text  # the field is named, not echoed
+        assert refused.json()["detail"][0]["loc"] == ["body", "prompt"]
         payloads = [{"prompt": p, "seed": s, "request_id": f"load-{i}"} for i, (p, s) in enumerate(load)]
         load_started = time.perf_counter()
         sent = asyncio.run(load_test.send_all(base, payloads))

@@ -30,7 +30,9 @@ from contextlib import asynccontextmanager
 
 import torch
 from diffusers.utils import logging as diffusers_logging
-from fastapi import FastAPI, HTTPException, Response
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from pydantic import BaseModel, Field
@@ -96,6 +98,12 @@ def create_app(pipe=None, *, model: str = "testbed", registry: CollectorRegistry
         worker.shutdown(wait=True)
 
     app = FastAPI(title="memguard image generation", lifespan=lifespan)
+
+    @app.exception_handler(RequestValidationError)
+    async def refused_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        # FastAPI's default 422 body echoes the input, which would put the prompt in the error
+        detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in error.errors()]
+        return JSONResponse(status_code=422, content={"detail": detail})
     app.state.pipe = pipe
     app.state.max_in_flight = 0  # the deepest queue seen (the load test checks requests overlapped)
     app.state.in_flight = 0

@@ -41,7 +41,9 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.multiprocess import mark_process_dead
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -56,7 +58,7 @@ from memguard.models import guard_defaults, load_pipeline
 
 log = logging.getLogger("memguard.ray_serve")
 
-# Scale out when replicas hold more than one full batch each on average (one running, one forming).
+# build_app adds target_ongoing_requests = max_batch_size: scale out when replicas hold more than a batch each
 DEFAULT_AUTOSCALING = {"min_replicas": 1, "max_replicas": 4, "upscale_delay_s": 10, "downscale_delay_s": 300}
 
 
@@ -67,6 +69,9 @@ class AppArgs(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: str = Field("testbed", description="testbed, tiny, or a diffusers model id / local path")
+    dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        "float32", description="the weights' dtype; calibrate with the same one (it is part of the fingerprint)"
+    )
     calibration: str | None = Field(None, description="calibration JSON (default: the model's shipped one)")
     registry: str | None = Field(None, description="intent registry YAML (default: the model's shipped one)")
     steps: int | None = Field(None, ge=1, le=500, description="default: the calibration's num_inference_steps")
@@ -200,6 +205,13 @@ def _png_base64(image) -> str:
 api = FastAPI(title="memguard image generation (Ray Serve)")
 
 
+@api.exception_handler(RequestValidationError)
+async def refused_request(request: Request, error: RequestValidationError) -> JSONResponse:
+    """422 naming the field and the rule, without FastAPI's echo of the input (it may be a prompt)."""
+    detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in error.errors()]
+    return JSONResponse(status_code=422, content={"detail": detail})
+
+
 @serve.deployment(health_check_period_s=10, health_check_timeout_s=30, graceful_shutdown_timeout_s=30)
 @serve.ingress(api)
 class GuardedGenerator:
@@ -225,7 +237,7 @@ class GuardedGenerator:
             registry=files.registry,
             policy=memguard.Policy.uniform(args.policy),
         )
-        pipe, _ = load_pipeline(args.model, device=self.device)
+        pipe, _ = load_pipeline(args.model, device=self.device, dtype=getattr(torch, args.dtype))
         self.pipe = memguard.guard(pipe, config)
         if calibration is not None:
             calibration.check_model(self.pipe)  # the same file on every replica, measured on this model
