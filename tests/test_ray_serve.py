@@ -12,6 +12,7 @@ import math
 import os
 import random
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -74,6 +75,7 @@ def _local_ray(monkeypatch):
         with contextlib.suppress(Exception):
             serve.shutdown()
         ray.shutdown()
+        shutil.rmtree(temp_dir, ignore_errors=True)  # Ray's session files and logs
 
 
 def _scrape(port: int) -> tuple[str, dict]:
