@@ -2,14 +2,23 @@
 
 Every guarded call is counted: images by outcome, scores, decision steps, the guard's own time,
 errors, and the threshold in force. Labels are low-cardinality by construction: the operator's
-pipeline name (`GuardConfig.name`), the outcome, the error's class, the threshold's source and the
-model fingerprint — never a prompt, a token or a file path.
+pipeline name (`GuardConfig.name`), the outcome, where an error came from and its class (bounded,
+see `error_kind`), the threshold's source and the model fingerprint — never a prompt, a token or a
+file path.
+
+Errors are counted by source: "guard" (the guard itself failed: a hook, a signal, a score, a
+re-sample; `GuardConfig.on_error` decided what the caller got) apart from "pipeline" (the guarded
+call raised from outside the guard: diffusers, the VAE, the caller's callback, invalid arguments).
+Series that alerts divide or take `increase()` of (images by outcome, errors by source) exist at
+zero from the moment a pipeline name is registered, so the first error or blocked image is a change
+Prometheus can see rather than a series that appears with its first sample.
 
 - Default: `default_metrics()` registers once on prometheus_client's default `REGISTRY`.
 - Your own registry: `GuardConfig(metrics=GuardMetrics(registry=my_registry))`.
 - Multiprocess servers (gunicorn etc.): set `PROMETHEUS_MULTIPROC_DIR` before the workers start, as
   prometheus_client documents; `serve()` (or your `/metrics` route, with a `MultiProcessCollector`)
-  then aggregates every worker. The threshold gauge uses multiprocess mode "mostrecent".
+  then aggregates every worker. The threshold gauge uses multiprocess mode "livemostrecent": call
+  `prometheus_client.multiprocess.mark_process_dead(pid)` for a worker that exits.
 - Expose: `memguard.metrics.serve(9464)` (loopback by default), or mount
   `prometheus_client.make_wsgi_app(registry)` / `make_asgi_app` on your own server.
 """
@@ -17,8 +26,10 @@ model fingerprint — never a prompt, a token or a file path.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Sequence
+from typing import Literal
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -30,6 +41,29 @@ SCORE_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 0.85, 0.9, 0.
 STEP_BUCKETS = (1, 2, 3, 5, 10, 20, 50)
 SECONDS_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
 
+# every value `outcome()` can return; each registered pipeline has all of them from the start
+OUTCOMES = ("clean", "intended", "flagged", "resampled", "blocked", "unavailable", "disabled", "error")
+ErrorSource = Literal["guard", "pipeline"]
+ERROR_SOURCES: tuple[ErrorSource, ...] = ("guard", "pipeline")
+PIPELINE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # what GuardConfig.name allows
+# Exception classes defined in these packages form a fixed set; a class from anywhere else (the
+# caller's own callback, say) is counted as "other", so no code outside them can grow the series.
+KNOWN_ERROR_PACKAGES = frozenset(
+    {
+        "builtins",
+        "memguard",
+        "torch",
+        "diffusers",
+        "transformers",
+        "accelerate",
+        "safetensors",
+        "huggingface_hub",
+        "numpy",
+        "PIL",
+        "faiss",
+    }
+)
+
 
 def outcome(report: MemorizationReport) -> str:
     """The `outcome` label of one image: clean, intended, flagged, resampled, blocked, unavailable,
@@ -39,11 +73,25 @@ def outcome(report: MemorizationReport) -> str:
     return {"none": "clean", "allowed": "intended"}.get(report.action, report.action)
 
 
+def error_kind(error: BaseException) -> str:
+    """The `kind` label of an error: its class name when the class comes from Python or a library
+    memguard runs on (`KNOWN_ERROR_PACKAGES`), else "other". Never the message, which may quote a prompt."""
+    cls = type(error)
+    package = (cls.__module__ or "").split(".")[0]
+    return cls.__name__ if package in KNOWN_ERROR_PACKAGES else "other"
+
+
 class GuardMetrics:
-    """The guard's metric families, registered on one `CollectorRegistry`."""
+    """The guard's metric families, registered on one `CollectorRegistry`.
+
+    A pipeline name is registered on first use (any `observe_*` call) or explicitly with
+    `register_pipeline`; registering creates its error and outcome series at zero.
+    """
 
     def __init__(self, registry: CollectorRegistry | None = REGISTRY):
         self.registry = registry
+        self._registered: set[str] = set()
+        self._registered_lock = threading.Lock()
         self.images = Counter(
             "memguard_images",
             "Images generated under the guard, by outcome.",
@@ -73,8 +121,15 @@ class GuardMetrics:
         )
         self.errors = Counter(
             "memguard_guard_errors",
-            "Guarded calls that raised, by exception class.",
-            ["pipeline", "kind"],
+            "Errors in guarded calls, by source: guard (the guard failed; on_error decided) or pipeline "
+            "(the call raised outside the guard).",
+            ["pipeline", "source"],
+            registry=registry,
+        )
+        self.error_kinds = Counter(
+            "memguard_guard_errors_by_kind",
+            "Errors in guarded calls by source and exception class (library classes; 'other' for the rest).",
+            ["pipeline", "source", "kind"],
             registry=registry,
         )
         self.resamples = Histogram(
@@ -100,11 +155,33 @@ class GuardMetrics:
             "memguard_threshold",
             "Detection threshold in force, by its source (calibration, config, default) and model fingerprint.",
             ["pipeline", "source", "model_fingerprint"],
-            multiprocess_mode="mostrecent",
+            # the latest value over live processes: once a worker is marked dead
+            # (multiprocess.mark_process_dead), the threshold of a model it served is gone with it
+            multiprocess_mode="livemostrecent",
             registry=registry,
         )
 
+    def register_pipeline(self, pipeline: str) -> None:
+        """Create `pipeline`'s error series (both sources) and image series (every outcome) at zero.
+
+        Idempotent and cheap after the first call. The guard calls it when a guarded pipeline is
+        configured, so a dashboard shows the pipeline, and an `increase()` alert sees its first error,
+        before any traffic."""
+        if isinstance(pipeline, str) and pipeline in self._registered:
+            return
+        if not isinstance(pipeline, str) or not PIPELINE_NAME.fullmatch(pipeline):
+            raise ValueError(f"pipeline name must be 1-64 letters, digits or '_.-' (a metric label), got {pipeline!r}")
+        with self._registered_lock:
+            if pipeline in self._registered:
+                return
+            for source in ERROR_SOURCES:
+                self.errors.labels(pipeline, source)
+            for name in OUTCOMES:
+                self.images.labels(pipeline, name)
+            self._registered.add(pipeline)
+
     def observe_call(self, pipeline: str, reports: Sequence[MemorizationReport]) -> None:
+        self.register_pipeline(pipeline)
         for report in reports:
             self.images.labels(pipeline, outcome(report)).inc()
             if report.status == "checked":
@@ -121,10 +198,27 @@ class GuardMetrics:
             self.guard_seconds.labels(pipeline).observe(reports[0].guard_seconds)
 
     def observe_threshold(self, pipeline: str, value: float, source: str, model_fingerprint: str = "") -> None:
+        self.register_pipeline(pipeline)
         self.threshold.labels(pipeline, source, model_fingerprint).set(value)
 
+    def observe_guard_error(self, pipeline: str, error: BaseException) -> None:
+        """The guard itself failed (a hook, a signal, a score, a re-sample, a copy check)."""
+        self._observe_error(pipeline, "guard", error)
+
+    def observe_pipeline_error(self, pipeline: str, error: BaseException) -> None:
+        """The guarded call raised from outside the guard: the pipeline, the VAE, the caller's
+        callback, or arguments the call refused."""
+        self._observe_error(pipeline, "pipeline", error)
+
     def observe_error(self, pipeline: str, error: BaseException) -> None:
-        self.errors.labels(pipeline, type(error).__name__).inc()
+        """Deprecated: counts `error` as the guard's own (`observe_guard_error`). Callers that know
+        where an error came from use `observe_guard_error` or `observe_pipeline_error`."""
+        self.observe_guard_error(pipeline, error)
+
+    def _observe_error(self, pipeline: str, source: ErrorSource, error: BaseException) -> None:
+        self.register_pipeline(pipeline)
+        self.errors.labels(pipeline, source).inc()
+        self.error_kinds.labels(pipeline, source, error_kind(error)).inc()
 
 
 _default: GuardMetrics | None = None

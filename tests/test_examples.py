@@ -110,6 +110,24 @@ def test_fastapi_service_holds_50_concurrent_requests_without_mixing_reports():
     print(f"50 concurrent requests in {seconds:.1f} s")
 
 
+def test_fastapi_service_refuses_bad_input_without_echoing_it_and_exports_zero_error_series(shared_base_pipe):
+    pytest.importorskip("fastapi", reason="install memguard[serve]")
+    from fastapi.testclient import TestClient
+
+    import memguard
+
+    service = _load_service_module()
+    app = service.create_app(memguard.guard(shared_base_pipe))
+    secret = "Zorblax private product shot " * 100  # over the 2000-character limit
+    with TestClient(app) as client:
+        metrics_text = client.get("/metrics").text  # before any request
+        refused = client.post("/generate", json={"prompt": secret, "seed": 1})
+    assert refused.status_code == 422
+    assert refused.json()["detail"][0]["loc"] == ["body", "prompt"] and "Zorblax" not in refused.text
+    for source in ("guard", "pipeline"):
+        assert f'memguard_guard_errors_total{{pipeline="service",source="{source}"}} 0.0' in metrics_text
+
+
 def test_audit_prompt_log_script_summarizes_a_scan(tmp_path):
     out = tmp_path / "audit"
     env = dict(os.environ, MEMGUARD=f"{sys.executable} -m memguard.cli", PYTHON=sys.executable)

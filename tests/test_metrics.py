@@ -3,13 +3,14 @@
 import urllib.request
 
 import pytest
+import torch
 from conftest import seeded
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 import memguard
 from memguard import GuardConfig, Policy
-from memguard.metrics import GuardMetrics, default_metrics, serve
+from memguard.metrics import ERROR_SOURCES, OUTCOMES, GuardMetrics, default_metrics, serve
 
 SECRET = "Qwerty Confidential Product Shot Of Brand Zed"
 
@@ -62,7 +63,10 @@ def test_known_calls_are_counted_and_served(shared_base_pipe):
     assert value("memguard_decision_step_count") == 6
     assert value("memguard_decision_step_bucket", le="1.0") == 3  # the clean call decided at step 2
     assert value("memguard_guard_overhead_seconds_count") == 3  # three guarded calls; disabled is not timed
-    assert value("memguard_guard_errors_total", kind="ValueError") == 1
+    # the refused call (decision_step beyond the steps) is the one error, whichever source counts it
+    by_kind = {dict(labels)["kind"]: v for (name, labels), v in samples.items() if name.endswith("by_kind_total")}
+    assert by_kind == {"ValueError": 1}
+    assert sum(value("memguard_guard_errors_total", source=s) for s in ("guard", "pipeline")) == 1
     assert value("memguard_threshold", source="config", model_fingerprint="") == 1e9  # the last threshold set
     for word in ("Qwerty", "Confidential", "Brand"):
         assert word.lower() not in text.lower()
@@ -78,3 +82,84 @@ def test_metrics_config_is_validated():
         GuardConfig(name="a prompt with spaces")
     with pytest.raises(TypeError, match="GuardConfig.metrics"):
         GuardConfig(metrics=CollectorRegistry())
+
+
+def _sample(registry, name, **labels):
+    return registry.get_sample_value(name, labels)
+
+
+def test_registering_a_pipeline_creates_its_error_and_outcome_series_at_zero():
+    registry = CollectorRegistry()
+    metrics = GuardMetrics(registry)
+    assert _sample(registry, "memguard_guard_errors_total", pipeline="web", source="guard") is None
+    metrics.register_pipeline("web")
+    metrics.register_pipeline("web")  # idempotent: nothing is reset or doubled
+    for source in ERROR_SOURCES:
+        assert _sample(registry, "memguard_guard_errors_total", pipeline="web", source=source) == 0.0
+    for name in OUTCOMES:
+        assert _sample(registry, "memguard_images_total", pipeline="web", outcome=name) == 0.0
+    # served over HTTP as well: a scrape before any traffic already has the series an alert needs
+    _, samples = _scrape(registry)
+    assert samples[("memguard_guard_errors_total", (("pipeline", "web"), ("source", "guard")))] == 0.0
+
+
+def test_the_first_observation_registers_the_pipeline():
+    registry = CollectorRegistry()
+    metrics = GuardMetrics(registry)
+    metrics.observe_threshold("api", 0.5, "config")
+    assert _sample(registry, "memguard_guard_errors_total", pipeline="api", source="pipeline") == 0.0
+    assert _sample(registry, "memguard_images_total", pipeline="api", outcome="blocked") == 0.0
+
+
+class _CallersOwnError(Exception):
+    pass
+
+
+def test_guard_and_pipeline_errors_are_counted_apart_with_a_bounded_kind():
+    registry = CollectorRegistry()
+    metrics = GuardMetrics(registry)
+    metrics.observe_guard_error("web", RuntimeError(f"hook failed on {SECRET}"))
+    metrics.observe_pipeline_error("web", ValueError(SECRET))
+    metrics.observe_pipeline_error("web", torch.OutOfMemoryError("CUDA out of memory"))
+    metrics.observe_pipeline_error("web", _CallersOwnError(SECRET))
+    metrics.observe_error("web", KeyError("x"))  # the older entry point: the guard's own, as before
+
+    def errors(source):
+        return _sample(registry, "memguard_guard_errors_total", pipeline="web", source=source)
+
+    def kind(source, name):
+        return _sample(registry, "memguard_guard_errors_by_kind_total", pipeline="web", source=source, kind=name)
+
+    assert (errors("guard"), errors("pipeline")) == (2.0, 3.0)
+    assert kind("guard", "RuntimeError") == kind("guard", "KeyError") == 1.0
+    assert kind("pipeline", "ValueError") == kind("pipeline", "OutOfMemoryError") == 1.0
+    assert kind("pipeline", "other") == 1.0  # a class of the caller's own code is not a label value
+    assert kind("pipeline", "_CallersOwnError") is None
+    text, _ = _scrape(registry)
+    for word in ("Qwerty", "Confidential", "Brand", "out of memory"):
+        assert word.lower() not in text.lower()
+
+
+@pytest.mark.parametrize("name", ["a prompt with spaces", "", "x" * 65, 7])
+def test_register_pipeline_refuses_a_name_that_is_not_a_label(name):
+    with pytest.raises(ValueError, match="pipeline name must be"):
+        GuardMetrics(CollectorRegistry()).register_pipeline(name)
+
+
+def test_a_failing_callback_is_counted_as_the_pipeline_s_error(shared_base_pipe):
+    registry = CollectorRegistry()
+    pipe = memguard.guard(shared_base_pipe, GuardConfig(name="web", metrics=GuardMetrics(registry), threshold=1e9))
+
+    def callback(pipe, step, timestep, kwargs):
+        raise _CallersOwnError(SECRET)
+
+    with pytest.raises(_CallersOwnError):
+        pipe(SECRET, num_inference_steps=2, callback_on_step_end=callback, output_type="np")
+    assert _sample(registry, "memguard_guard_errors_total", pipeline="web", source="pipeline") == 1.0
+    assert _sample(registry, "memguard_guard_errors_total", pipeline="web", source="guard") == 0.0
+
+
+def test_configuring_a_guarded_pipeline_registers_its_series(shared_base_pipe):
+    registry = CollectorRegistry()
+    memguard.guard(shared_base_pipe, GuardConfig(name="fresh", metrics=GuardMetrics(registry)))
+    assert _sample(registry, "memguard_guard_errors_total", pipeline="fresh", source="guard") == 0.0

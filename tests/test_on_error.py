@@ -26,7 +26,9 @@ def _run(pipe, config):
 
 
 def _errors(registry, kind="RuntimeError"):
-    return registry.get_sample_value("memguard_guard_errors_total", {"pipeline": "t", "kind": kind}) or 0.0
+    """The guard's own errors of this class (source="guard": the guard failed, not the pipeline)."""
+    labels = {"pipeline": "t", "source": "guard", "kind": kind}
+    return registry.get_sample_value("memguard_guard_errors_by_kind_total", labels) or 0.0
 
 
 @pytest.mark.parametrize("where", ["on_unet_output", "on_cross_attention"])

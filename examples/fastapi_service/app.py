@@ -30,7 +30,9 @@ from contextlib import asynccontextmanager
 
 import torch
 from diffusers.utils import logging as diffusers_logging
-from fastapi import FastAPI, HTTPException, Response
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from pydantic import BaseModel, Field
@@ -73,7 +75,9 @@ def create_app(pipe=None, *, model: str = "testbed", registry: CollectorRegistry
     registry = registry if registry is not None else CollectorRegistry()
     pipe = pipe if pipe is not None else load_guarded(model)
     pipe.set_progress_bar_config(disable=True)
-    pipe.guard_config = pipe.guard_config.replace(name=PIPELINE_LABEL, metrics=GuardMetrics(registry))
+    metrics = GuardMetrics(registry)
+    metrics.register_pipeline(PIPELINE_LABEL)  # error and outcome series at zero before the first request
+    pipe.guard_config = pipe.guard_config.replace(name=PIPELINE_LABEL, metrics=metrics)
     in_flight = Gauge(
         "imagegen_requests_in_flight",
         "Generate requests accepted and not yet answered (queued or running).",
@@ -94,6 +98,12 @@ def create_app(pipe=None, *, model: str = "testbed", registry: CollectorRegistry
         worker.shutdown(wait=True)
 
     app = FastAPI(title="memguard image generation", lifespan=lifespan)
+
+    @app.exception_handler(RequestValidationError)
+    async def refused_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        # FastAPI's default 422 body echoes the input, which would put the prompt in the error
+        detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in error.errors()]
+        return JSONResponse(status_code=422, content={"detail": detail})
     app.state.pipe = pipe
     app.state.max_in_flight = 0  # the deepest queue seen (the load test checks requests overlapped)
     app.state.in_flight = 0

@@ -87,11 +87,12 @@ def fresh_noise(seed: int, like: torch.Tensor | None) -> torch.Tensor | None:
     return noise.to(like.device, like.dtype)
 
 
-def derive_seed(latents: torch.Tensor, index: int, attempt: int) -> int:
-    """A seed that depends only on the first generation's noise, the image and the attempt, so
-    re-samples are reproducible without touching the caller's generator."""
+def derive_seed(latents: torch.Tensor, attempt: int) -> int:
+    """A seed that depends only on the image's own first-generation noise and the attempt, so
+    re-samples are reproducible without touching the caller's generator, and an image re-samples the
+    same whether it was generated alone or in a batch (a served request batched with others)."""
     digest = hashlib.blake2b(latents.detach().float().cpu().numpy().tobytes()[:4096], digest_size=8)
-    digest.update(f"{index}:{attempt}".encode())
+    digest.update(f"{attempt}".encode())
     return int.from_bytes(digest.digest(), "little") & (2**63 - 1)
 
 

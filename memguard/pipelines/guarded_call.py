@@ -52,6 +52,19 @@ class GuardedCall:
         self.arguments = arguments
         self.detector = detector
         self.stop_after_decision = stop_after_decision
+        self._pipeline_errors: set[int] = set()  # errors that came out of the parent's call
+
+    def _parent(self, parent_call: Callable) -> Callable:
+        """`parent_call`, marking what it raises as the pipeline's (or the caller's code's), not the guard's."""
+
+        def call(**kwargs):
+            try:
+                return parent_call(**kwargs)
+            except Exception as error:
+                self._pipeline_errors.add(id(error))
+                raise
+
+        return call
 
     def run(self, parent_call: Callable) -> tuple[object, list[MemorizationReport]]:
         """(the output, as `family.output_class` with the reports on it, and the reports)."""
@@ -59,9 +72,11 @@ class GuardedCall:
         secrets = self.family.prompt_strings(self.arguments)
         try:
             with guarded_logging(pipeline_loggers(self.pipe), secrets):
-                output, reports, threshold = self._run(parent_call)
+                output, reports, threshold = self._run(self._parent(parent_call))
         except Exception as error:
-            self._count(metrics.observe_error, self.config.name, error)
+            from_pipeline = id(error) in self._pipeline_errors
+            observe = metrics.observe_pipeline_error if from_pipeline else metrics.observe_guard_error
+            self._count(observe, self.config.name, error)
             clean = redacted_error(error, secrets)
             if clean is not None:  # the pipeline (or the caller's code) quoted a prompt
                 raise clean.with_traceback(error.__traceback__) from None
@@ -113,7 +128,7 @@ class GuardedCall:
         result = first.run(parent_call)
         output, reports = result.output, result.reports
         if result.failure is not None:
-            self.config.effective_metrics.observe_error(self.config.name, result.failure)
+            self._count(self.config.effective_metrics.observe_guard_error, self.config.name, result.failure)
         extra_seconds = 0.0
         for image, action in enumerate(result.actions):
             if action != "retry":
@@ -122,7 +137,7 @@ class GuardedCall:
             try:
                 final_output, report = self._resample(parent_call, arguments, first, result, image)
             except Exception as error:  # the guard's own failure while re-sampling
-                self.config.effective_metrics.observe_error(self.config.name, error)
+                self._count(self.config.effective_metrics.observe_guard_error, self.config.name, error)
                 reports[image] = self._failed_resample_report(first, result, image, error)
                 continue
             finally:
@@ -204,7 +219,7 @@ class GuardedCall:
         seed_source = start if start is not None else inputs.sample
         last: tuple[object, MemorizationReport] | None = None
         for attempt in range(1, policy.max_attempts + 1):
-            context = replace(base, attempt=attempt, seed=derive_seed(seed_source, image, attempt))
+            context = replace(base, attempt=attempt, seed=derive_seed(seed_source, attempt))
             # The first re-sample starts from the first generation's noise; a retry from new noise, or a
             # deterministic mitigation would repeat the image it is retrying (a copy, say). Families that
             # start from an image draw new noise for it on every attempt (the re-sample's generator).

@@ -99,7 +99,9 @@ class GuardedPipelineMixin:
 
     @guard_config.setter
     def guard_config(self, config: GuardConfig | None) -> None:
-        self.__dict__["_guard_config"] = coerce_config(config)
+        config = coerce_config(config)
+        config.effective_metrics.register_pipeline(config.name)  # its series exist at zero from now on
+        self.__dict__["_guard_config"] = config
 
     @property
     def last_memorization(self) -> list[MemorizationReport] | None:
