@@ -224,7 +224,7 @@ def measure(name: str, spec: dict, compiled: bool, args, device: str, dtype: tor
     pipes = {"unguarded": pipe, **guarded}
     timer = Timer(device)
     build_seconds = time.perf_counter() - started
-    for label, p in pipes.items():  # warm-up (and compilation), apart from the measured seeds
+    for p in pipes.values():  # warm-up (and compilation), apart from the measured seeds
         timer(p, args.steps, 10_000)
     warm_seconds = time.perf_counter() - started - build_seconds
     seconds = {label: [] for label in pipes}
