@@ -19,7 +19,10 @@ app = typer.Typer(help="Guard diffusers text-to-image pipelines against unintend
 index_app = typer.Typer(help="Copy-verification index of protected images (memguard.verify).", no_args_is_help=True)
 app.add_typer(index_app, name="index")
 
-MODEL_HELP = "'testbed' (shipped, offline), 'tiny' (random toy model) or a diffusers model id / local path"
+MODEL_HELP = (
+    "'testbed' (shipped, offline), 'testbed-xl' (its SDXL variant), 'tiny' (random toy model) "
+    "or a diffusers model id / local path"
+)
 
 
 class PolicyChoice(str, Enum):
@@ -43,11 +46,14 @@ def _main() -> None:
 def demo(
     out: Path = typer.Option(Path("out/demo"), help="folder for the grid picture and the JSON report"),
     steps: int = typer.Option(50, min=1, help="denoising steps"),
+    model: str = typer.Option("testbed", help="'testbed' (SD architecture) or 'testbed-xl' (SDXL architecture)"),
 ) -> None:
     """Guard the shipped testbed model on a memorized, an intended, a mixed and a novel prompt."""
     from .demo import run_demo
 
-    result = run_demo(out, steps=steps)
+    if model not in ("testbed", "testbed-xl"):
+        raise typer.BadParameter("the demo runs 'testbed' or 'testbed-xl'", param_hint="'--model'")
+    result = run_demo(out, steps=steps, model=model)
     typer.echo(f"model: {result.model}")
     typer.echo(f"grid: {result.grid_path}")
     typer.echo(f"report: {result.report_path}")

@@ -35,14 +35,23 @@ def _testbed_prompts(truth) -> list[tuple[str, str]]:
 
 
 def run_demo(
-    out_dir: Path, *, steps: int = 50, guidance_scale: float = 7.5, config: GuardConfig | None = None
+    out_dir: Path,
+    *,
+    steps: int = 50,
+    guidance_scale: float = 7.5,
+    config: GuardConfig | None = None,
+    model: str = "testbed",
 ) -> DemoResult:
+    """`model`: "testbed" (Stable Diffusion architecture) or "testbed-xl" (SDXL architecture)."""
     start = time.perf_counter()
     from . import testbed
 
-    pipe, truth = testbed.load(guard=config)
+    if model not in ("testbed", "testbed-xl"):
+        raise ValueError(f"the demo runs 'testbed' or 'testbed-xl', got {model!r}")
+    model_dir = testbed.MODEL_DIR if model == "testbed" else testbed.XL_MODEL_DIR
+    pipe, truth = testbed.load(guard=config, model_dir=model_dir)
     prompts = _testbed_prompts(truth)
-    model = "memguard testbed"
+    model = "memguard testbed" if model == "testbed" else "memguard testbed (SDXL architecture)"
     generators = [torch.Generator("cpu").manual_seed(DEMO_SEED + i) for i in range(len(prompts))]
     output = pipe(
         [prompt for _, prompt in prompts],

@@ -1,5 +1,6 @@
-"""Which model a command runs on: "testbed" (the shipped model, offline), "tiny" (a random toy SD
-pipeline for tests and smoke runs) or any diffusers model id / local path (`from_pretrained`)."""
+"""Which model a command runs on: "testbed" (the shipped model, offline), "testbed-xl" (its SDXL
+variant), "tiny" (a random toy SD pipeline for tests and smoke runs) or any diffusers model id / local
+path (`from_pretrained`, which reads the pipeline class from the model's own index)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers import StableDiffusionPipeline
+from diffusers import DiffusionPipeline
 
 TESTBED = "testbed"
+TESTBED_XL = "testbed-xl"
 TINY = "tiny"
 
 
@@ -21,30 +23,34 @@ class GuardDefaults:
     registry: Path | None = None
 
 
-def load_pipeline(
-    model: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
-) -> tuple[StableDiffusionPipeline, str]:
-    """(plain, unguarded pipeline, description). `model` is "testbed", "tiny" or a hub id / local path."""
+def _testbed_dir(model: str) -> Path:
+    from . import testbed
+
+    return testbed.MODEL_DIR if model == TESTBED else testbed.XL_MODEL_DIR
+
+
+def load_pipeline(model: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+    """(plain, unguarded pipeline, description). `model` is "testbed", "testbed-xl", "tiny" or a hub id /
+    local path (any pipeline class memguard guards)."""
     if model == TINY:
         from .testbed.tiny import tiny_pipeline
 
         pipe, name = tiny_pipeline(), "tiny random SD pipeline (untrained, 32x32)"
-    elif model == TESTBED:
-        from . import testbed
-
-        pipe, name = StableDiffusionPipeline.from_pretrained(testbed.MODEL_DIR, torch_dtype=dtype), "memguard testbed"
+    elif model in (TESTBED, TESTBED_XL):
+        name = "memguard testbed" if model == TESTBED else "memguard testbed (SDXL architecture)"
+        pipe = DiffusionPipeline.from_pretrained(_testbed_dir(model), torch_dtype=dtype)
     else:
-        pipe, name = StableDiffusionPipeline.from_pretrained(model, torch_dtype=dtype, safety_checker=None), model
+        pipe, name = DiffusionPipeline.from_pretrained(model, torch_dtype=dtype), model
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device), name
 
 
 def guard_defaults(model: str) -> GuardDefaults:
-    """The testbed ships a calibration and a registry; other models have none until the operator makes them."""
-    if model != TESTBED:
+    """The testbeds ship a calibration and a registry; other models have none until the operator makes them."""
+    if model not in (TESTBED, TESTBED_XL):
         return GuardDefaults()
     from . import testbed
     from .testbed.calibrate import CALIBRATION_FILE
 
-    calibration = testbed.MODEL_DIR / CALIBRATION_FILE
+    calibration = _testbed_dir(model) / CALIBRATION_FILE
     return GuardDefaults(calibration if calibration.is_file() else None, testbed.REGISTRY_FILE)

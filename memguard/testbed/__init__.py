@@ -2,7 +2,9 @@
 
 ``pipe, truth = memguard.testbed.load()`` gives a `GuardedStableDiffusionPipeline` over the shipped
 weights (``model/``) and a `Truth` describing what the model memorized and which concepts it was
-meant to learn, with evaluation prompt sets. `memguard.testbed.similarity` measures replication.
+meant to learn, with evaluation prompt sets. ``memguard.testbed.load(model_dir=XL_MODEL_DIR)`` (or
+``load_xl()``) gives the SDXL-architecture variant trained on the same data (``model_xl/``) as a
+`GuardedStableDiffusionXLPipeline`. `memguard.testbed.similarity` measures replication.
 """
 
 from __future__ import annotations
@@ -14,21 +16,28 @@ import torch
 from .truth import Concept, MemorizedItem, Truth, load_truth
 
 MODEL_DIR = Path(__file__).with_name("model")
+XL_MODEL_DIR = Path(__file__).with_name("model_xl")  # the SDXL-architecture variant
 REGISTRY_FILE = Path(__file__).with_name("registry.yaml")  # the testbed's intended concepts
 
 
 def load(
     device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, guard=None, model_dir: Path = MODEL_DIR
 ):
-    """(pipe, truth): the shipped testbed pipeline and its ground truth.
+    """(pipe, truth): a testbed pipeline, guarded, and its ground truth.
 
-    `guard` (a GuardConfig) defaults to one with the shipped calibration (``model/calibration.json``,
-    1% FPR on benign prompts; see `memguard.testbed.calibrate`) and the testbed's intent registry
-    (``registry.yaml``: its four named concepts are allowed). `model_dir` loads a retrained testbed
-    (`python -m memguard.testbed.train --out DIR`) instead, with its own calibration and truth.
+    `model_dir`: the shipped SD testbed (`MODEL_DIR`), its SDXL variant (`XL_MODEL_DIR`), or a retrained
+    one (`python -m memguard.testbed.train [--family sdxl] --out DIR`); its `model_index.json` names the
+    pipeline class, whose guarded class is loaded. `guard` (a GuardConfig) defaults to one with the
+    folder's calibration (``calibration.json``, 1% FPR on benign prompts; see
+    `memguard.testbed.calibrate`) and the testbed's intent registry (``registry.yaml``: its four named
+    concepts are allowed).
     """
+    import json
+
+    import diffusers
+
     from ..config import GuardConfig
-    from ..pipelines import GuardedStableDiffusionPipeline  # here, so `memguard.testbed` imports light
+    from ..pipelines import guarded_class_for  # here, so `memguard.testbed` imports light
     from .calibrate import CALIBRATION_FILE
 
     model_dir = Path(model_dir)
@@ -36,9 +45,16 @@ def load(
         raise FileNotFoundError(f"{model_dir} is not a testbed pipeline folder (no model_index.json)")
     if guard is None and (model_dir / CALIBRATION_FILE).is_file():
         guard = GuardConfig(calibration=model_dir / CALIBRATION_FILE, registry=REGISTRY_FILE)
-    pipe = GuardedStableDiffusionPipeline.from_pretrained(str(model_dir), guard=guard, dtype=dtype).to(device)
+    class_name = json.loads((model_dir / "model_index.json").read_text())["_class_name"]
+    cls = guarded_class_for(getattr(diffusers, class_name))
+    pipe = cls.from_pretrained(str(model_dir), guard=guard, dtype=dtype).to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe, load_truth(model_dir / "truth")
+
+
+def load_xl(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, guard=None):
+    """(pipe, truth) of the shipped SDXL-architecture testbed (`XL_MODEL_DIR`)."""
+    return load(device, dtype, guard, model_dir=XL_MODEL_DIR)
 
 
 def verification_index(truth: Truth | None = None):
@@ -56,11 +72,13 @@ def verification_index(truth: Truth | None = None):
 
 __all__ = [
     "MODEL_DIR",
+    "XL_MODEL_DIR",
     "REGISTRY_FILE",
     "Concept",
     "MemorizedItem",
     "Truth",
     "load",
     "load_truth",
+    "load_xl",
     "verification_index",
 ]

@@ -10,7 +10,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from diffusers import StableDiffusionPipeline
+from diffusers import DiffusionPipeline
 
 from ..calibration import Calibration, calibrate
 from .data import calibration_prompts
@@ -19,7 +19,7 @@ CALIBRATION_FILE = "calibration.json"
 
 
 def calibrate_testbed(model_dir: Path, target_fpr: float = 0.01) -> Calibration:
-    pipe = StableDiffusionPipeline.from_pretrained(model_dir)
+    pipe = DiffusionPipeline.from_pretrained(model_dir)  # the class its model_index.json names (SD or SDXL)
     pipe.set_progress_bar_config(disable=True)
     calibration = calibrate(pipe, calibration_prompts(), target_fpr=target_fpr, decision_step=1, batch_size=25)
     # The folder's absolute path would name this machine in a file that ships; the fingerprint identifies it.

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 IMAGE_SIZE = 32
 LATENT_SIZE = 16  # the VAE downsamples once (factor 2): 32x32x3 -> 16x16x4
@@ -74,19 +74,58 @@ def build_unet(sizes: ModelSizes) -> UNet2DConditionModel:
     )
 
 
+def _text_config(sizes: ModelSizes, hidden: int, **extra) -> CLIPTextConfig:
+    return CLIPTextConfig(
+        vocab_size=49408,
+        hidden_size=hidden,
+        intermediate_size=sizes.text_intermediate,
+        num_hidden_layers=sizes.text_layers,
+        num_attention_heads=4,
+        max_position_embeddings=77,
+        bos_token_id=49406,
+        eos_token_id=49407,
+        pad_token_id=49407,
+        **extra,
+    )
+
+
 def build_text_encoder(sizes: ModelSizes) -> CLIPTextModel:
-    return CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=49408,
-            hidden_size=TEXT_HIDDEN,
-            intermediate_size=sizes.text_intermediate,
-            num_hidden_layers=sizes.text_layers,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-            bos_token_id=49406,
-            eos_token_id=49407,
-            pad_token_id=49407,
-        )
+    return CLIPTextModel(_text_config(sizes, TEXT_HIDDEN))
+
+
+# The SDXL-architecture variant: two text encoders whose penultimate states are concatenated (half the
+# SD variant's width each, so the cross-attention sees the same 64 dimensions and the weights stay under
+# 30 MB: each encoder's 49,408-row embedding costs 6.3 MB at width 32), the second one's pooled
+# projection and six size/crop "time ids" as extra UNet conditioning, as in SDXL.
+XL_TEXT_HIDDEN = TEXT_HIDDEN // 2
+XL_POOLED = 32
+XL_TIME_EMBED = 8
+XL_TIME_IDS = (IMAGE_SIZE, IMAGE_SIZE, 0, 0, IMAGE_SIZE, IMAGE_SIZE)  # original size, crop top-left, target size
+
+
+def build_xl_unet(sizes: ModelSizes) -> UNet2DConditionModel:
+    return UNet2DConditionModel(
+        sample_size=LATENT_SIZE,
+        in_channels=LATENT_CHANNELS,
+        out_channels=LATENT_CHANNELS,
+        block_out_channels=sizes.unet_channels,
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=2 * XL_TEXT_HIDDEN,
+        attention_head_dim=8,
+        norm_num_groups=16,
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=XL_TIME_EMBED,
+        projection_class_embeddings_input_dim=len(XL_TIME_IDS) * XL_TIME_EMBED + XL_POOLED,
+    )
+
+
+def build_xl_text_encoders(sizes: ModelSizes) -> tuple[CLIPTextModel, CLIPTextModelWithProjection]:
+    return (
+        CLIPTextModel(_text_config(sizes, XL_TEXT_HIDDEN)),
+        CLIPTextModelWithProjection(_text_config(sizes, XL_TEXT_HIDDEN, projection_dim=XL_POOLED)),
     )
 
 

@@ -5,6 +5,10 @@ encoder jointly on the VAE's latents, keeping EMA weights, which are what gets s
 a full diffusers pipeline folder plus the ground truth (``truth/``) and the guard's calibration
 (``calibration.json``).
 
+``--family sdxl`` trains the SDXL-architecture variant on the same data with the same recipe (two text
+encoders, pooled embeddings and time ids; caption dropout gives zero text conditioning, as SDXL's
+empty negative prompt does) and saves a `StableDiffusionXLPipeline` folder.
+
 The defaults reproduce the shipped weights (51.8 min on a 2-core CPU): v-prediction, SD's betas rescaled
 to a terminal signal of 0.02 (so that the model follows position words) and 2% caption dropout on the
 duplicated images (so that prompt-free generations rarely copy them). ``--prediction-type epsilon
@@ -25,16 +29,19 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import StableDiffusionPipeline
+from diffusers import AutoencoderKL, StableDiffusionPipeline, StableDiffusionXLPipeline
 from tqdm import tqdm
 
 from .calibrate import calibrate_testbed
 from .data import TrainingSet, build_training_set
 from .models import (
+    XL_TIME_IDS,
     ModelSizes,
     build_text_encoder,
     build_unet,
     build_vae,
+    build_xl_text_encoders,
+    build_xl_unet,
     check_terminal_signal,
     inference_scheduler,
     training_scheduler,
@@ -43,6 +50,7 @@ from .tokenizer import load_clip_tokenizer
 from .truth import write_truth
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
+FAMILIES = ("sd", "sdxl")  # the pipeline architecture: Stable Diffusion 1.x/2.x, or SDXL
 
 
 @dataclass(frozen=True)
@@ -70,8 +78,15 @@ class TrainConfig:
     # a third of prompt-free generations (what a re-sample that masks the whole prompt is) copy one;
     # 0 breaks their replication at guidance 7.5 (see data.TrainingSet).
     duplicate_caption_dropout: float | None = 0.02
+    family: str = "sd"  # "sdxl": two text encoders, pooled embeddings and time ids
+    # a testbed folder whose VAE to reuse instead of training one: the VAE stage depends on the seed and
+    # the data only, so a folder trained with the same seed holds the VAE this run would train (the
+    # rest of the run then draws other random numbers, reproducibly, than a run that trains it)
+    vae_from: Path | None = None
 
     def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
         if self.prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {self.prediction_type!r}")
         if self.terminal_signal is not None:
@@ -129,18 +144,59 @@ def _lr(config: TrainConfig, step: int) -> float:
     return config.final_lr + 0.5 * (config.lr - config.final_lr) * (1 + np.cos(np.pi * progress))
 
 
-def save_pipeline(out: Path, vae, text_encoder, unet, tokenizer, config: TrainConfig) -> None:
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=inference_scheduler(config.prediction_type, config.terminal_signal),
-        safety_checker=None,
-        feature_extractor=None,
-        image_encoder=None,
-        requires_safety_checker=False,
-    )
+class TextConditioning:
+    """The family's text encoders and how the UNet is conditioned on a batch of token ids, exactly as
+    the family's pipeline conditions it at inference (so training and sampling see the same inputs)."""
+
+    def __init__(self, config: TrainConfig, device: torch.device):
+        self.family = config.family
+        if self.family == "sd":
+            self.encoders = [build_text_encoder(config.sizes).to(device).train()]
+        else:
+            self.encoders = [e.to(device).train() for e in build_xl_text_encoders(config.sizes)]
+        self.time_ids = torch.tensor([XL_TIME_IDS], dtype=torch.float32, device=device)
+
+    def __call__(self, encoders, ids: torch.Tensor, dropped: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """(encoder states, further UNet keyword arguments); `dropped` marks captions left out."""
+        if self.family == "sd":  # SD encodes the empty caption: the dropped rows' ids are those of ""
+            return encoders[0](ids)[0], {}
+        # SDXL: the penultimate states of both encoders, concatenated; the second's pooled projection;
+        # a dropped caption is all zeros, as the pipeline's unconditional branch (force_zeros_for_empty_prompt)
+        first = encoders[0](ids, output_hidden_states=True).hidden_states[-2]
+        second = encoders[1](ids, output_hidden_states=True)
+        keep = (~dropped).to(first.dtype)
+        states = torch.cat([first, second.hidden_states[-2]], dim=-1) * keep[:, None, None]
+        pooled = second.text_embeds * keep[:, None]
+        time_ids = self.time_ids.expand(len(ids), -1)
+        return states, {"added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids}}
+
+
+def save_pipeline(out: Path, vae, text_encoders, unet, tokenizer, config: TrainConfig) -> None:
+    scheduler = inference_scheduler(config.prediction_type, config.terminal_signal)
+    if config.family == "sd":
+        pipe = StableDiffusionPipeline(
+            vae=vae,
+            text_encoder=text_encoders[0],
+            tokenizer=tokenizer,
+            unet=unet,
+            scheduler=scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            image_encoder=None,
+            requires_safety_checker=False,
+        )
+    else:
+        pipe = StableDiffusionXLPipeline(
+            vae=vae,
+            text_encoder=text_encoders[0],
+            text_encoder_2=text_encoders[1],
+            tokenizer=tokenizer,
+            tokenizer_2=tokenizer,
+            unet=unet,
+            scheduler=scheduler,
+            force_zeros_for_empty_prompt=True,
+            add_watermarker=False,
+        )
     pipe.to("cpu").save_pretrained(str(out), safe_serialization=True)
 
 
@@ -153,14 +209,17 @@ def train(config: TrainConfig, out: Path) -> None:
     data = build_training_set(config.seed, config.n_broad, config.duplicate_caption_dropout)
     tokenizer = load_clip_tokenizer()
 
-    vae = train_vae(config, data, device)
+    if config.vae_from is not None:
+        vae = AutoencoderKL.from_pretrained(Path(config.vae_from) / "vae").to(device).eval().requires_grad_(False)
+    else:
+        vae = train_vae(config, data, device)
     latents = encode_all(vae, data.images, device)
 
-    unet = build_unet(config.sizes).to(device).train()
-    text_encoder = build_text_encoder(config.sizes).to(device).train()
-    ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()
-    params = list(unet.parameters()) + list(text_encoder.parameters())
-    ema_params = list(ema_unet.parameters()) + list(ema_text.parameters())
+    unet = (build_unet if config.family == "sd" else build_xl_unet)(config.sizes).to(device).train()
+    text = TextConditioning(config, device)
+    ema_unet, ema_text = copy.deepcopy(unet).eval(), [copy.deepcopy(e).eval() for e in text.encoders]
+    params = list(unet.parameters()) + [p for e in text.encoders for p in e.parameters()]
+    ema_params = list(ema_unet.parameters()) + [p for e in ema_text for p in e.parameters()]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
     noise_schedule = training_scheduler(config.prediction_type, config.terminal_signal)
     rng = np.random.default_rng(config.seed + 2)
@@ -177,7 +236,9 @@ def train(config: TrainConfig, out: Path) -> None:
         t = torch.randint(
             0, noise_schedule.config.num_train_timesteps, (len(index),), generator=generator, device=device
         )
-        prediction = unet(noise_schedule.add_noise(x0, noise, t), t, text_encoder(ids)[0]).sample
+        dropped = torch.tensor([c == "" for c in captions], device=device)
+        states, extra = text(text.encoders, ids, dropped)
+        prediction = unet(noise_schedule.add_noise(x0, noise, t), t, states, **extra).sample
         target = noise if config.prediction_type == "epsilon" else noise_schedule.get_velocity(x0, noise, t)
         loss = F.mse_loss(prediction, target)
         for group in optimizer.param_groups:
@@ -216,6 +277,12 @@ def main() -> None:
     for name in ("seed", "n_broad", "vae_steps", "steps", "batch", "checkpoint_every"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     parser.add_argument("--prediction-type", choices=PREDICTION_TYPES, default=defaults.prediction_type)
+    parser.add_argument(
+        "--family", choices=FAMILIES, default=defaults.family, help="pipeline architecture (sdxl: SDXL's, at toy size)"
+    )
+    parser.add_argument(
+        "--vae-from", type=Path, default=None, help="reuse this testbed folder's VAE (trained with the same seed)"
+    )
     parser.add_argument(
         "--terminal-signal",
         type=_float_or_none,
