@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from memguard.testbed import MODEL_DIR
+from memguard.testbed import SHIPPED
+from memguard.testbed import folder as testbed_folder
 
 
-def model_label(model: Path) -> str:
-    """ "testbed" for the shipped weights, else the folder given with --model."""
-    return "testbed" if Path(model) == MODEL_DIR else str(model)
+def model_label(model: str | Path) -> str:
+    """ "testbed" / "testbed-xl" for the shipped weights, else the folder given with --model."""
+    folder = testbed_folder(model)
+    return next((name for name, path in SHIPPED.items() if folder == path), str(folder))
 
 
 def write_json(result: dict, out: Path, echo: bool = True) -> None:

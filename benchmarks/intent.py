@@ -50,6 +50,7 @@ import torch
 from memguard.intent import ImplicitMatcher, IntentRegistry, IntentResolver, IntentVerdict
 from memguard.intent.registry import words_with_offsets
 from memguard.prompts_file import read_prompts
+from memguard.testbed import folder as testbed_folder
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -419,7 +420,9 @@ def _plot(payload: dict, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
-    parser.add_argument("--model", type=Path, default=None, help="a retrained testbed folder (default: the shipped)")
+    parser.add_argument(
+        "--model", type=testbed_folder, default=None, help="testbed (default), testbed-xl or a testbed folder"
+    )
     parser.add_argument("--prompts", type=Path, default=PROMPTS_FILE, help="memorized-style, control, near-miss")
     parser.add_argument("--registry", type=Path, default=EXAMPLE_REGISTRY)
     parser.add_argument("--peers", type=Path, nargs="?", const=PEERS, default=None, help=f"default {PEERS}")

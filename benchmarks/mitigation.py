@@ -48,7 +48,7 @@ from memguard.testbed.similarity import CONCEPT_THRESHOLD, concept_match, replic
 from memguard.verify import CopyVerification, calibrate_copy_threshold
 
 sys.path.insert(0, str(Path(__file__).parent))  # run as a script or loaded by the tests
-from _results import model_label, write_json  # noqa: E402
+from _results import model_label, testbed_folder, write_json  # noqa: E402
 
 STEPS, GUIDANCE = 50, 7.5
 # The copy threshold is calibrated, not guessed: 1% of benign generations may reach it. They are
@@ -312,7 +312,9 @@ def main() -> None:
     parser.add_argument("--strategy-seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--intended-per-concept", type=int, default=2)
     parser.add_argument("--skip-sweep", action="store_true")
-    parser.add_argument("--model", type=Path, default=testbed.MODEL_DIR, help="a retrained testbed folder")
+    parser.add_argument(
+        "--model", type=testbed_folder, default=testbed.MODEL_DIR, help="testbed, testbed-xl or a testbed folder"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/mitigation.json"))
     args = parser.parse_args()
     started = time.perf_counter()

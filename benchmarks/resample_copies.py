@@ -30,7 +30,7 @@ from memguard.mitigation import DEFAULT_MITIGATION
 from memguard.testbed.similarity import replicated_items
 
 sys.path.insert(0, str(Path(__file__).parent))  # run as a script or loaded by the tests
-from _results import model_label, write_json  # noqa: E402
+from _results import model_label, testbed_folder, write_json  # noqa: E402
 
 STEPS, GUIDANCE, BATCH = 50, 7.5, 16
 
@@ -64,7 +64,9 @@ def summary(found: list[list[str]], seeds: list[int]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=testbed.MODEL_DIR, help="a retrained testbed folder")
+    parser.add_argument(
+        "--model", type=testbed_folder, default=testbed.MODEL_DIR, help="testbed, testbed-xl or a testbed folder"
+    )
     parser.add_argument("--seeds", type=int, default=64, help="seeds 0..N-1")
     parser.add_argument("--prompts", nargs="+", default=["m01", "r01", "t01"], help="unintended item ids")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results") / "resample_copies.json")

@@ -9,7 +9,7 @@ guidance 7.5) with the plain diffusers pipeline, then checks:
 - sanity: Wen et al.'s step-1 noise magnitude separates memorized from novel prompts, AUC >= 0.9.
 It also prints the null distributions behind the similarity thresholds.
 
-    python benchmarks/testbed.py [--model DIR] [--out benchmarks/results/testbed.json]
+    python benchmarks/testbed.py [--model testbed|testbed-xl|DIR] [--out benchmarks/results/testbed.json]
 """
 
 from __future__ import annotations
@@ -22,13 +22,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import StableDiffusionPipeline
+from diffusers import DiffusionPipeline
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _results import testbed_folder  # noqa: E402
 from _roc import auc  # noqa: E402
 
-from memguard.testbed import MODEL_DIR, load_truth  # noqa: E402
+from memguard.detection import record_trace  # noqa: E402
+from memguard.signals import SignalNeeds  # noqa: E402
+from memguard.testbed import load_truth  # noqa: E402
 from memguard.testbed.similarity import (  # noqa: E402
     CONCEPT_THRESHOLD,
     LAYOUT_THRESHOLD,
@@ -54,20 +57,21 @@ def generate(pipe, prompts: list[str], seed: int) -> np.ndarray:
     return (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
 
 
-@torch.no_grad()
 def noise_norms(pipe, prompts: list[str], seed: int) -> np.ndarray:
     """Wen et al.'s step-1 magnitude ||out(x_T, prompt) - out(x_T, '')||_2 per prompt, where `out` is what
-    the UNet predicts (epsilon on the shipped testbed and SD 1.x, v on a v-prediction model), as the
-    guard reads it."""
-    conditional, unconditional = pipe.encode_prompt(prompts, "cpu", 1, True)
-    pipe.scheduler.set_timesteps(STEPS)
-    t = pipe.scheduler.timesteps[0]
-    shape = (1, pipe.unet.config.in_channels, pipe.unet.config.sample_size, pipe.unet.config.sample_size)
-    noise = torch.cat([torch.randn(shape, generator=torch.Generator().manual_seed(seed)) for _ in prompts])
-    noise = noise * pipe.scheduler.init_noise_sigma
-    out = pipe.unet(torch.cat([noise, noise]), t, torch.cat([unconditional, conditional])).sample
-    out_uncond, out_cond = out.chunk(2)
-    return (out_cond - out_uncond).flatten(1).norm(dim=1).numpy()
+    the UNet predicts (epsilon on SD 1.x, v on a v-prediction model), read as the guard reads it: from
+    the pipeline's own first step (the same starting noise as `generate`), whatever the family."""
+    generators = [torch.Generator().manual_seed(seed) for _ in prompts]
+    trace = record_trace(
+        pipe,
+        prompts,
+        SignalNeeds(),
+        upto_step=1,
+        num_inference_steps=STEPS,
+        guidance_scale=GUIDANCE,
+        generator=generators,
+    )
+    return trace.steps[0].noise_norm.cpu().numpy()
 
 
 def save_grid(rows: list[np.ndarray], path: Path) -> None:
@@ -77,14 +81,15 @@ def save_grid(rows: list[np.ndarray], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=MODEL_DIR)
+    parser.add_argument("--model", default="testbed", help="testbed, testbed-xl or a testbed folder")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results") / "testbed.json")
     args = parser.parse_args()
     torch.set_num_threads(2)
     started = time.perf_counter()
 
+    args.model = testbed_folder(args.model)
     truth = load_truth(args.model / "truth")
-    pipe = StableDiffusionPipeline.from_pretrained(args.model)
+    pipe = DiffusionPipeline.from_pretrained(args.model)  # the class its model_index.json names
     pipe.set_progress_bar_config(disable=True)
     items = list(truth.memorized)
     item_prompts = [item.captions[0] for item in items]

@@ -26,7 +26,7 @@ class GuardDefaults:
 def _testbed_dir(model: str) -> Path:
     from . import testbed
 
-    return testbed.MODEL_DIR if model == TESTBED else testbed.XL_MODEL_DIR
+    return testbed.folder(model)
 
 
 def load_pipeline(model: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):

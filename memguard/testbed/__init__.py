@@ -20,6 +20,14 @@ XL_MODEL_DIR = Path(__file__).with_name("model_xl")  # the SDXL-architecture var
 REGISTRY_FILE = Path(__file__).with_name("registry.yaml")  # the testbed's intended concepts
 
 
+SHIPPED = {"testbed": MODEL_DIR, "testbed-xl": XL_MODEL_DIR}  # the names the CLI and benchmarks take
+
+
+def folder(model: str | Path) -> Path:
+    """A testbed's folder: "testbed" / "testbed-xl" (the shipped SD and SDXL testbeds) or a folder path."""
+    return SHIPPED.get(str(model), Path(model))
+
+
 def load(
     device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, guard=None, model_dir: Path = MODEL_DIR
 ):
@@ -72,11 +80,13 @@ def verification_index(truth: Truth | None = None):
 
 __all__ = [
     "MODEL_DIR",
+    "SHIPPED",
     "XL_MODEL_DIR",
     "REGISTRY_FILE",
     "Concept",
     "MemorizedItem",
     "Truth",
+    "folder",
     "load",
     "load_truth",
     "load_xl",
