@@ -2,6 +2,7 @@
 random-weight ones saved to a tmp folder), their specs, fingerprints and errors."""
 
 import importlib.abc
+import json
 import shutil
 import sys
 
@@ -272,3 +273,15 @@ def test_open_clip_without_a_working_torchvision_says_what_to_do(monkeypatch):
         assert text.startswith("encoder 'open_clip:ViT-B-32/laion2b_s34b_b79k' needs open_clip_torch and a torchvision")
         assert "pip install 'memguard[clip]' torchvision" in text and "clip:<folder or hub id>" in text
         assert "\n" not in text
+
+
+def test_a_sidecar_written_before_fingerprints_is_matched_by_encoder_name(tmp_path):
+    path = tmp_path / "old.faiss"
+    VerificationIndex.build([np.full((8, 8, 3), 9, np.uint8), *_images()], ["a", "b", "c", "d"], "pixel-8").save(path)
+    sidecar = tmp_path / "old.faiss.json"
+    meta = json.loads(sidecar.read_text())
+    del meta["encoder_fingerprint"]
+    sidecar.write_text(json.dumps(meta))
+    assert VerificationIndex.load(path).encoder.name == "pixel-8"
+    with pytest.raises(IndexFileError, match="built with encoder 'pixel-8', not 'pixel-16'"):
+        VerificationIndex.load(path, "pixel-16")
