@@ -14,6 +14,7 @@ from pathlib import Path
 import typer
 
 from .cli_support import default_device, file_digest, guard_config, image_files, load_guarded, user_errors
+from .verify.specs import SPEC_HELP
 
 app = typer.Typer(help="Guard diffusers text-to-image pipelines against unintended memorization.", no_args_is_help=True)
 index_app = typer.Typer(help="Copy-verification index of protected images (memguard.verify).", no_args_is_help=True)
@@ -215,7 +216,9 @@ def index_build(
     images_dir: Path = typer.Argument(..., help="folder of protected images (searched recursively)"),
     out: Path = typer.Option(..., "--out", help="index file; its sidecar is written beside it as OUT.json"),
     kind: KindChoice = typer.Option(KindChoice.flat, help="flat (exact), ivf or hnsw (approximate, for millions)"),
-    encoder: str = typer.Option("pixel-32", help="'pixel-32' (offline, testbed only) or 'open_clip:MODEL/PRETRAINED'"),
+    encoder: str = typer.Option("pixel-32", help=SPEC_HELP),
+    device: str = typer.Option(default_device(), help="torch device of the encoder"),
+    batch_size: int = typer.Option(32, min=1, help="images per encoder batch"),
 ) -> None:
     """Index embeddings of protected or training images (ids: paths relative to IMAGES_DIR)."""
     from tqdm.auto import tqdm
@@ -225,12 +228,12 @@ def index_build(
     if not images_dir.is_dir():
         raise typer.BadParameter(f"{images_dir} is not a folder", param_hint="'IMAGES_DIR'")
     files = image_files([images_dir], "'IMAGES_DIR'")
-    with user_errors("'--encoder'", (ValueError, ImportError)):
-        image_encoder = encoder_from_name(encoder)
+    with user_errors("'--encoder'"):
+        image_encoder = encoder_from_name(encoder, device=device, batch_size=batch_size)
     ids = [p.relative_to(images_dir).as_posix() for p in files]
     with user_errors("'IMAGES_DIR'"):
         index = VerificationIndex.build(
-            tqdm(files, desc="memguard index", unit="image"), ids, image_encoder, kind=kind.value
+            tqdm(files, desc="memguard index", unit="image"), ids, image_encoder, kind=kind.value, batch_size=batch_size
         )
     out.parent.mkdir(parents=True, exist_ok=True)
     index.save(out)
@@ -243,12 +246,20 @@ def index_check(
     index_path: Path = typer.Option(..., "--index", help="index file written by `memguard index build`"),
     k: int = typer.Option(5, min=1, help="nearest protected images to list"),
     threshold: float | None = typer.Option(None, help="mark an image copied when its top similarity reaches this"),
+    encoder: str | None = typer.Option(
+        None, help="the encoder the index was built with, where its spec no longer loads (a moved model folder)"
+    ),
+    device: str = typer.Option(default_device(), help="torch device of the encoder"),
 ) -> None:
     """Print, per image, its nearest protected images and their cosine similarity (JSON lines)."""
-    from .verify import VerificationIndex
+    from .verify import VerificationIndex, encoder_from_name
 
-    with user_errors("'--index'", (ValueError, ImportError)):
-        index = VerificationIndex.load(index_path)
+    image_encoder = None
+    if encoder is not None:
+        with user_errors("'--encoder'"):
+            image_encoder = encoder_from_name(encoder, device=device)
+    with user_errors("'--index'"):
+        index = VerificationIndex.load(index_path, image_encoder, device=device)
     files = image_files(images, "'IMAGES...'")
     with user_errors("'IMAGES...'"):
         results = index.search(files, k)

@@ -28,9 +28,10 @@ def user_errors(
     try:
         yield
     except kinds as err:
+        message = str(err).strip() or type(err).__name__  # never an empty error box
         if param_hint:
-            raise typer.BadParameter(str(err), param_hint=param_hint) from None
-        raise click.ClickException(str(err)) from None
+            raise typer.BadParameter(message, param_hint=param_hint) from None
+        raise click.ClickException(message) from None
 
 
 def default_device() -> str:

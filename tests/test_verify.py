@@ -9,6 +9,7 @@ from PIL import Image
 
 from memguard import GuardConfig, testbed
 from memguard.verify import (
+    EncoderError,
     IndexFileError,
     IndexParams,
     OpenClipEncoder,
@@ -136,7 +137,7 @@ def test_open_clip_without_its_dependencies_says_what_to_install():
     try:
         import open_clip  # noqa: F401
     except ImportError:
-        with pytest.raises(ImportError, match=r"pip install 'memguard\[clip\]' torchvision"):
+        with pytest.raises(EncoderError, match=r"pip install 'memguard\[clip\]' torchvision"):
             OpenClipEncoder()
     else:
         pytest.skip("open_clip imports here; its weights would need a download")

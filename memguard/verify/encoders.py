@@ -1,17 +1,23 @@
-"""Image encoders for the copy-verification index: images in, L2-normalized float32 rows out.
+"""What every image encoder of the copy-verification index shares, and the offline pixel encoder.
 
-- `OpenClipEncoder`: an open_clip image tower (needs open_clip_torch and torchvision, and the
-  weights: downloaded once, or cached). What to use on real models.
-- `PixelEncoder`: the image resized to 32x32, centred and L2-normalized, so inner product is the
-  Pearson correlation of pixels. Needs nothing, downloads nothing; it only recognizes near-pixel-exact
-  copies, which is what the 32x32 testbed produces. For the testbed and tests, not for real models.
+An encoder turns images into L2-normalized float32 rows, so inner product is cosine similarity. It has
+- `name`: the spec that rebuilds it (`memguard.verify.encoder_from_name`), stored in the index's sidecar;
+- `fingerprint`: a short hash of what decides its embeddings (weights, preprocessing, options), also
+  stored, so an index is never searched with embeddings of another encoder, even one loaded from the
+  same path after the model there changed.
 
-An encoder has a `name` that rebuilds it (`encoder_from_name`), stored in the index's sidecar so an
-index is never searched with embeddings of another encoder.
+The encoders (see docs/verification.md for how to choose one):
+- `PixelEncoder` (`pixel-32`): the image resized to 32x32, centred and L2-normalized, so inner product
+  is the Pearson correlation of pixels. Needs nothing; it only recognizes near-pixel-exact copies,
+  which is what the 32x32 testbed produces. For the testbed and tests, not for real models.
+- `DinoV2Encoder`, `ClipVisionEncoder` (`dinov2:`, `clip:`; `transformers_encoders.py`).
+- `TorchScriptEncoder` (`torchscript:`, e.g. SSCD; `torchscript_encoder.py`).
+- `OpenClipEncoder` (`open_clip:`; needs open_clip_torch and torchvision; `open_clip_encoder.py`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -23,18 +29,26 @@ from PIL import Image
 ImageLike = str | os.PathLike | Image.Image | np.ndarray
 
 PIXEL_PREFIX = "pixel-"
-CLIP_PREFIX = "open_clip:"
-DEFAULT_CLIP_MODEL = "ViT-B-32"
-DEFAULT_CLIP_PRETRAINED = "laion2b_s34b_b79k"
+
+
+class EncoderError(ValueError):
+    """An encoder cannot be built: a bad spec or argument, a missing or unreadable model, a missing package.
+
+    The message is one line and names the argument (the spec, or the encoder's parameter)."""
 
 
 class ImageEncoder(Protocol):
     name: str
     dim: int
+    fingerprint: str  # optional for encoders of your own: `name` stands in for it when absent
 
     def encode(self, images: Sequence[ImageLike]) -> np.ndarray:
         """(len(images), dim) float32, rows L2-normalized (a zero row for a blank image)."""
         ...
+
+
+def encoder_fingerprint(encoder: ImageEncoder) -> str:
+    return getattr(encoder, "fingerprint", None) or encoder.name
 
 
 def as_pil(image: ImageLike) -> Image.Image:
@@ -56,14 +70,39 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
+def weights_fingerprint(state_dict, *settings: object) -> str:
+    """A short, stable hash of a module's weights (names, shapes and the head and tail of every tensor)
+    and of `settings` (preprocessing, options): cheap for large models, yet another checkpoint, or a
+    fine-tuned one, changes it. The same scheme as `memguard.calibration.model_fingerprint`."""
+    import torch
+
+    digest = hashlib.sha256(repr(settings).encode())
+    for name, tensor in state_dict.items():
+        flat = tensor.detach().reshape(-1)
+        sample = torch.cat([flat[:16], flat[-16:]]).to(device="cpu", dtype=torch.float32)
+        digest.update(f"{name}:{tuple(tensor.shape)}".encode())
+        digest.update(sample.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def one_line(err: BaseException) -> str:
+    """The first line of a library's error message (some span pages), or its type when it has none."""
+    lines = str(err).strip().splitlines()
+    line = lines[0].strip() if lines else type(err).__name__
+    if len(line) > 160 and ". " in line:  # torch appends paragraphs of advice to the one sentence that matters
+        line = line.split(". ", 1)[0]
+    return line
+
+
 class PixelEncoder:
     """Pixels as the embedding (testbed and tests only; see the module docstring)."""
 
     def __init__(self, size: int = 32):
-        if size < 2:
-            raise ValueError(f"PixelEncoder size must be >= 2, got {size}")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 2:
+            raise EncoderError(f"PixelEncoder.size must be an int >= 2, got {size!r}")
         self.size = size
         self.name = f"{PIXEL_PREFIX}{size}"
+        self.fingerprint = self.name  # nothing but the size decides its rows
         self.dim = size * size * 3
 
     def encode(self, images: Sequence[ImageLike]) -> np.ndarray:
@@ -81,53 +120,6 @@ class PixelEncoder:
         if pil.size != (self.size, self.size):
             pil = pil.resize((self.size, self.size), Image.Resampling.BILINEAR)
         return (np.asarray(pil, np.float32) / 255).reshape(-1)
-
-
-class OpenClipEncoder:
-    """An open_clip image tower; `model`/`pretrained` as in `open_clip.create_model_and_transforms`."""
-
-    def __init__(
-        self,
-        model: str = DEFAULT_CLIP_MODEL,
-        pretrained: str = DEFAULT_CLIP_PRETRAINED,
-        device: str = "cpu",
-        batch_size: int = 64,
-    ):
-        try:
-            import open_clip
-        except ImportError as err:  # open_clip imports torchvision, often the missing piece
-            raise ImportError(
-                f"the open_clip encoder needs open_clip_torch and torchvision ({err}); install them with "
-                "`pip install 'memguard[clip]' torchvision`, or use the offline PixelEncoder for the testbed"
-            ) from None
-        import torch
-
-        self._torch = torch
-        self.model, _, self.preprocess = open_clip.create_model_and_transforms(model, pretrained=pretrained)
-        self.model = self.model.eval().to(device)
-        self.device = device
-        self.batch_size = batch_size
-        self.name = f"{CLIP_PREFIX}{model}/{pretrained}"
-        self.dim = int(self.model.visual.output_dim)
-
-    def encode(self, images: Sequence[ImageLike]) -> np.ndarray:
-        torch = self._torch
-        out = [np.zeros((0, self.dim), np.float32)]
-        with torch.no_grad():
-            for start in range(0, len(images), self.batch_size):
-                batch = torch.stack([self.preprocess(as_pil(im)) for im in images[start : start + self.batch_size]])
-                out.append(self.model.encode_image(batch.to(self.device)).float().cpu().numpy())
-        return l2_normalize(np.concatenate(out))
-
-
-def encoder_from_name(name: str, device: str = "cpu") -> ImageEncoder:
-    """Rebuild the encoder an index was built with, from the name in its sidecar."""
-    if name.startswith(PIXEL_PREFIX) and name[len(PIXEL_PREFIX) :].isdigit():
-        return PixelEncoder(int(name[len(PIXEL_PREFIX) :]))
-    if name.startswith(CLIP_PREFIX) and "/" in name:
-        model, pretrained = name[len(CLIP_PREFIX) :].split("/", 1)
-        return OpenClipEncoder(model, pretrained, device=device)
-    raise ValueError(f"unknown encoder {name!r} (expected 'pixel-<size>' or 'open_clip:<model>/<pretrained>')")
 
 
 def encode_in_batches(encoder: ImageEncoder, images: Iterable[ImageLike], batch_size: int = 1024):

@@ -12,7 +12,8 @@ Kinds (all inner product on L2-normalized rows, so the score is cosine similarit
   incremental adds, the fastest searches with high recall, but the slowest build.
 
 Files: `save(path)` writes faiss's own format at `path` and a JSON sidecar at ``path + ".json"``
-(encoder, dims, count, kind, parameters and the image ids); never pickle. `load` checks they agree.
+(encoder spec and fingerprint, dims, count, kind, parameters and the image ids); never pickle. `load`
+checks they agree, and that the encoder searching the index is the one that built it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from typing import Literal
 import faiss
 import numpy as np
 
-from .encoders import ImageEncoder, ImageLike, PixelEncoder, encode_in_batches, encoder_from_name
+from .encoders import EncoderError, ImageEncoder, ImageLike, PixelEncoder, encode_in_batches, encoder_fingerprint
+from .specs import encoder_from_name
 
 IndexKind = Literal["flat", "ivf", "hnsw"]
 INDEX_KINDS: tuple[str, ...] = ("flat", "ivf", "hnsw")
@@ -93,16 +95,19 @@ class VerificationIndex:
         cls,
         images: Iterable[ImageLike],
         ids: Sequence[str],
-        encoder: ImageEncoder | None = None,
+        encoder: ImageEncoder | str | None = None,
         *,
         kind: IndexKind = "flat",
         params: IndexParams | None = None,
         batch_size: int = 1024,
     ) -> VerificationIndex:
-        """Encode `images` (paths, PIL images or arrays), one id each, into a new index of `kind`."""
+        """Encode `images` (paths, PIL images or arrays), one id each, into a new index of `kind`.
+
+        `encoder`: an encoder, or its spec (e.g. "dinov2:facebook/dinov2-small"; see `encoder_from_name`);
+        None: the offline pixel encoder (testbed only)."""
         if kind not in INDEX_KINDS:
             raise ValueError(f"kind must be one of {INDEX_KINDS}, got {kind!r}")
-        encoder = encoder or PixelEncoder()
+        encoder = _as_encoder(encoder) if encoder is not None else PixelEncoder()
         params = params or IndexParams()
         ids = [str(i) for i in ids]
         if len(set(ids)) != len(ids):
@@ -158,6 +163,7 @@ class VerificationIndex:
             "format_version": FORMAT_VERSION,
             "kind": self.kind,
             "encoder": self.encoder.name,
+            "encoder_fingerprint": encoder_fingerprint(self.encoder),
             "dims": int(self.index.d),
             "count": len(self),
             "metric": "inner_product",
@@ -169,15 +175,16 @@ class VerificationIndex:
         _replace_atomically(sidecar_path(path), lambda tmp: tmp.write_text(json.dumps(sidecar) + "\n"))
 
     @classmethod
-    def load(cls, path: str | os.PathLike, encoder: ImageEncoder | None = None) -> VerificationIndex:
-        """Read an index and its sidecar; `encoder` defaults to the one named in the sidecar."""
+    def load(
+        cls, path: str | os.PathLike, encoder: ImageEncoder | str | None = None, *, device: str = "cpu"
+    ) -> VerificationIndex:
+        """Read an index and its sidecar. `encoder` (an encoder or its spec) defaults to the one the
+        sidecar names, loaded on `device`; either way it must be the encoder that built the index."""
         path = Path(path)
         meta = _read_sidecar(path)
-        if encoder is not None and encoder.name != meta["encoder"]:
-            raise IndexFileError(
-                f"{path} was built with encoder {meta['encoder']!r}, not {encoder.name!r}: "
-                "embeddings of different encoders are not comparable"
-            )
+        if encoder is not None:
+            encoder = _as_encoder(encoder, device)
+            _check_same_encoder(path, meta, encoder)
         try:
             index = faiss.read_index(str(path))
         except RuntimeError:
@@ -190,9 +197,17 @@ class VerificationIndex:
         concrete = faiss.downcast_index(index)  # a view: `index` keeps owning the C++ object
         if not isinstance(concrete, _FAISS_CLASSES[meta["kind"]]):
             raise IndexFileError(f"{path} holds a {type(concrete).__name__}, its sidecar says kind {meta['kind']!r}")
-        encoder = encoder or encoder_from_name(meta["encoder"])
+        if encoder is None:
+            try:
+                encoder = encoder_from_name(meta["encoder"], device=device)
+            except EncoderError as err:
+                raise IndexFileError(
+                    f"{path}: cannot load the encoder it was built with ({err}); "
+                    "pass that encoder explicitly (encoder=, or --encoder on the command line)"
+                ) from None
         if encoder.dim != meta["dims"]:
             raise IndexFileError(f"encoder {encoder.name!r} makes {encoder.dim}-dim rows, the index has {meta['dims']}")
+        _check_same_encoder(path, meta, encoder)  # also when rebuilt from the sidecar: the model there may have changed
         try:
             params = IndexParams(**meta["params"])
         except (TypeError, ValueError) as err:
@@ -204,6 +219,39 @@ class VerificationIndex:
             self.index.nprobe = min(self.params.nprobe, self.index.nlist)
         elif self.kind == "hnsw":
             self.index.hnsw.efSearch = self.params.ef_search
+
+
+def _as_encoder(encoder: ImageEncoder | str, device: str = "cpu") -> ImageEncoder:
+    if isinstance(encoder, str):
+        return encoder_from_name(encoder, device=device)
+    if not callable(getattr(encoder, "encode", None)) or not hasattr(encoder, "name") or not hasattr(encoder, "dim"):
+        raise EncoderError(
+            "encoder must be an encoder spec (str) or an image encoder with name, dim and encode(images), "
+            f"got {type(encoder).__name__}"
+        )
+    return encoder
+
+
+def _check_same_encoder(path: Path, meta: dict, encoder: ImageEncoder) -> None:
+    """Embeddings of two encoders are not comparable: refuse unless the fingerprints agree (the name,
+    for sidecars written before fingerprints, and for encoders of your own without one)."""
+    built_name, built_fingerprint = meta["encoder"], meta.get("encoder_fingerprint")
+    if built_fingerprint is None:
+        same = encoder.name == built_name
+    else:
+        same = encoder_fingerprint(encoder) == built_fingerprint
+    if same:
+        return
+    if encoder.name == built_name:
+        raise IndexFileError(
+            f"{path} was built with encoder {built_name!r}, whose weights or preprocessing differ from the model "
+            f"loaded from there now (fingerprint {built_fingerprint}, now {encoder_fingerprint(encoder)}): "
+            "rebuild the index, or load the model it was built with"
+        )
+    raise IndexFileError(
+        f"{path} was built with encoder {built_name!r}, not {encoder.name!r}: "
+        "embeddings of different encoders are not comparable"
+    )
 
 
 def sidecar_path(path: Path) -> Path:

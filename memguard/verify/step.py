@@ -43,6 +43,12 @@ class CopyVerification:
         if len(self.index) == 0:
             raise ValueError("CopyVerification.index is empty; build it from the protected images first")
 
+    @classmethod
+    def from_file(cls, path, threshold: float, encoder=None, *, device: str = "cpu") -> CopyVerification:
+        """Load the index at `path` (see `VerificationIndex.load`; `encoder`: an encoder or its spec,
+        by default the one that built the index) and check against it at `threshold`."""
+        return cls(VerificationIndex.load(path, encoder, device=device), threshold)
+
     def check(self, images) -> list[CopyFinding]:
         """One finding per image of a pipeline output (PIL list, (N, H, W, 3) array or (N, 3, H, W) tensor)."""
         checks = self.index.check(as_image_list(images), self.threshold)
