@@ -1,6 +1,7 @@
 """memguard: guard diffusers text-to-image pipelines against unintended memorization."""
 
-from .calibration import Calibration, calibrate, model_fingerprint
+from .calibrating import calibrate
+from .calibration import Calibration, model_fingerprint
 from .config import GuardConfig
 from .intent import IntendedConcept, IntentRegistry, RegistryError
 from .pipelines import (

@@ -186,7 +186,7 @@ def calibrate(
     device: str = typer.Option(default_device(), help="torch device"),
 ) -> None:
     """Measure the threshold for a target false-positive rate on benign prompts of this model."""
-    from .calibration import calibrate as measure
+    from .calibrating import calibrate as measure
     from .config import GuardConfig
     from .prompts_file import read_prompts
 

@@ -1,5 +1,6 @@
 """Guarded drop-ins of diffusers pipelines: one class per family, `guard()` for existing objects."""
 
+from . import from_pipe  # noqa: F401  (registers the routing of diffusers' from_pipe, run on first use)
 from .families import FAMILIES, Family, family_for
 from .guarded import (
     GUARDED_CLASSES,

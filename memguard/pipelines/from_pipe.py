@@ -13,6 +13,16 @@ from __future__ import annotations
 import copy
 import threading
 
+from diffusers import (
+    AutoPipelineForImage2Image,
+    AutoPipelineForInpainting,
+    AutoPipelineForText2Image,
+    DiffusionPipeline,
+)
+
+from .guarded import guarded_class_for
+from .mixin import GuardedPipelineMixin, before_first_construction
+
 _lock = threading.Lock()
 _originals: dict[type, object] = {}
 
@@ -21,13 +31,6 @@ def route_from_pipe() -> None:
     """Route `DiffusionPipeline.from_pipe` and the AutoPipelines' `from_pipe` (once, idempotent)."""
     if _originals:
         return
-    from diffusers import (
-        AutoPipelineForImage2Image,
-        AutoPipelineForInpainting,
-        AutoPipelineForText2Image,
-        DiffusionPipeline,
-    )
-
     with _lock:
         if _originals:
             return
@@ -39,16 +42,10 @@ def route_from_pipe() -> None:
 
 
 def _is_guarded(pipeline) -> bool:
-    from .mixin import GuardedPipelineMixin
-
     return isinstance(pipeline, GuardedPipelineMixin)
 
 
 def _pipeline_from_pipe(cls, pipeline, **kwargs):
-    from diffusers import DiffusionPipeline
-
-    from .guarded import guarded_class_for
-
     original = _originals[DiffusionPipeline].__func__
     if not _is_guarded(pipeline) or _is_guarded_class(cls):
         return original(cls, pipeline, **kwargs)
@@ -63,8 +60,6 @@ def _pipeline_from_pipe(cls, pipeline, **kwargs):
 
 
 def _auto_from_pipe(cls, pipeline, **kwargs):
-    from .guarded import guarded_class_for
-
     original = _originals[cls].__func__
     if not _is_guarded(pipeline):
         return original(cls, pipeline, **kwargs)
@@ -83,6 +78,7 @@ def _auto_from_pipe(cls, pipeline, **kwargs):
 
 
 def _is_guarded_class(cls) -> bool:
-    from .mixin import GuardedPipelineMixin
-
     return issubclass(cls, GuardedPipelineMixin)
+
+
+before_first_construction.append(route_from_pipe)

@@ -50,6 +50,11 @@ _states_lock = threading.Lock()
 _keep_module_dtypes: ContextVar[bool] = ContextVar("memguard_keep_module_dtypes", default=False)
 
 
+# Run (each is idempotent) before a guarded pipeline is built: `from_pipe.py` registers the routing of
+# diffusers' from_pipe here, so that it happens once a guarded pipeline exists, not on import.
+before_first_construction: list = []
+
+
 def _state(pipe) -> _ObjectState:
     with _states_lock:
         state = _states.get(pipe)
@@ -85,9 +90,8 @@ class GuardedPipelineMixin:
 
             @functools.wraps(parent_init)  # diffusers reads the components from this signature
             def __init__(self, *args, **kwargs):
-                from .from_pipe import route_from_pipe
-
-                route_from_pipe()  # from here on, diffusers' from_pipe keeps the guard of a guarded source
+                for prepare in before_first_construction:
+                    prepare()
                 parent_init(self, *args, **kwargs)
 
             cls.__init__ = __init__

@@ -13,12 +13,8 @@ from pathlib import Path
 
 import torch
 
+from .paths import MODEL_DIR, REGISTRY_FILE, XL_MODEL_DIR
 from .truth import Concept, MemorizedItem, Truth, load_truth
-
-MODEL_DIR = Path(__file__).with_name("model")
-XL_MODEL_DIR = Path(__file__).with_name("model_xl")  # the SDXL-architecture variant
-REGISTRY_FILE = Path(__file__).with_name("registry.yaml")  # the testbed's intended concepts
-
 
 SHIPPED = {"testbed": MODEL_DIR, "testbed-xl": XL_MODEL_DIR}  # the names the CLI and benchmarks take
 

@@ -12,8 +12,10 @@ from pathlib import Path
 
 from diffusers import DiffusionPipeline
 
-from ..calibration import Calibration, calibrate
+from ..calibrating import calibrate
+from ..calibration import Calibration
 from .data import calibration_prompts
+from .paths import MODEL_DIR
 
 CALIBRATION_FILE = "calibration.json"
 
@@ -29,8 +31,6 @@ def calibrate_testbed(model_dir: Path, target_fpr: float = 0.01) -> Calibration:
 
 
 def main() -> None:
-    from . import MODEL_DIR
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=MODEL_DIR, help="testbed pipeline folder")
     args = parser.parse_args()

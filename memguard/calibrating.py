@@ -1,0 +1,121 @@
+"""The calibration procedure: score benign prompts with a guarded pipeline, pick the threshold.
+
+It sits above the pipelines it runs; the record it returns and the statistics it uses live in
+`calibration.py`, below everything that reads a calibration.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import torch
+
+from .calibration import Calibration, check_sample_size, model_fingerprint, threshold_for_fpr
+from .detection import CALIBRATED_DEFAULT, get_detector
+from .detection.bottleneck import bottleneck_layers, layer_entropies
+from .pipelines import GuardedPipelineMixin, guard
+
+__all__ = ["calibrate"]
+
+
+def calibrate(
+    pipe,
+    benign_prompts: Sequence[str],
+    target_fpr: float = 0.01,
+    *,
+    decision_step: int = 1,
+    detector=None,
+    num_images_per_prompt: int = 1,
+    num_inference_steps: int = 50,
+    guidance_scale: float = 7.5,
+    batch_size: int = 8,
+    seed: int = 0,
+    progress: bool = True,
+    **call_kwargs,
+) -> Calibration:
+    """Score benign prompts at the decision step (images are not finished) and pick the threshold.
+
+    `pipe` is a guarded pipeline or any pipeline memguard guards (wrapped for the run); `call_kwargs`
+    are further arguments of its call (an img2img `image` and `strength`, a ControlNet `image`...).
+    `detector` (a detector or its name) defaults to memguard's own score, "bottleneck_entropy".
+    """
+    if isinstance(benign_prompts, str) or not all(isinstance(p, str) for p in benign_prompts):
+        raise TypeError("benign_prompts must be a sequence of prompt strings")
+    if len(benign_prompts) == 0:
+        raise ValueError("benign_prompts is empty")
+    check_sample_size(target_fpr, len(benign_prompts) * num_images_per_prompt)  # before any scoring
+    guarded = pipe if isinstance(pipe, GuardedPipelineMixin) else guard(pipe)
+    detector = get_detector(detector if detector is not None else CALIBRATED_DEFAULT)
+    if detector.needs.full_run:
+        raise ValueError(f"detector {detector.name!r} scores only after the last step; the guard decides early")
+    # A per-layer detector first needs its benign statistics: a collector keeps the per-layer scores,
+    # so the statistics and the standardized scores come from the same pass.
+    collector = _LayerCollector(detector) if hasattr(detector, "with_calibration") else None
+    # only scores are wanted: a threshold nothing reaches, so no image is judged or re-sampled
+    config = guarded.guard_config.replace(
+        enabled=True,
+        calibration=None,
+        threshold=sys.float_info.max,
+        decision_step=decision_step,
+        detector=collector or detector,
+    )
+    reports = guarded.score(
+        list(benign_prompts),
+        config=config,
+        num_images_per_prompt=num_images_per_prompt,
+        num_inference_steps=num_inference_steps,
+        guidance_scale=guidance_scale,
+        batch_size=batch_size,
+        seed=seed,
+        progress=progress,
+        **call_kwargs,
+    )
+    scores, layer_stats = [r.score for r in reports], None
+    if collector is not None:
+        layer_stats, scores = collector.standardized()
+    threshold, achieved = threshold_for_fpr(scores, target_fpr)
+    return Calibration(
+        model_fingerprint=model_fingerprint(guarded),
+        threshold=threshold,
+        target_fpr=target_fpr,
+        decision_step=decision_step,
+        detector=reports[0].detector,
+        num_scores=len(reports),
+        achieved_fpr=achieved,
+        num_inference_steps=num_inference_steps,
+        guidance_scale=guidance_scale,
+        scheduler=type(guarded.scheduler).__name__,
+        model_name=str(getattr(guarded, "name_or_path", "") or ""),
+        family=guarded.family.name,
+        layer_stats=layer_stats,
+    )
+
+
+class _LayerCollector:
+    """Stands in for a per-layer detector during calibration: keeps every batch's per-layer scores,
+    so the statistics and the standardized scores come from one pass over the benign prompts."""
+
+    def __init__(self, detector) -> None:
+        self.name, self.needs, self.default_threshold = detector.name, detector.needs, None
+        self.batches: list[dict[str, torch.Tensor]] = []
+
+    def score(self, trace, upto_step: int) -> torch.Tensor:
+        values = layer_entropies(trace, upto_step, bottleneck_layers(trace))
+        if values is None:
+            raise ValueError("calibration: the per-layer attention signal was not recorded")
+        self.batches.append(values)
+        return torch.zeros(trace.num_images)  # nothing is judged: calibrate() sets an unreachable threshold
+
+    def standardized(self) -> tuple[dict[str, list[float]], list[float]]:
+        """{layer: [mean, std]} of the benign scores, and each image's mean standardized score."""
+        layers = sorted(self.batches[0])
+        if any(sorted(batch) != layers for batch in self.batches):
+            raise ValueError("calibration: the bottleneck layers changed between batches")
+        values = {k: torch.cat([batch[k] for batch in self.batches]).double() for k in layers}
+        stats = {k: [float(v.mean()), float(v.std())] for k, v in values.items()}
+        flat = sorted(k for k, (_, spread) in stats.items() if not spread > 0)
+        if flat:
+            raise ValueError(f"calibration: layer(s) {flat} score every benign prompt the same; pass varied prompts")
+        scores = torch.stack([(values[k] - stats[k][0]) / stats[k][1] for k in layers]).mean(dim=0)
+        return stats, scores.tolist()
