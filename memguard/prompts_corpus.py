@@ -18,7 +18,7 @@ import heapq
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -110,27 +110,50 @@ def sample_prompt_log(
     if isinstance(exclude, str):
         raise TypeError("exclude must be a collection of prompts, not one string")
     path = Path(path)
-    excluded_keys = {normalize_prompt(text) for text in exclude}
+    counts = {"lines_read": 0, "malformed": 0, "overlong": 0, "excluded": 0, "truncated": False}
+    usable = _usable_prompts(path, field, max_chars, max_lines, {normalize_prompt(t) for t in exclude}, counts)
     # Bottom-n by seeded hash: the n distinct prompts of smallest rank, whatever the order of the log.
     # The heap holds negated ranks so its top is the largest rank kept, the first to give way.
     heap: list[tuple[bytes, str, str]] = []
     kept: set[str] = set()
-    counts = {"lines_read": 0, "malformed": 0, "overlong": 0, "excluded": 0}
-    truncated = False
+    for key, text in usable:
+        if key in kept:
+            continue
+        entry = (_negate(_rank(seed, key)), key, text)
+        if len(heap) < n:
+            heapq.heappush(heap, entry)
+        elif entry > heap[0]:  # a smaller rank than the largest kept
+            kept.discard(heapq.heapreplace(heap, entry)[1])
+        else:
+            continue
+        kept.add(key)
+    if not heap:
+        raise PromptFileError(
+            f"prompt log {path} has no usable prompts ({counts['lines_read']} lines read, {counts['malformed']} "
+            f"malformed, {counts['overlong']} over {max_chars} characters, {counts['excluded']} excluded)"
+        )
+    chosen = sorted(heap, reverse=True)  # smallest rank first
+    return PromptLogSample(prompts=tuple(text for _, _, text in chosen), **counts)
+
+
+def _usable_prompts(
+    path: Path, field: str, max_chars: int, max_lines: int | None, excluded_keys: set[str], counts: dict
+) -> Iterator[tuple[str, str]]:
+    """(duplicate key, prompt) for each usable line of the log, in file order; what is skipped is
+    counted in `counts`."""
     try:
         with path.open("rb") as stream:
             jsonl = None
             for raw in _lines(stream):
-                if raw is None:  # a line too long to read
-                    counts["lines_read"] += 1
-                    counts["overlong"] += 1
-                    continue
-                if not raw.strip():
+                if raw is not None and not raw.strip():
                     continue
                 if max_lines is not None and counts["lines_read"] >= max_lines:
-                    truncated = True
-                    break
+                    counts["truncated"] = True
+                    return
                 counts["lines_read"] += 1
+                if raw is None:  # a line too long to read
+                    counts["overlong"] += 1
+                    continue
                 if counts["lines_read"] == 1:
                     raw = raw.removeprefix(b"\xef\xbb\xbf")  # a BOM from spreadsheet exports
                 if jsonl is None:
@@ -140,31 +163,15 @@ def sample_prompt_log(
                     counts["malformed"] += 1
                     continue
                 text = " ".join(text.split())
+                key = normalize_prompt(text)
                 if len(text) > max_chars:
                     counts["overlong"] += 1
-                    continue
-                key = normalize_prompt(text)
-                if key in excluded_keys:
+                elif key in excluded_keys:
                     counts["excluded"] += 1
-                    continue
-                if key in kept:
-                    continue
-                entry = (_negate(_rank(seed, key)), key, text)
-                if len(heap) < n:
-                    heapq.heappush(heap, entry)
-                    kept.add(key)
-                elif entry > heap[0]:  # a smaller rank than the largest kept
-                    kept.discard(heapq.heapreplace(heap, entry)[1])
-                    kept.add(key)
+                else:
+                    yield key, text
     except OSError as err:
         raise PromptFileError(f"cannot read prompt log {path}: {err.strerror}") from None
-    if not heap:
-        raise PromptFileError(
-            f"prompt log {path} has no usable prompts ({counts['lines_read']} lines read, {counts['malformed']} "
-            f"malformed, {counts['overlong']} over {max_chars} characters, {counts['excluded']} excluded)"
-        )
-    chosen = sorted(heap, reverse=True)  # smallest rank first
-    return PromptLogSample(prompts=tuple(text for _, _, text in chosen), truncated=truncated, **counts)
 
 
 def _negate(digest: bytes) -> bytes:

@@ -263,6 +263,8 @@ def test_log_samples_are_deterministic_nested_and_independent_of_log_order(tmp_p
     assert len(small) == 20 == len(set(small))
     assert sample_prompt_log(backward, n=20, seed=5).prompts == small  # order and repeats do not matter
     assert sample_prompt_log(forward, n=50, seed=5).prompts[:20] == small
+    everything = sample_prompt_log(backward, n=1000, seed=5).prompts  # nothing evicted: a plain sort
+    assert sorted(everything) == sorted(prompts) and everything[:20] == small
     assert set(sample_prompt_log(forward, n=20, seed=6).prompts) != set(small)
     assert set(small) != set(prompts[:20])  # sampled, not the head of the log
 
