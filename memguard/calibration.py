@@ -19,7 +19,7 @@ an integer field takes an int, not 1.5 or "50". Limits (see docs/limits.md):
 - `guidance_scale` finite with |guidance_scale| <= 1e6, `target_fpr` in (0, 1), `achieved_fpr` in [0, 1];
 - `num_inference_steps` in 1..`MAX_STEPS` (10,000), `decision_step` in 1..num_inference_steps,
   `num_scores` in 1..1e12;
-- names (`model_fingerprint`, `detector`, `scheduler`, `model_name`) at most 1,024 characters;
+- names (`model_fingerprint`, `detector`, `scheduler`, `model_name`, `family`) at most 1,024 characters;
 - `layer_stats`: at most 1,024 layers, each [mean, std] finite with std > 0.
 """
 
@@ -48,7 +48,7 @@ MAX_LAYERS = 1_024
 # scores are float32: a threshold a rounding step past its detector's range is still that range's edge
 _RANGE_SLACK = 1e-6
 
-_TEXT_FIELDS = ("model_fingerprint", "detector", "scheduler", "model_name")
+_TEXT_FIELDS = ("model_fingerprint", "detector", "scheduler", "model_name", "family")
 _INT_FIELDS = ("decision_step", "num_scores", "num_inference_steps", "format_version")
 _REAL_FIELDS = ("threshold", "target_fpr", "achieved_fpr", "guidance_scale")
 
@@ -202,7 +202,7 @@ def _check_values(calibration: Calibration) -> None:
     for name in _TEXT_FIELDS:
         if len(getattr(calibration, name)) > MAX_TEXT_CHARS:
             fail(name, f"is longer than {MAX_TEXT_CHARS:,} characters")
-    for name in ("model_fingerprint", "detector", "scheduler"):
+    for name in ("model_fingerprint", "detector", "scheduler", "family"):
         if not getattr(calibration, name).strip():
             fail(name, "is empty")
     if calibration.format_version != FORMAT_VERSION:
