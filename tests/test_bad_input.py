@@ -354,6 +354,22 @@ def test_index_sidecars_are_parsed_at_a_bounded_cost(tmp_path, change, message):
         VerificationIndex.load(path)
 
 
+def test_a_prompt_log_sample_counts_lines_a_parser_would_choke_on_as_malformed(tmp_path):
+    from memguard.prompts_corpus import sample_prompt_log
+
+    log = tmp_path / "log.jsonl"
+    lines = [
+        '{"caption": "a red circle"}',
+        '{"caption": ' + "[" * 30_000 + "]" * 30_000 + "}",  # under 64 KiB, nested past the recursion limit
+        '{"caption": "\\ud800"}',  # half a surrogate pair: not text
+        '{"caption": "a blue square", "user": 1' + "0" * 5000 + "}",  # an unread field with a 5,001-digit number
+    ]
+    log.write_text("\n".join(lines) + "\n")
+    sample = sample_prompt_log(log, n=10)
+    assert sorted(sample.prompts) == ["a blue square", "a red circle"]
+    assert (sample.lines_read, sample.malformed) == (4, 2)
+
+
 def test_registry_and_calibration_files_have_a_size_limit(tmp_path):
     big = tmp_path / "big.yaml"
     big.write_text("# padding\n" * 110_000 + "concepts: []\n")  # 1.1 MB
