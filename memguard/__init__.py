@@ -22,6 +22,20 @@ from .report import Attempt, MemorizationReport, Trigger
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # `memguard.testbed` on first use, so `import memguard` stays free of the testbed's code and data
+    if name == "testbed":
+        import importlib
+
+        return importlib.import_module(".testbed", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), "testbed"])
+
+
 __all__ = [
     "Attempt",
     "Calibration",

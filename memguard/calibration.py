@@ -4,6 +4,23 @@ A `Calibration` is tied to the model it was measured on by a fingerprint of the 
 encoder weights, so a threshold cannot silently be applied to another model. It is saved as plain
 JSON (never pickle). This module holds the record and the statistics; `memguard.calibrate`
 (`calibrating.py`, above the pipelines) measures one.
+
+Every field is checked, in code and in files alike (`CalibrationError` names the file and the field;
+a wrong type given in code is a `MemguardTypeError`). Types are strict: a bool is not a number and
+an integer field takes an int, not 1.5 or "50". Limits (see docs/limits.md):
+
+- a file of at most `MAX_FILE_BYTES` (1 MiB; a calibration is under 1 KiB, plus ~100 bytes a layer);
+- `threshold`: finite, inside its detector's score range (`memguard.detection`: a normalized
+  entropy lies in [0, 1], an RMS in [0, inf)), and |threshold| <= `MAX_MAGNITUDE` (1e6). A threshold
+  outside the scores a detector can give flags everything or nothing, so it is never what a
+  calibration measured. 1e6 is far above any score memguard computes (entropies and RMS values are
+  of order 1; standardized scores of order 10) and far below where float spacing starts to merge
+  scores, so it refuses only thresholds that silently switch the guard off;
+- `guidance_scale` finite with |guidance_scale| <= 1e6, `target_fpr` in (0, 1), `achieved_fpr` in [0, 1];
+- `num_inference_steps` in 1..`MAX_STEPS` (10,000), `decision_step` in 1..num_inference_steps,
+  `num_scores` in 1..1e12;
+- names (`model_fingerprint`, `detector`, `scheduler`, `model_name`, `family`) at most 1,024 characters;
+- `layer_stats`: at most 1,024 layers, each [mean, std] finite with std > 0.
 """
 
 from __future__ import annotations
@@ -18,7 +35,26 @@ from pathlib import Path
 
 import torch
 
+from .errors import MemguardTypeError, MemguardValueError, shown
+from .safe_parse import FileTooLarge, JsonSyntaxError, ParseError, cannot_open, parse_json, read_limited, type_name
+
 FORMAT_VERSION = 1
+MAX_FILE_BYTES = 1 << 20
+MAX_MAGNITUDE = 1e6
+MAX_STEPS = 10_000
+MAX_SCORES = 10**12
+MAX_TEXT_CHARS = 1_024
+MAX_LAYERS = 1_024
+# scores are float32: a threshold a rounding step past its detector's range is still that range's edge
+_RANGE_SLACK = 1e-6
+
+_TEXT_FIELDS = ("model_fingerprint", "detector", "scheduler", "model_name", "family")
+_INT_FIELDS = ("decision_step", "num_scores", "num_inference_steps", "format_version")
+_REAL_FIELDS = ("threshold", "target_fpr", "achieved_fpr", "guidance_scale")
+
+
+class CalibrationError(MemguardValueError):
+    """A calibration that cannot be used; the message names the file (when there is one) and the field."""
 
 
 # The modules whose weights make a detector's scores what they are, where a pipeline has them; a
@@ -67,16 +103,8 @@ class Calibration:
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
-        if not math.isfinite(self.threshold):
-            raise ValueError(f"calibration threshold must be a finite number, got {self.threshold}")
-        if not 0.0 < self.target_fpr < 1.0:
-            raise ValueError(f"calibration target_fpr must be in (0, 1), got {self.target_fpr}")
-        if self.decision_step < 1:
-            raise ValueError(f"calibration decision_step must be >= 1, got {self.decision_step}")
-        if self.layer_stats is not None:
-            for layer, stats in self.layer_stats.items():
-                if not (isinstance(stats, (list, tuple)) and len(stats) == 2 and all(map(math.isfinite, stats))):
-                    raise ValueError(f"calibration layer_stats[{layer!r}] must be [mean, std] (finite), got {stats!r}")
+        _check_types(self)
+        _check_values(self)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -86,37 +114,46 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "calibration") -> Calibration:
+        """A calibration from its JSON object; every problem is a CalibrationError naming `source`."""
         if not isinstance(data, dict):
-            raise ValueError(f"{source}: expected a JSON object")
-        if data.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"{source}: unsupported format_version {data.get('format_version')!r} "
-                f"(this memguard reads {FORMAT_VERSION})"
+            raise CalibrationError(f"{source}: expected a JSON object, got {type_name(data)}")
+        version = data.get("format_version")
+        if isinstance(version, bool) or not isinstance(version, int) or version != FORMAT_VERSION:
+            raise CalibrationError(
+                f"{source}: unsupported format_version {shown(version)} (this memguard reads {FORMAT_VERSION})"
             )
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(map(shown, set(data) - known))
         if unknown:
-            raise ValueError(f"{source}: unknown field(s) {unknown}")
+            raise CalibrationError(f"{source}: unknown field(s) [{', '.join(unknown)}]")
         required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
         missing = sorted(required - set(data))
         if missing:
-            raise ValueError(f"{source}: missing field(s) {missing}")
+            raise CalibrationError(f"{source}: missing field(s) {missing}")
         try:
             return cls(**data)
         except (TypeError, ValueError) as err:
-            raise ValueError(f"{source}: {err}") from None
+            raise CalibrationError(f"{source}: {err}") from None
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Calibration:
         path = Path(path)
         try:
-            text = path.read_text()
-        except OSError as err:
-            raise ValueError(f"cannot read calibration file {path}: {err.strerror}") from None
+            text = read_limited(path, MAX_FILE_BYTES).decode("utf-8")
+        except FileTooLarge as err:
+            raise CalibrationError(f"calibration file {path}: {err}") from None
+        except UnicodeDecodeError:
+            raise CalibrationError(f"calibration file {path} is not UTF-8 text") from None
+        except (OSError, ValueError) as err:  # ValueError: a NUL in the path
+            raise CalibrationError(f"cannot read calibration file {path}: {cannot_open(err)}") from None
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"calibration file {path} is not valid JSON (line {err.lineno})") from None
+            data = parse_json(text)
+        except JsonSyntaxError as err:
+            raise CalibrationError(
+                f"calibration file {path} is not valid JSON (line {err.line}: {err.reason})"
+            ) from None
+        except ParseError as err:
+            raise CalibrationError(f"calibration file {path}: {err.message}") from None
         return cls.from_dict(data, source=f"calibration file {path}")
 
     def check_model(self, pipe) -> None:
@@ -128,6 +165,107 @@ class Calibration:
                 f"{self.model_name or 'unnamed'}); this pipeline's fingerprint is {actual}. "
                 "Re-run memguard.calibrate on this model."
             )
+
+
+def _check_types(calibration: Calibration) -> None:
+    """Every field of the type it is declared with: a bool is no number, 1.5 or "50" no int."""
+    for name in _TEXT_FIELDS:
+        value = getattr(calibration, name)
+        if not isinstance(value, str):
+            raise MemguardTypeError(f"calibration {name} must be a string, got {type_name(value)}")
+    for name in _INT_FIELDS:
+        value = getattr(calibration, name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise MemguardTypeError(f"calibration {name} must be an integer, got {type_name(value)}")
+    for name in _REAL_FIELDS:
+        if not _is_number(getattr(calibration, name)):
+            raise MemguardTypeError(f"calibration {name} must be a number, got {type_name(getattr(calibration, name))}")
+    stats = calibration.layer_stats
+    if stats is None:
+        return
+    if not isinstance(stats, dict):
+        raise MemguardTypeError(
+            f"calibration layer_stats must be a mapping {{layer: [mean, std]}}, got {type_name(stats)}"
+        )
+    for layer, pair in stats.items():
+        if not isinstance(layer, str):
+            raise MemguardTypeError(f"calibration layer_stats: layer names must be strings, got {type_name(layer)}")
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(map(_is_number, pair))):
+            # a ValueError, as it always was: the shape of the statistics is wrong, not a Python type
+            raise CalibrationError(f"calibration layer_stats[{shown(layer)}] must be [mean, std], two numbers")
+
+
+def _check_values(calibration: Calibration) -> None:
+    def fail(name: str, message: str):
+        raise CalibrationError(f"calibration {name} {message}")
+
+    for name in _TEXT_FIELDS:
+        if len(getattr(calibration, name)) > MAX_TEXT_CHARS:
+            fail(name, f"is longer than {MAX_TEXT_CHARS:,} characters")
+    for name in ("model_fingerprint", "detector", "scheduler", "family"):
+        if not getattr(calibration, name).strip():
+            fail(name, "is empty")
+    if calibration.format_version != FORMAT_VERSION:
+        fail("format_version", f"must be {FORMAT_VERSION}, got {calibration.format_version}")
+    for name in ("threshold", "guidance_scale"):
+        value = getattr(calibration, name)
+        if not _finite(value) or abs(value) > MAX_MAGNITUDE:
+            fail(name, f"must be a finite number with |{name}| <= {MAX_MAGNITUDE:g}, got {shown(value)}")
+    _check_threshold_range(calibration.threshold, calibration.detector, fail)
+    if not 0.0 < calibration.target_fpr < 1.0:
+        fail("target_fpr", f"must be in (0, 1), got {shown(calibration.target_fpr)}")
+    if not 0.0 <= calibration.achieved_fpr <= 1.0:
+        fail("achieved_fpr", f"must be in [0, 1], got {shown(calibration.achieved_fpr)}")
+    if not 1 <= calibration.num_inference_steps <= MAX_STEPS:
+        fail("num_inference_steps", f"must be in 1..{MAX_STEPS:,}, got {shown(calibration.num_inference_steps)}")
+    if not 1 <= calibration.decision_step <= calibration.num_inference_steps:
+        fail(
+            "decision_step",
+            f"must be in 1..num_inference_steps ({calibration.num_inference_steps}), got "
+            f"{shown(calibration.decision_step)}",
+        )
+    if not 1 <= calibration.num_scores <= MAX_SCORES:
+        fail("num_scores", f"must be in 1..{MAX_SCORES:.0e}, got {shown(calibration.num_scores)}")
+    stats = calibration.layer_stats
+    if stats is not None:
+        if len(stats) > MAX_LAYERS:
+            fail("layer_stats", f"holds {len(stats):,} layers; at most {MAX_LAYERS:,} are allowed")
+        for layer, (mean, spread) in stats.items():
+            if len(layer) > MAX_TEXT_CHARS:
+                fail("layer_stats", f"has a layer name longer than {MAX_TEXT_CHARS:,} characters")
+            if not all(_finite(v) and abs(v) <= MAX_MAGNITUDE for v in (mean, spread)) or not spread > 0:
+                fail(
+                    f"layer_stats[{shown(layer)}]",
+                    f"must be [mean, std], finite, |values| <= {MAX_MAGNITUDE:g} and std > 0, "
+                    f"got [{shown(mean)}, {shown(spread)}]",
+                )
+
+
+def _check_threshold_range(threshold: float, detector: str, fail) -> None:
+    """A built-in detector's threshold inside the scores it can give (a custom detector declares none here)."""
+    from .detection.registry import known_score_range  # here: detection imports the pipeline stack
+
+    bounds = known_score_range(detector)
+    if bounds is None:
+        return
+    low, high = bounds
+    if threshold < low - _RANGE_SLACK * max(1.0, abs(low)) or threshold > high + _RANGE_SLACK * max(1.0, abs(high)):
+        fail(
+            "threshold",
+            f"{threshold} is outside the scores detector {detector!r} can give [{low:g}, {high:g}]: "
+            "it would flag every image or none",
+        )
+
+
+def _finite(value) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int past float's range
+        return False
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def check_sample_size(target_fpr: float, num_scores: int) -> None:

@@ -3,6 +3,11 @@
 MODEL is "testbed" (the shipped model, offline; its calibration and registry apply unless others are
 named), "tiny" (a random toy pipeline, for smoke runs) or a diffusers model id / local path.
 Prompts are never printed; reports carry trigger offsets, and the text only with --include-text.
+
+Options are checked before any model loads (see docs/limits.md): --seed is an integer in
+0..2**63-1, every float option must be finite (a NaN guidance would otherwise reach the model and
+a scan's run file), and an --out of the wrong kind (a file where a folder is written, or the
+reverse) is refused naming --out.
 """
 
 from __future__ import annotations
@@ -13,7 +18,17 @@ from pathlib import Path
 
 import typer
 
-from .cli_support import default_device, file_digest, guard_config, image_files, load_guarded, user_errors
+from .cli_support import (
+    SEED_MAX,
+    default_device,
+    file_digest,
+    finite,
+    guard_config,
+    image_files,
+    load_guarded,
+    make_folder,
+    user_errors,
+)
 from .verify.specs import SPEC_HELP
 
 app = typer.Typer(help="Guard diffusers text-to-image pipelines against unintended memorization.", no_args_is_help=True)
@@ -64,11 +79,11 @@ def demo(
 @app.command()
 def generate(
     prompt: str = typer.Argument(..., help="the prompt (never printed or logged)"),
-    out: Path = typer.Option(..., "--out", help="folder for image_NNN.png and image_NNN.json"),
+    out: Path = typer.Option(..., "--out", file_okay=False, help="folder for image_NNN.png and image_NNN.json"),
     model: str = typer.Option("testbed", help=MODEL_HELP),
-    seed: int = typer.Option(0, help="image i uses seed + i"),
+    seed: int = typer.Option(0, min=0, max=SEED_MAX, help="image i uses seed + i (0..2**63-1)"),
     steps: int = typer.Option(50, min=1, help="denoising steps"),
-    guidance: float = typer.Option(7.5, help="classifier-free guidance scale"),
+    guidance: float = typer.Option(7.5, callback=finite, help="classifier-free guidance scale"),
     num_images: int = typer.Option(1, min=1, help="images of this prompt"),
     calibration: Path | None = typer.Option(None, help="calibration JSON (memguard calibrate)"),
     registry: Path | None = typer.Option(None, help="intent registry (JSON/YAML)"),
@@ -83,6 +98,7 @@ def generate(
 
     if not prompt.strip():
         raise typer.BadParameter("the prompt is empty", param_hint="'PROMPT'")
+    make_folder(out, "'--out'")  # before the model runs: a bad --out must not cost a generation
     config, _ = guard_config(model, calibration, registry, policy=Policy.uniform(policy.value))
     pipe, name = load_guarded(model, config, device)
     pipe.set_progress_bar_config(disable=False)
@@ -94,7 +110,6 @@ def generate(
         num_images_per_prompt=num_images,
         generator=generators,
     )
-    out.mkdir(parents=True, exist_ok=True)
     for i, (image, report) in enumerate(zip(output.images, output.memorization, strict=True)):
         stem = f"image_{i:03d}"
         image.save(out / f"{stem}.png")
@@ -109,12 +124,12 @@ def generate(
 @app.command()
 def scan(
     prompts_file: Path = typer.Argument(..., help="one prompt per line, or JSONL with a caption field"),
-    out: Path = typer.Option(Path("scan.jsonl"), "--out", help="JSONL results (resumed if it exists)"),
+    out: Path = typer.Option(Path("scan.jsonl"), "--out", dir_okay=False, help="JSONL results (resumed if it exists)"),
     model: str = typer.Option("testbed", help=MODEL_HELP),
     batch_size: int = typer.Option(8, min=1, help="prompts per pipeline call"),
-    seed: int = typer.Option(0, help="prompt i uses seed + i"),
+    seed: int = typer.Option(0, min=0, max=SEED_MAX, help="prompt i uses seed + i (0..2**63-1)"),
     steps: int = typer.Option(50, min=1, help="denoising steps of the schedule (scoring stops at the decision step)"),
-    guidance: float = typer.Option(7.5, help="classifier-free guidance scale"),
+    guidance: float = typer.Option(7.5, callback=finite, help="classifier-free guidance scale"),
     calibration: Path | None = typer.Option(None, help="calibration JSON (memguard calibrate)"),
     registry: Path | None = typer.Option(None, help="intent registry (JSON/YAML)"),
     field: str = typer.Option("caption", help="JSONL field holding the prompt"),
@@ -174,14 +189,16 @@ def scan(
 @app.command()
 def calibrate(
     benign_prompts: Path = typer.Argument(..., help="benign prompts: one per line, or JSONL with a caption field"),
-    out: Path = typer.Option(Path("calibration.json"), "--out", help="calibration JSON to write"),
+    out: Path = typer.Option(Path("calibration.json"), "--out", dir_okay=False, help="calibration JSON to write"),
     model: str = typer.Option("testbed", help=MODEL_HELP),
-    target_fpr: float = typer.Option(0.01, min=0.0, max=1.0, help="share of benign prompts allowed above threshold"),
+    target_fpr: float = typer.Option(
+        0.01, min=0.0, max=1.0, callback=finite, help="share of benign prompts allowed above threshold"
+    ),
     steps: int = typer.Option(50, min=1, help="denoising steps of the schedule the guard will run with"),
-    guidance: float = typer.Option(7.5, help="classifier-free guidance scale"),
+    guidance: float = typer.Option(7.5, callback=finite, help="classifier-free guidance scale"),
     decision_step: int = typer.Option(1, min=1, help="1-based step at which the detector decides"),
     batch_size: int = typer.Option(8, min=1, help="prompts per pipeline call"),
-    seed: int = typer.Option(0, help="prompt i uses seed + i"),
+    seed: int = typer.Option(0, min=0, max=SEED_MAX, help="prompt i uses seed + i (0..2**63-1)"),
     field: str = typer.Option("caption", help="JSONL field holding the prompt"),
     device: str = typer.Option(default_device(), help="torch device"),
 ) -> None:
@@ -214,7 +231,9 @@ def calibrate(
 @index_app.command("build")
 def index_build(
     images_dir: Path = typer.Argument(..., help="folder of protected images (searched recursively)"),
-    out: Path = typer.Option(..., "--out", help="index file; its sidecar is written beside it as OUT.json"),
+    out: Path = typer.Option(
+        ..., "--out", dir_okay=False, help="index file; its sidecar is written beside it as OUT.json"
+    ),
     kind: KindChoice = typer.Option(KindChoice.flat, help="flat (exact), ivf or hnsw (approximate, for millions)"),
     encoder: str = typer.Option("pixel-32", help=SPEC_HELP),
     device: str = typer.Option(default_device(), help="torch device of the encoder"),
@@ -245,7 +264,9 @@ def index_check(
     images: list[Path] = typer.Argument(..., help="generated images (files or folders) to check"),
     index_path: Path = typer.Option(..., "--index", help="index file written by `memguard index build`"),
     k: int = typer.Option(5, min=1, help="nearest protected images to list"),
-    threshold: float | None = typer.Option(None, help="mark an image copied when its top similarity reaches this"),
+    threshold: float | None = typer.Option(
+        None, callback=finite, help="mark an image copied when its top similarity reaches this"
+    ),
     encoder: str | None = typer.Option(
         None, help="the encoder the index was built with, where its spec no longer loads (a moved model folder)"
     ),

@@ -4,6 +4,7 @@ finding image files. Kept out of cli.py so the command definitions stay readable
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +16,27 @@ import typer
 from .models import guard_defaults, load_pipeline
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+# --seed: image or prompt i uses seed + i, and torch seeds are 64-bit; 2**63 - 1 leaves room for
+# 2**63 images above any seed, and is the largest seed other tools (numpy, JSON readers) keep exact.
+SEED_MAX = 2**63 - 1
+
+
+def finite(value: float | None) -> float | None:
+    """A float option's callback: NaN and infinities are refused before anything runs (a NaN
+    guidance would reach the model and the run file, where it never equals itself)."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"must be a finite number, got {value}")
+    return value
+
+
+def make_folder(path: Path, param_hint: str) -> None:
+    """Create the output folder now, so a bad path fails before any work, naming the option."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise typer.BadParameter(
+            f"cannot create the folder {path}: {err.strerror or err}", param_hint=param_hint
+        ) from None
 
 
 @contextmanager

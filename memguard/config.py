@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from .calibration import Calibration
 from .detection import UNCALIBRATED_DEFAULT, Detector, get_detector
+from .errors import MemguardTypeError, MemguardValueError, shown
 from .intent import ATTRIBUTION_METHODS, AttributionMethod, ImplicitMatcher, IntentRegistry
 from .intent.registry import as_registry
 from .metrics import GuardMetrics, default_metrics
@@ -82,61 +84,77 @@ class GuardConfig:
     def __post_init__(self) -> None:
         for name in ("enabled", "record_attention", "unconditional_pass", "record_all_steps"):
             if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"GuardConfig.{name} must be a bool, got {type(getattr(self, name)).__name__}")
+                raise MemguardTypeError(f"GuardConfig.{name} must be a bool, got {type(getattr(self, name)).__name__}")
         if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):
-            raise ValueError(
+            raise MemguardValueError(
                 f"GuardConfig.name must be 1-64 letters, digits or '_.-' (a metric label), got {self.name!r}"
             )
         if self.metrics is not None and not isinstance(self.metrics, GuardMetrics):
-            raise TypeError(
+            raise MemguardTypeError(
                 f"GuardConfig.metrics must be a memguard.metrics.GuardMetrics, got {type(self.metrics).__name__}"
             )
         if not isinstance(self.policy, Policy):
-            raise TypeError(f"GuardConfig.policy must be a memguard.Policy, got {type(self.policy).__name__}")
+            raise MemguardTypeError(f"GuardConfig.policy must be a memguard.Policy, got {type(self.policy).__name__}")
         if self.attribution not in ATTRIBUTION_METHODS:
-            raise ValueError(f"GuardConfig.attribution must be one of {ATTRIBUTION_METHODS}, got {self.attribution!r}")
+            raise MemguardValueError(
+                f"GuardConfig.attribution must be one of {ATTRIBUTION_METHODS}, got {self.attribution!r}"
+            )
         if isinstance(self.residual_draws, bool) or not isinstance(self.residual_draws, int) or self.residual_draws < 1:
-            raise ValueError(f"GuardConfig.residual_draws must be an int >= 1, got {self.residual_draws!r}")
+            raise MemguardValueError(f"GuardConfig.residual_draws must be an int >= 1, got {self.residual_draws!r}")
         if self.mitigation is not None and not callable(getattr(self.mitigation, "apply", None)):
-            raise TypeError("GuardConfig.mitigation must have an apply(plan, context) method (see memguard.mitigation)")
+            raise MemguardTypeError(
+                "GuardConfig.mitigation must have an apply(plan, context) method (see memguard.mitigation)"
+            )
         if self.implicit is not None and not isinstance(self.implicit, ImplicitMatcher):
-            raise TypeError(f"GuardConfig.implicit must be an ImplicitMatcher, got {type(self.implicit).__name__}")
+            raise MemguardTypeError(
+                f"GuardConfig.implicit must be an ImplicitMatcher, got {type(self.implicit).__name__}"
+            )
         if self.registry is not None and not isinstance(self.registry, (IntentRegistry, str, os.PathLike)):
-            raise TypeError(
+            raise MemguardTypeError(
                 "GuardConfig.registry must be an IntentRegistry or the path of a registry file, "
                 f"got {type(self.registry).__name__}"
             )
         object.__setattr__(self, "registry", as_registry(self.registry))
         if self.verification is not None and not isinstance(self.verification, CopyVerification):
-            raise TypeError(
+            raise MemguardTypeError(
                 "GuardConfig.verification must be a memguard.verify.CopyVerification, "
                 f"got {type(self.verification).__name__}"
             )
         if self.on_error not in ON_ERROR:
-            raise ValueError(f"GuardConfig.on_error must be one of {ON_ERROR}, got {self.on_error!r}")
+            raise MemguardValueError(f"GuardConfig.on_error must be one of {ON_ERROR}, got {self.on_error!r}")
         if self.detector is not None:
             object.__setattr__(self, "detector", get_detector(self.detector))
         if self.decision_step is not None:
             if isinstance(self.decision_step, bool) or not isinstance(self.decision_step, int):
-                raise TypeError(f"GuardConfig.decision_step must be an int, got {type(self.decision_step).__name__}")
+                raise MemguardTypeError(
+                    f"GuardConfig.decision_step must be an int, got {type(self.decision_step).__name__}"
+                )
             if self.decision_step < 1:
-                raise ValueError(f"GuardConfig.decision_step must be >= 1, got {self.decision_step}")
+                raise MemguardValueError(f"GuardConfig.decision_step must be >= 1, got {self.decision_step}")
         if self.threshold is not None:
             if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)):
-                raise TypeError(f"GuardConfig.threshold must be a float, got {type(self.threshold).__name__}")
-            if not math.isfinite(self.threshold):
-                raise ValueError(f"GuardConfig.threshold must be a finite number, got {self.threshold}")
+                raise MemguardTypeError(f"GuardConfig.threshold must be a float, got {type(self.threshold).__name__}")
+            try:
+                finite = math.isfinite(self.threshold)
+            except OverflowError:  # an int past float's range
+                finite = False
+            if not finite:
+                raise MemguardValueError(f"GuardConfig.threshold must be a finite number, got {shown(self.threshold)}")
         if self.attention_layers is not None:
-            if isinstance(self.attention_layers, str) or not all(
-                isinstance(name, str) for name in self.attention_layers
-            ):
-                raise TypeError("GuardConfig.attention_layers must be a sequence of layer names (str)")
-            if len(self.attention_layers) == 0:
-                raise ValueError("GuardConfig.attention_layers is empty; use None for every cross-attention layer")
-            object.__setattr__(self, "attention_layers", tuple(self.attention_layers))
+            layers = self.attention_layers
+            if isinstance(layers, (str, bytes)) or not isinstance(layers, Iterable):
+                raise MemguardTypeError("GuardConfig.attention_layers must be a sequence of layer names (str)")
+            layers = tuple(layers)
+            if not all(isinstance(name, str) for name in layers):
+                raise MemguardTypeError("GuardConfig.attention_layers must be a sequence of layer names (str)")
+            if not layers:
+                raise MemguardValueError(
+                    "GuardConfig.attention_layers is empty; use None for every cross-attention layer"
+                )
+            object.__setattr__(self, "attention_layers", layers)
         if self.calibration is not None and not isinstance(self.calibration, Calibration):
             if not isinstance(self.calibration, (str, os.PathLike)):
-                raise TypeError(
+                raise MemguardTypeError(
                     "GuardConfig.calibration must be a Calibration or a path to a calibration JSON file, "
                     f"got {type(self.calibration).__name__}"
                 )
@@ -146,7 +164,7 @@ class GuardConfig:
             and self.decision_step is not None
             and self.decision_step != self.calibration.decision_step
         ):
-            raise ValueError(
+            raise MemguardValueError(
                 f"GuardConfig.decision_step={self.decision_step} differs from the calibration's "
                 f"decision_step={self.calibration.decision_step}; scores at different steps are not comparable"
             )
@@ -156,12 +174,12 @@ class GuardConfig:
             and self.threshold is None
             and self.detector.name != self.calibration.detector
         ):
-            raise ValueError(
+            raise MemguardValueError(
                 f"GuardConfig.detector={self.detector.name!r} differs from the calibration's detector "
                 f"{self.calibration.detector!r}; calibrate this detector or pass an explicit threshold"
             )
         if getattr(self.effective_detector, "layer_stats", None) == ():
-            raise ValueError(
+            raise MemguardValueError(
                 f"detector {self.effective_detector.name!r} needs per-layer statistics of benign prompts: "
                 "pass a calibration of it (memguard.calibrate(pipe, prompts, detector=...))"
             )
@@ -204,5 +222,5 @@ def coerce_config(config: GuardConfig | None) -> GuardConfig:
     if config is None:
         return GuardConfig()
     if not isinstance(config, GuardConfig):
-        raise TypeError(f"guard must be a memguard.GuardConfig or None, got {type(config).__name__}")
+        raise MemguardTypeError(f"guard must be a memguard.GuardConfig or None, got {type(config).__name__}")
     return config

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from .errors import MemguardTypeError, MemguardValueError
+
 PolicyAction = Literal["allow", "flag", "resample", "block"]
 POLICY_ACTIONS: tuple[str, ...] = ("allow", "flag", "resample", "block")
 Fallback = Literal["flag", "block"]
@@ -33,13 +35,13 @@ class Policy:
     def __post_init__(self) -> None:
         for name in ("intended", "unintended", "mixed"):
             if getattr(self, name) not in POLICY_ACTIONS:
-                raise ValueError(f"Policy.{name} must be one of {POLICY_ACTIONS}, got {getattr(self, name)!r}")
+                raise MemguardValueError(f"Policy.{name} must be one of {POLICY_ACTIONS}, got {getattr(self, name)!r}")
         if self.fallback not in FALLBACKS:
-            raise ValueError(f"Policy.fallback must be one of {FALLBACKS}, got {self.fallback!r}")
+            raise MemguardValueError(f"Policy.fallback must be one of {FALLBACKS}, got {self.fallback!r}")
         if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
-            raise TypeError(f"Policy.max_attempts must be an int, got {type(self.max_attempts).__name__}")
+            raise MemguardTypeError(f"Policy.max_attempts must be an int, got {type(self.max_attempts).__name__}")
         if self.max_attempts < 0:
-            raise ValueError(f"Policy.max_attempts must be >= 0, got {self.max_attempts}")
+            raise MemguardValueError(f"Policy.max_attempts must be >= 0, got {self.max_attempts}")
 
     @classmethod
     def uniform(cls, action: PolicyAction, **changes) -> Policy:

@@ -8,6 +8,9 @@ how and what it is not).
 Both pick subsets by ranking prompts on a seeded hash of their text, so a subset depends only on the
 seed and the set of prompts, not on their order or on the Python version, and a larger `limit` or
 `n` keeps every prompt a smaller one chose.
+
+Limits on reading a log (see docs/limits.md): a line over 64 KiB is skipped unread, a JSONL record
+nested past 32 levels or whose prompt is not text counts as malformed, and `max_lines` bounds a pass.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import heapq
-import json
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -24,6 +26,7 @@ from importlib import resources
 from pathlib import Path
 
 from .prompts_file import JSONL_SUFFIXES, PromptFileError
+from .safe_parse import ParseError, cannot_open, parse_json
 
 __all__ = ["PromptLogSample", "benign_prompts", "normalize_prompt", "sample_prompt_log"]
 
@@ -72,7 +75,7 @@ class PromptLogSample:
 
     prompts: tuple[str, ...] = dataclasses.field(repr=False)
     lines_read: int  # non-blank lines looked at
-    malformed: int  # not UTF-8, not JSON, or without the prompt field (JSONL)
+    malformed: int  # not UTF-8, not JSON (or nested past 32 levels), or without the prompt field (JSONL)
     overlong: int  # over max_chars characters (or a line over 64 KiB)
     excluded: int  # lines whose prompt was in `exclude`
     truncated: bool  # stopped at max_lines before the end of the file
@@ -170,8 +173,8 @@ def _usable_prompts(
                     counts["excluded"] += 1
                 else:
                     yield key, text
-    except OSError as err:
-        raise PromptFileError(f"cannot read prompt log {path}: {err.strerror}") from None
+    except (OSError, ValueError) as err:  # ValueError: a NUL in the path
+        raise PromptFileError(f"cannot read prompt log {path}: {cannot_open(err)}") from None
 
 
 def _negate(digest: bytes) -> bytes:
@@ -201,8 +204,14 @@ def _prompt_of(raw: bytes, jsonl: bool, field: str) -> str | None:
     if not jsonl:
         return line if line.strip() else None
     try:
-        record = json.loads(line)
-    except json.JSONDecodeError:
+        record = parse_json(line)  # a line nested past 32 levels is malformed, not a RecursionError
+    except ParseError:
         return None
     value = record.get(field) if isinstance(record, dict) else None
-    return value if isinstance(value, str) and value.strip() else None
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a JSON escape of half a surrogate pair: not text
+        return None
+    return value

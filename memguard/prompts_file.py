@@ -3,22 +3,32 @@
 Format: ``.jsonl``/``.ndjson`` files are JSONL; other files are JSONL when their first non-blank line
 starts with ``{``, plain text otherwise. Blank lines are skipped in both. Errors name the file and
 line but never quote the line: prompt logs may be private.
+
+Limits (see docs/limits.md): a file of at most `MAX_FILE_BYTES` (1 GiB, some ten million logged
+prompts; it is read whole, so a scan holds about three times that in memory at its peak), a line of
+at most `MAX_LINE_CHARS` (1,048,576 characters; CLIP reads 77 tokens of a prompt), a JSONL record
+nested at most 32 levels. An integer too long for Python in a field other than the prompt's is
+ignored like any other field.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from .errors import MemguardTypeError, MemguardValueError
+from .safe_parse import FileTooLarge, JsonSyntaxError, ParseError, cannot_open, parse_json, read_limited
+
 PromptFormat = Literal["auto", "lines", "jsonl"]
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
+MAX_FILE_BYTES = 1 << 30
+MAX_LINE_CHARS = 1 << 20
 
 
-class PromptFileError(ValueError):
+class PromptFileError(MemguardValueError):
     """A prompt file that cannot be read; the message names the file and line, not the content."""
 
 
@@ -34,10 +44,18 @@ class Prompt:
 def read_prompts(path: str | os.PathLike, *, field: str = "caption", fmt: PromptFormat = "auto") -> list[Prompt]:
     """The prompts of `path`, in file order. Raises PromptFileError on a missing, empty or malformed file."""
     path = Path(path)
+    if not isinstance(field, str):
+        raise MemguardTypeError(f"read_prompts field must be a string, got {type(field).__name__}")
+    if not field:
+        raise MemguardValueError("read_prompts field is empty; name the JSONL field holding the prompt")
+    if fmt not in ("auto", "lines", "jsonl"):
+        raise MemguardValueError(f"read_prompts fmt must be 'auto', 'lines' or 'jsonl', got {fmt!r}")
     try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise PromptFileError(f"cannot read prompt file {path}: {err.strerror}") from None
+        raw = read_limited(path, MAX_FILE_BYTES)
+    except FileTooLarge as err:
+        raise PromptFileError(f"prompt file {path}: {err}") from None
+    except (OSError, ValueError) as err:  # ValueError: a NUL in the path
+        raise PromptFileError(f"cannot read prompt file {path}: {cannot_open(err)}") from None
     try:
         text = raw.decode("utf-8-sig")  # tolerate a BOM from spreadsheet exports
     except UnicodeDecodeError as err:
@@ -46,21 +64,24 @@ def read_prompts(path: str | os.PathLike, *, field: str = "caption", fmt: Prompt
     lines = [(number, line) for number, line in lines if line.strip()]
     if not lines:
         raise PromptFileError(f"prompt file {path} has no prompts")
+    for number, line in lines:
+        if len(line) > MAX_LINE_CHARS:
+            raise PromptFileError(f"{path}:{number}: longer than the {MAX_LINE_CHARS:,}-character limit for a line")
     if fmt == "auto":
         jsonl = path.suffix.lower() in JSONL_SUFFIXES or lines[0][1].lstrip().startswith("{")
         fmt = "jsonl" if jsonl else "lines"
     if fmt == "lines":
         return [Prompt(index, number, line) for index, (number, line) in enumerate(lines)]
-    if fmt != "jsonl":
-        raise ValueError(f"fmt must be 'auto', 'lines' or 'jsonl', got {fmt!r}")
     return [Prompt(index, number, _caption(path, number, line, field)) for index, (number, line) in enumerate(lines)]
 
 
 def _caption(path: Path, number: int, line: str, field: str) -> str:
     try:
-        record = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise PromptFileError(f"{path}:{number}: not valid JSON (column {err.colno})") from None
+        record = parse_json(line)
+    except JsonSyntaxError as err:
+        raise PromptFileError(f"{path}:{number}: not valid JSON (column {err.column})") from None
+    except ParseError as err:
+        raise PromptFileError(f"{path}:{number}: {err.message}") from None
     if not isinstance(record, dict):
         raise PromptFileError(f"{path}:{number}: expected a JSON object with a {field!r} field")
     if field not in record:
@@ -68,6 +89,10 @@ def _caption(path: Path, number: int, line: str, field: str) -> str:
     caption = record[field]
     if not isinstance(caption, str) or not caption.strip():
         raise PromptFileError(f"{path}:{number}: {field!r} must be a non-empty string")
+    try:
+        caption.encode("utf-8")
+    except UnicodeEncodeError:  # a JSON escape of half a surrogate pair: no text a tokenizer or a hash can take
+        raise PromptFileError(f"{path}:{number}: {field!r} holds an unpaired surrogate escape, not text") from None
     return caption
 
 

@@ -19,9 +19,12 @@ ThresholdSource = Literal["calibration", "config", "default"]
 @dataclass
 class Trigger:
     """A span of the prompt that carries the signal: characters [start, end), its share of the
-    attributed signal, and the registered concept it names (`intended`: allowed and asked for)."""
+    attributed signal, and the registered concept it names (`intended`: allowed and asked for).
 
-    text: str
+    `text` is the span's words: kept out of repr (a report printed or logged would quote the prompt)
+    and out of `to_dict()` unless `include_text=True`."""
+
+    text: str = field(repr=False)
     start: int
     end: int
     share: float

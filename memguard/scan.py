@@ -9,11 +9,17 @@ Distribution: prompts are cut into batches (the same batches whatever the number
 scores do not depend on it); each round hands one batch to each process with accelerate's
 `split_between_processes`, `gather_object` brings the records back in order and only the main
 process writes.
+
+Limits on reading a run back (see docs/limits.md): the sidecar is at most `MAX_META_BYTES` (1 MiB)
+and nested at most 32 levels; a record line is at most `MAX_RECORD_BYTES` (16 MiB: a record with the
+longest prompt line, 1 Mi characters, JSON-escaped). Records are read one line at a time, so
+resuming holds one record in memory, not the file.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from contextlib import nullcontext
@@ -22,12 +28,16 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from .errors import MemguardValueError
 from .prompts_file import Prompt
+from .safe_parse import FileTooLarge, ParseError, parse_json, read_limited
 
 META_VERSION = 1
+MAX_META_BYTES = 1 << 20
+MAX_RECORD_BYTES = 16 << 20
 
 
-class ScanOutputError(ValueError):
+class ScanOutputError(MemguardValueError):
     """The output file cannot be resumed (another run's, or damaged)."""
 
 
@@ -66,6 +76,10 @@ def record(prompt: Prompt, report, include_text: bool) -> dict:
 def prepare_output(out: Path, identity: dict, num_prompts: int) -> list[int]:
     """Check or start the output file; return the prompt indices still to score (ascending)."""
     meta = {"format_version": META_VERSION, **identity, "num_prompts": num_prompts}
+    for key, value in meta.items():
+        # JSON has no NaN: one written as a bare NaN reads back unequal to itself, so no run could resume
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ScanOutputError(f"scan setting {key} must be a finite number, got {value}")
     sidecar = meta_path(out)
     if not out.exists() or out.stat().st_size == 0:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -73,13 +87,15 @@ def prepare_output(out: Path, identity: dict, num_prompts: int) -> list[int]:
         sidecar.write_text(json.dumps(meta, indent=2) + "\n")
         return list(range(num_prompts))
     try:
-        previous = json.loads(sidecar.read_text())
-    except (OSError, json.JSONDecodeError):
+        previous = parse_json(read_limited(sidecar, MAX_META_BYTES).decode("utf-8"))
+    except (OSError, ValueError, FileTooLarge, ParseError):  # ValueError: not UTF-8
+        previous = None
+    if not isinstance(previous, dict):
         raise ScanOutputError(
             f"{out} exists but its run file {sidecar.name} is missing or unreadable, so a resume cannot be "
             "verified; delete the output or choose another --out"
-        ) from None
-    differing = sorted(k for k in set(meta) | set(previous) if meta.get(k) != previous.get(k))
+        )
+    differing = sorted(map(str, (k for k in set(meta) | set(previous) if meta.get(k) != previous.get(k))))
     if differing:
         raise ScanOutputError(
             f"{out} was written by another scan (differs in: {', '.join(differing)}); "
@@ -89,19 +105,26 @@ def prepare_output(out: Path, identity: dict, num_prompts: int) -> list[int]:
 
 
 def _done_indices(out: Path, num_prompts: int) -> set[int]:
-    data = out.read_bytes()
-    if not data.endswith(b"\n"):  # a write cut short by a crash: drop the partial last record
-        data = data[: data.rfind(b"\n") + 1]
-        out.write_bytes(data)
+    """The indices of the complete records of `out`, read one line at a time; a last line cut short
+    by a crash is dropped from the file."""
     done: set[int] = set()
-    for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
-        try:
-            index = json.loads(line)["index"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise ScanOutputError(f"{out}:{number}: not a scan record; cannot resume") from None
-        if not isinstance(index, int) or not 0 <= index < num_prompts or index in done:
-            raise ScanOutputError(f"{out}:{number}: bad or repeated prompt index; cannot resume")
-        done.add(index)
+    with open(out, "r+b") as file:
+        complete, number = 0, 0  # bytes of complete records; line number
+        while line := file.readline(MAX_RECORD_BYTES + 1):
+            number += 1
+            if len(line) > MAX_RECORD_BYTES:
+                raise ScanOutputError(f"{out}:{number}: longer than {MAX_RECORD_BYTES:,} bytes, not a scan record")
+            if not line.endswith(b"\n"):  # a write cut short by a crash: drop the partial last record
+                file.truncate(complete)
+                break
+            complete += len(line)
+            try:
+                index = parse_json(line.decode("utf-8"))["index"]
+            except (ParseError, ValueError, KeyError, TypeError):  # ValueError: not UTF-8
+                raise ScanOutputError(f"{out}:{number}: not a scan record; cannot resume") from None
+            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < num_prompts or index in done:
+                raise ScanOutputError(f"{out}:{number}: bad or repeated prompt index; cannot resume")
+            done.add(index)
     return done
 
 

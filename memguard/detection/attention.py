@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
@@ -25,6 +26,7 @@ class AttentionEntropyDetector:
     name: str = "ren_entropy"
     needs: SignalNeeds = field(default=SignalNeeds(attention=True, attention_by_layer=True))
     default_threshold: float | None = None
+    score_range: ClassVar[tuple[float, float]] = (0.0, math.inf)  # an entropy in nats, up to log(tokens)
 
     def score(self, trace: SignalTrace, upto_step: int) -> torch.Tensor:
         entry = trace.steps.get(0)
@@ -47,6 +49,8 @@ class LateAttentionEntropyDetector:
     name: str = "ren_late_entropy"
     needs: SignalNeeds = field(default=SignalNeeds(attention=True, all_steps=True))
     default_threshold: float | None = None
+    # an entropy plus a change of entropy, which may be negative
+    score_range: ClassVar[tuple[float, float]] = (-math.inf, math.inf)
 
     def score(self, trace: SignalTrace, upto_step: int) -> torch.Tensor:
         steps = [s for s in trace.recorded_steps() if trace.steps[s].attention_layers]
@@ -72,6 +76,7 @@ class BrightEndingDetector:
         default=SignalNeeds(attention=True, noise_map_first_step=True, end_token_map_last_step=True)
     )
     default_threshold: float | None = None
+    score_range: ClassVar[tuple[float, float]] = (0.0, math.inf)  # a masked RMS
 
     def score(self, trace: SignalTrace, upto_step: int) -> torch.Tensor:
         first = trace.steps.get(0)

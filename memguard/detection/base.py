@@ -4,14 +4,27 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import torch
 
 from ..signals import SignalNeeds, SignalTrace
 from ..signals.trace import entropy
 
-__all__ = ["Decision", "Detector", "decide", "entropy", "mean_over_steps", "steps_upto", "unavailable"]
+__all__ = [
+    "UNBOUNDED",
+    "Decision",
+    "Detector",
+    "decide",
+    "entropy",
+    "mean_over_steps",
+    "score_range",
+    "steps_upto",
+    "unavailable",
+]
+
+# The score range of a detector that declares none: any finite threshold may make sense.
+UNBOUNDED: tuple[float, float] = (-math.inf, math.inf)
 
 
 class Detector(Protocol):
@@ -19,11 +32,14 @@ class Detector(Protocol):
 
     `needs` tells the recorder what to read; `default_threshold` is the uncalibrated guess used when
     the operator gives neither a calibration nor a threshold (None: this detector needs one).
+    `score_range` (optional; `UNBOUNDED` when absent) is [low, high] of the scores it can give: a
+    calibration file whose threshold lies outside it is refused (it would flag all or nothing).
     """
 
     name: str
     needs: SignalNeeds
     default_threshold: float | None
+    score_range: ClassVar[tuple[float, float]]
 
     def score(self, trace: SignalTrace, upto_step: int) -> torch.Tensor:
         """(N,) float scores from the steps 0..upto_step-1 of `trace` (NaN where a signal is missing)."""
@@ -34,6 +50,11 @@ class Detector(Protocol):
 class Decision:
     score: float
     memorized: bool
+
+
+def score_range(detector) -> tuple[float, float]:
+    """[low, high] of the scores `detector` can give (`UNBOUNDED` when it declares none)."""
+    return getattr(detector, "score_range", UNBOUNDED)
 
 
 def decide(scores: torch.Tensor, threshold: float) -> list[Decision]:

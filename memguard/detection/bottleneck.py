@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from typing import ClassVar
 
 import torch
 
@@ -37,6 +38,7 @@ class BottleneckEntropyDetector:
     name: str = "bottleneck_entropy"
     needs: SignalNeeds = field(default=SignalNeeds(attention=True, attention_by_layer=True))
     default_threshold: float | None = None  # no model-free guess: calibrate (memguard.calibrate)
+    score_range: ClassVar[tuple[float, float]] = (0.0, 1.0)  # a normalized entropy
 
     def score(self, trace: SignalTrace, upto_step: int) -> torch.Tensor:
         layers = bottleneck_layers(trace)
@@ -80,6 +82,7 @@ class StandardizedBottleneckEntropyDetector:
     name: str = "bottleneck_entropy_standardized"
     needs: SignalNeeds = field(default=SignalNeeds(attention=True, attention_by_layer=True))
     default_threshold: float | None = None
+    score_range: ClassVar[tuple[float, float]] = (-math.inf, math.inf)  # standardized: any real
 
     def __post_init__(self) -> None:
         for layer, _, spread in self.layer_stats:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
@@ -24,6 +26,7 @@ class NoiseMagnitudeDetector:
     name: str = "noise_rms"
     needs: SignalNeeds = field(default=SignalNeeds())
     default_threshold: float | None = DEFAULT_THRESHOLD
+    score_range: ClassVar[tuple[float, float]] = (0.0, math.inf)  # an RMS
 
     def score(self, trace: SignalTrace, upto_step: int) -> torch.Tensor:
         scores = mean_over_steps(trace, upto_step, "noise_rms")
@@ -43,6 +46,7 @@ class HessianDetector:
     name: str = "jeon_hessian"
     needs: SignalNeeds = field(default=SignalNeeds(hessian_first_step=True))
     default_threshold: float | None = None
+    score_range: ClassVar[tuple[float, float]] = (0.0, math.inf)  # an RMS
 
     def score(self, trace: SignalTrace, upto_step: int) -> torch.Tensor:
         entry = trace.steps.get(0)

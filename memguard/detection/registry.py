@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..errors import MemguardTypeError, MemguardValueError, shown
 from .attention import AttentionEntropyDetector, BrightEndingDetector, LateAttentionEntropyDetector
-from .base import Detector
+from .base import Detector, score_range
 from .bottleneck import BottleneckEntropyDetector, StandardizedBottleneckEntropyDetector
 from .noise import HessianDetector, NoiseMagnitudeDetector
 
@@ -29,11 +30,16 @@ UNCALIBRATED_DEFAULT = "noise_rms"
 def get_detector(detector: Detector | str) -> Detector:
     if isinstance(detector, str):
         if detector not in DETECTORS:
-            raise ValueError(f"unknown detector {detector!r}; known: {sorted(DETECTORS)}")
+            raise MemguardValueError(f"unknown detector {shown(detector)}; known: {sorted(DETECTORS)}")
         return DETECTORS[detector]()
     for attribute in ("name", "needs", "score"):
         if not hasattr(detector, attribute):
-            raise TypeError(
-                f"a detector needs name, needs and score(trace, upto_step); {detector!r} has no {attribute}"
+            raise MemguardTypeError(
+                f"a detector needs name, needs and score(trace, upto_step); {shown(detector)} has no {attribute}"
             )
     return detector
+
+
+def known_score_range(name: str) -> tuple[float, float] | None:
+    """The score range of the built-in detector called `name`; None for a name memguard does not know."""
+    return score_range(DETECTORS[name]()) if name in DETECTORS else None

@@ -12,6 +12,16 @@ A registry file is JSON or YAML (safe loaders only, never pickle)::
 `policy: unintended` lists a concept the operator does not want reproduced even when named.
 Every problem raises `RegistryError`, naming the file, the field (e.g. ``concepts[2].aliases[0]``)
 and, where the parser knows it, the line.
+
+Limits (a registry file is parsed at a bounded cost whatever it holds; see docs/limits.md):
+
+- file size: at most `MAX_FILE_BYTES` (1 MiB, about 10,000 concepts with aliases and descriptions);
+- nesting: at most 32 levels of lists/mappings (a registry uses 3);
+- YAML aliases: allowed, but the document with every alias expanded holds at most `MAX_NODES`
+  (100,000) values, so an alias fan-out ("billion laughs") is refused before it is expanded;
+- at most `MAX_CONCEPTS` (10,000) concepts and `MAX_ALIASES` (100) aliases per concept;
+- a name or alias at most `MAX_PHRASE_CHARS` (200) characters, a description `MAX_DESCRIPTION_CHARS`
+  (2,000): a phrase is matched against every prompt, a description embedded for implicit intent.
 """
 
 from __future__ import annotations
@@ -26,14 +36,38 @@ from typing import Literal
 
 import yaml
 
+from ..errors import MemguardTypeError, MemguardValueError, shown
+from ..safe_parse import FileTooLarge, ParseError, cannot_open, compose_yaml, load_yaml, parse_json, read_limited
+
+MAX_FILE_BYTES = 1 << 20
+MAX_NODES = 100_000
+MAX_CONCEPTS = 10_000
+MAX_ALIASES = 100
+MAX_PHRASE_CHARS = 200
+MAX_DESCRIPTION_CHARS = 2_000
+
 ConceptPolicy = Literal["allow", "unintended"]
 CONCEPT_POLICIES: tuple[str, ...] = ("allow", "unintended")
 _CONCEPT_FIELDS = frozenset({"name", "aliases", "description", "policy"})
 _TOP_FIELDS = frozenset({"version", "concepts"})
 
 
-class RegistryError(ValueError):
-    """A registry that cannot be used; the message names the field and, when known, the line."""
+class RegistryError(MemguardValueError):
+    """A registry that cannot be used; the message names the field and, when known, the line.
+
+    `field` is the field's path (e.g. ``concepts[2].aliases[0]``; None: the whole file) and
+    `problem` the message without the file and line."""
+
+    def __init__(self, message: str, *, field: str | None = None, problem: str | None = None) -> None:
+        super().__init__(message)
+        self.field, self.problem = field, problem if problem is not None else message
+
+
+def _field_error(source: str, path: str, problem: str, lines: dict[str, int] | None = None) -> RegistryError:
+    line = (lines or {}).get(path)
+    return RegistryError(
+        f"intent registry {source}{f', line {line}' if line else ''}: {path}: {problem}", field=path, problem=problem
+    )
 
 
 @dataclass(frozen=True)
@@ -105,10 +139,13 @@ class IntentRegistry:
     _keys: tuple[tuple[tuple[str, ...], IntendedConcept], ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if isinstance(self.concepts, (str, bytes)) or not isinstance(self.concepts, Iterable):
+            raise MemguardTypeError(
+                f"IntentRegistry.concepts must be IntendedConcepts, got {type(self.concepts).__name__}"
+            )
         concepts = tuple(self.concepts)
         object.__setattr__(self, "concepts", concepts)
-        _validate_concepts(concepts, self.source, lines={})
-        keys = [(_phrase_key(p), c) for c in concepts for p in c.phrases]
+        keys = _validate_concepts(concepts, self.source)
         keys.sort(
             key=lambda item: -len(item[0])
         )  # longest phrase first: "Quiet Orchard by Ilse Varn" before "Quiet Orchard"
@@ -120,34 +157,35 @@ class IntentRegistry:
         """Read a JSON (``.json``) or YAML (anything else) registry file."""
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
+            text = read_limited(path, MAX_FILE_BYTES).decode("utf-8")
+        except FileTooLarge as error:
+            raise RegistryError(f"intent registry {path}: {error}") from None
+        except (OSError, ValueError) as error:  # ValueError: not UTF-8, or a NUL in the path
             raise RegistryError(
-                f"intent registry {path}: cannot read the file ({type(error).__name__}: {error})"
+                f"intent registry {path}: cannot read the file ({type(error).__name__}: {cannot_open(error)})"
             ) from None
         return cls.from_text(text, source=str(path), fmt="json" if path.suffix.lower() == ".json" else "yaml")
 
     @classmethod
     def from_text(cls, text: str, *, source: str = "<text>", fmt: Literal["json", "yaml"] = "yaml") -> IntentRegistry:
-        lines: dict[str, int] = {}
-        if fmt == "json":
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as error:
-                raise RegistryError(
-                    f"intent registry {source}, line {error.lineno}: invalid JSON ({error.msg})"
-                ) from None
-            lines = _json_lines(text)
-        else:
-            try:
-                node = yaml.compose(text, Loader=yaml.SafeLoader)
-                data = yaml.safe_load(text)
-            except yaml.YAMLError as error:
-                mark = getattr(error, "problem_mark", None)
-                where = f", line {mark.line + 1}" if mark is not None else ""
-                problem = getattr(error, "problem", None) or str(error)
-                raise RegistryError(f"intent registry {source}{where}: invalid YAML ({problem})") from None
-            lines = _yaml_lines(node)
+        if not isinstance(text, str):
+            raise MemguardTypeError(
+                f"intent registry {source}: expected the file's text (str), got {type(text).__name__}"
+            )
+        if fmt not in ("json", "yaml"):
+            raise MemguardValueError(f"intent registry {source}: fmt must be 'json' or 'yaml', got {shown(fmt)}")
+        if len(text) > MAX_FILE_BYTES:
+            raise RegistryError(f"intent registry {source}: longer than the {MAX_FILE_BYTES:,}-character limit")
+        try:
+            if fmt == "json":
+                data = parse_json(text)
+                lines = _json_lines(text)
+            else:
+                data, node = load_yaml(text, max_nodes=MAX_NODES)
+                lines = _field_lines(node)
+        except ParseError as error:
+            where = f", line {error.line}" if error.line else ""
+            raise RegistryError(f"intent registry {source}{where}: {error.message}") from None
         return cls.from_dict(data, source=source, lines=lines)
 
     @classmethod
@@ -155,32 +193,38 @@ class IntentRegistry:
         lines = lines or {}
 
         def fail(path: str, message: str):
-            line = lines.get(path)
-            raise RegistryError(f"intent registry {source}{f', line {line}' if line else ''}: {path}: {message}")
+            raise _field_error(source, path, message, lines)
+
+        def check_keys(mapping: dict, here: str | None, allowed: frozenset[str]) -> None:
+            for key in mapping:
+                if not isinstance(key, str):  # YAML reads `1:` or `true:` as a number or a bool
+                    fail(here or "(top level)", f"field names must be strings, got {type(key).__name__} {shown(key)}")
+            unknown = sorted(set(mapping) - allowed)
+            if unknown:
+                fail(f"{here}.{unknown[0]}" if here else unknown[0], f"unknown field (allowed: {sorted(allowed)})")
 
         if not isinstance(data, dict):
             fail("(top level)", f"expected a mapping with a 'concepts' list, got {type(data).__name__}")
-        unknown = sorted(set(data) - _TOP_FIELDS)
-        if unknown:
-            fail(str(unknown[0]), f"unknown field (allowed: {sorted(_TOP_FIELDS)})")
-        if data.get("version", 1) != 1:
-            fail("version", f"unsupported version {data.get('version')!r} (this memguard reads version 1)")
+        check_keys(data, None, _TOP_FIELDS)
+        version = data.get("version", 1)
+        if isinstance(version, bool) or version != 1 or not isinstance(version, int):
+            fail("version", f"unsupported version {shown(version)} (this memguard reads version 1)")
         raw = data.get("concepts")
         if not isinstance(raw, list):
             fail("concepts", f"expected a list of concepts, got {type(raw).__name__}")
+        if len(raw) > MAX_CONCEPTS:
+            fail("concepts", f"{len(raw):,} concepts; at most {MAX_CONCEPTS:,} are allowed")
         concepts = []
         for i, entry in enumerate(raw):
             here = f"concepts[{i}]"
             if not isinstance(entry, dict):
                 fail(here, f"expected a mapping, got {type(entry).__name__}")
-            unknown = sorted(set(entry) - _CONCEPT_FIELDS)
-            if unknown:
-                fail(f"{here}.{unknown[0]}", f"unknown field (allowed: {sorted(_CONCEPT_FIELDS)})")
+            check_keys(entry, here, _CONCEPT_FIELDS)
             name = entry.get("name")
             if not isinstance(name, str) or not name.strip():
                 fail(f"{here}.name", "a concept needs a non-empty name")
             aliases = entry.get("aliases", [])
-            if isinstance(aliases, str) or not isinstance(aliases, list):
+            if not isinstance(aliases, list):
                 fail(f"{here}.aliases", "expected a list of strings")
             for j, alias in enumerate(aliases):
                 if not isinstance(alias, str) or not alias.strip():
@@ -189,11 +233,15 @@ class IntentRegistry:
             if not isinstance(description, str):
                 fail(f"{here}.description", "expected a string")
             policy = entry.get("policy", "allow")
-            if policy not in CONCEPT_POLICIES:
-                fail(f"{here}.policy", f"unknown policy {policy!r} (allowed: {', '.join(CONCEPT_POLICIES)})")
+            if not isinstance(policy, str) or policy not in CONCEPT_POLICIES:
+                fail(f"{here}.policy", f"unknown policy {shown(policy)} (allowed: {', '.join(CONCEPT_POLICIES)})")
             concepts.append(IntendedConcept(name.strip(), tuple(a.strip() for a in aliases), description, policy))
-        _validate_concepts(concepts, source, lines)
-        return cls(tuple(concepts), source=source)
+        try:
+            return cls(tuple(concepts), source=source)
+        except RegistryError as error:  # checked where every registry is: place it in the file
+            if error.field is None or error.field not in lines:
+                raise
+            raise _field_error(source, error.field, error.problem, lines) from None
 
     def save(self, path: str | os.PathLike) -> None:
         data = {
@@ -228,55 +276,95 @@ class IntentRegistry:
         return iter(self.concepts)
 
 
-def _validate_concepts(concepts: Sequence[IntendedConcept], source: str, lines: dict[str, int]) -> None:
+def _validate_concepts(
+    concepts: Sequence[IntendedConcept], source: str
+) -> list[tuple[tuple[str, ...], IntendedConcept]]:
+    """Check every concept; return (phrase key, concept) for each name and alias with a key."""
+
+    def fail(path: str, message: str):
+        raise _field_error(source, path, message)
+
+    if len(concepts) > MAX_CONCEPTS:
+        fail("concepts", f"{len(concepts):,} concepts; at most {MAX_CONCEPTS:,} are allowed")
     seen: dict[tuple[str, ...], int] = {}
+    keys = []
     for i, concept in enumerate(concepts):
+        here = f"concepts[{i}]"
         if not isinstance(concept, IntendedConcept):
-            raise RegistryError(f"intent registry {source}: concepts[{i}]: expected an IntendedConcept")
+            fail(here, f"expected an IntendedConcept, got {type(concept).__name__}")
+        key = _phrase_key_of(concept.name, f"{here}.name", fail)
+        if not isinstance(concept.aliases, (tuple, list)):
+            fail(f"{here}.aliases", f"expected a tuple of strings, got {type(concept.aliases).__name__}")
+        if len(concept.aliases) > MAX_ALIASES:
+            fail(f"{here}.aliases", f"{len(concept.aliases):,} aliases; at most {MAX_ALIASES} are allowed")
+        keys.append((key, concept))
         for j, alias in enumerate(concept.aliases):
-            if not _phrase_key(alias):
-                path = f"concepts[{i}].aliases[{j}]"
-                line = lines.get(path)
-                raise RegistryError(
-                    f"intent registry {source}{f', line {line}' if line else ''}: {path}: an alias must contain a word"
-                )
+            keys.append((_phrase_key_of(alias, f"{here}.aliases[{j}]", fail), concept))
+        if not isinstance(concept.description, str):
+            fail(f"{here}.description", f"expected a string, got {type(concept.description).__name__}")
+        if len(concept.description) > MAX_DESCRIPTION_CHARS:
+            fail(f"{here}.description", f"longer than {MAX_DESCRIPTION_CHARS:,} characters")
         if concept.policy not in CONCEPT_POLICIES:
-            raise RegistryError(f"intent registry {source}: concepts[{i}].policy: unknown policy {concept.policy!r}")
-        key = _phrase_key(concept.name)
-        if not key:
-            raise RegistryError(f"intent registry {source}: concepts[{i}].name: a name must contain a word")
+            fail(f"{here}.policy", f"unknown policy {shown(concept.policy)}")
         if key in seen:
-            path = f"concepts[{i}].name"
-            line = lines.get(path)
-            raise RegistryError(
-                f"intent registry {source}{f', line {line}' if line else ''}: {path}: duplicate concept name "
-                f"{concept.name!r} (also concepts[{seen[key]}])"
-            )
+            fail(f"{here}.name", f"duplicate concept name {concept.name!r} (also concepts[{seen[key]}])")
         seen[key] = i
+    return keys
 
 
-def _yaml_lines(node, path: str = "") -> dict[str, int]:
-    """1-based line of every field path in a composed YAML document."""
-    lines: dict[str, int] = {}
+def _phrase_key_of(phrase, path: str, fail) -> tuple[str, ...]:
+    """The key of a name or alias: a string of at most MAX_PHRASE_CHARS characters holding a word."""
+    what = "a name" if path.endswith(".name") else "an alias"
+    if not isinstance(phrase, str):
+        fail(path, f"{what} must be a string, got {type(phrase).__name__}")
+    if len(phrase) > MAX_PHRASE_CHARS:
+        fail(path, f"{what} is longer than {MAX_PHRASE_CHARS} characters")
+    key = _phrase_key(phrase)
+    if not key:
+        fail(path, f"{what} must contain a word")
+    return key
+
+
+def _field_lines(node) -> dict[str, int]:
+    """1-based line of every field the validation can name, in a composed registry document: the
+    top-level fields, each concept, its fields and its aliases. Only that shape is walked, so the
+    cost is bounded by the document's size whatever its aliases share."""
     if node is None:
+        return {}
+    lines = {"(top level)": _line(node)}
+    if not isinstance(node, yaml.MappingNode):
         return lines
-    lines[path or "(top level)"] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            child = f"{path}.{key.value}" if path else str(key.value)
-            lines.update(_yaml_lines(value, child))
-            lines[child] = key.start_mark.line + 1
-    elif isinstance(node, yaml.SequenceNode):
-        for i, value in enumerate(node.value):
-            lines.update(_yaml_lines(value, f"{path}[{i}]"))
+    for key, value in node.value:
+        if not isinstance(key, yaml.ScalarNode):
+            continue
+        lines[key.value] = _line(key)
+        if key.value != "concepts" or not isinstance(value, yaml.SequenceNode):
+            continue
+        for i, entry in enumerate(value.value):
+            here = f"concepts[{i}]"
+            lines[here] = _line(entry)
+            if not isinstance(entry, yaml.MappingNode):
+                continue
+            for field_key, field_value in entry.value:
+                if not isinstance(field_key, yaml.ScalarNode):
+                    continue
+                path = f"{here}.{field_key.value}"
+                lines[path] = _line(field_key)
+                if field_key.value == "aliases" and isinstance(field_value, yaml.SequenceNode):
+                    for j, alias in enumerate(field_value.value):
+                        lines[f"{path}[{j}]"] = _line(alias)
     return lines
+
+
+def _line(node) -> int:
+    return node.start_mark.line + 1
 
 
 def _json_lines(text: str) -> dict[str, int]:
     """1-based line of every field path in a JSON document (JSON is YAML, so PyYAML can place it)."""
     try:
-        return _yaml_lines(yaml.compose(text, Loader=yaml.SafeLoader))
-    except yaml.YAMLError:  # valid JSON that PyYAML cannot read (rare): fields are still named
+        return _field_lines(compose_yaml(text, max_nodes=MAX_NODES))
+    except ParseError:  # valid JSON that PyYAML cannot read (rare): fields are still named
         return {}
 
 
@@ -285,4 +373,8 @@ def as_registry(value: IntentRegistry | str | os.PathLike | Iterable[IntendedCon
         return value
     if isinstance(value, (str, os.PathLike)):
         return IntentRegistry.load(value)
+    if not isinstance(value, Iterable):
+        raise MemguardTypeError(
+            f"a registry must be an IntentRegistry, a file path or IntendedConcepts, got {type(value).__name__}"
+        )
     return IntentRegistry(tuple(value))

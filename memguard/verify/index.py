@@ -14,6 +14,12 @@ Kinds (all inner product on L2-normalized rows, so the score is cosine similarit
 Files: `save(path)` writes faiss's own format at `path` and a JSON sidecar at ``path + ".json"``
 (encoder spec and fingerprint, dims, count, kind, parameters and the image ids); never pickle. `load`
 checks they agree, and that the encoder searching the index is the one that built it.
+
+Limits on loading (see docs/limits.md): the sidecar is at most `MAX_SIDECAR_BYTES` (1 GiB, some 15
+million ids of 60 characters), nested at most 32 levels, and every field has its type (`dims` an
+int in 1..65,536, `count` an int, `ids` that many distinct strings, `params` ints >= 1). The index
+file must be at least as large as the vectors the sidecar announces (4 bytes x dims x count) before
+faiss reads it. faiss's binary format itself is trusted: load index files you built.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from typing import Literal
 import faiss
 import numpy as np
 
+from ..errors import MemguardTypeError, MemguardValueError, shown
+from ..safe_parse import FileTooLarge, JsonSyntaxError, ParseError, cannot_open, parse_json, read_limited, type_name
 from .encoders import EncoderError, ImageEncoder, ImageLike, PixelEncoder, encode_in_batches, encoder_fingerprint
 from .specs import encoder_from_name
 
@@ -36,9 +44,11 @@ IndexKind = Literal["flat", "ivf", "hnsw"]
 INDEX_KINDS: tuple[str, ...] = ("flat", "ivf", "hnsw")
 FORMAT_VERSION = 1
 _FAISS_CLASSES = {"flat": faiss.IndexFlatIP, "ivf": faiss.IndexIVFFlat, "hnsw": faiss.IndexHNSWFlat}
+MAX_SIDECAR_BYTES = 1 << 30
+MAX_DIMS = 65_536
 
 
-class IndexFileError(ValueError):
+class IndexFileError(MemguardValueError):
     """An index file and its sidecar are missing, unreadable or disagree."""
 
 
@@ -53,11 +63,14 @@ class IndexParams:
     ef_search: int = 64  # hnsw: candidate list while searching
 
     def __post_init__(self) -> None:
-        for name in ("nprobe", "hnsw_m", "ef_construction", "ef_search"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"IndexParams.{name} must be >= 1, got {getattr(self, name)}")
-        if self.nlist is not None and self.nlist < 1:
-            raise ValueError(f"IndexParams.nlist must be >= 1, got {self.nlist}")
+        for name in ("nlist", "nprobe", "hnsw_m", "ef_construction", "ef_search"):
+            value = getattr(self, name)
+            if name == "nlist" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise MemguardTypeError(f"IndexParams.{name} must be an int, got {type_name(value)}")
+            if not 1 <= value <= 2**31 - 1:  # faiss keeps them in C ints
+                raise MemguardValueError(f"IndexParams.{name} must be in 1..2**31-1, got {value}")
 
 
 @dataclass(frozen=True)
@@ -185,6 +198,11 @@ class VerificationIndex:
         if encoder is not None:
             encoder = _as_encoder(encoder, device)
             _check_same_encoder(path, meta, encoder)
+        if path.stat().st_size < 4 * meta["dims"] * meta["count"]:
+            raise IndexFileError(
+                f"{path} does not match its sidecar (the file is too small for {meta['count']} vectors "
+                f"of {meta['dims']} dims)"
+            )
         try:
             index = faiss.read_index(str(path))
         except RuntimeError:
@@ -211,7 +229,7 @@ class VerificationIndex:
         try:
             params = IndexParams(**meta["params"])
         except (TypeError, ValueError) as err:
-            raise IndexFileError(f"{sidecar_path(path)}: bad params ({err})") from None
+            raise IndexFileError(f"{sidecar_path(path)}: params: {err}") from None
         return cls(index, list(meta["ids"]), encoder, meta["kind"], params)
 
     def _set_search_params(self) -> None:
@@ -289,22 +307,54 @@ def _check_count(vectors: int, ids: int) -> None:
 
 def _read_sidecar(path: Path) -> dict:
     sidecar = sidecar_path(path)
-    if not path.is_file():
-        raise IndexFileError(f"index file {path} not found")
     try:
-        meta = json.loads(sidecar.read_text())
-    except OSError:
+        if not path.is_file():
+            raise IndexFileError(f"index file {path} not found")
+    except (OSError, ValueError) as err:  # ValueError: a NUL in the path
+        raise IndexFileError(f"index file {path} cannot be read ({cannot_open(err)})") from None
+    try:
+        meta = parse_json(read_limited(sidecar, MAX_SIDECAR_BYTES).decode("utf-8"))
+    except FileTooLarge as err:
+        raise IndexFileError(f"{sidecar}: {err}") from None
+    except UnicodeDecodeError:
+        raise IndexFileError(f"{sidecar} is not UTF-8 text") from None
+    except (OSError, ValueError):
         raise IndexFileError(f"{path} has no sidecar {sidecar.name} (written by VerificationIndex.save)") from None
-    except json.JSONDecodeError as err:
-        raise IndexFileError(f"{sidecar} is not valid JSON (line {err.lineno})") from None
-    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+    except JsonSyntaxError as err:
+        raise IndexFileError(f"{sidecar} is not valid JSON (line {err.line})") from None
+    except ParseError as err:
+        raise IndexFileError(f"{sidecar}: {err.message}") from None
+    version = meta.get("format_version") if isinstance(meta, dict) else None
+    if isinstance(version, bool) or version != FORMAT_VERSION:
         raise IndexFileError(f"{sidecar}: unsupported format_version (this memguard reads {FORMAT_VERSION})")
     missing = sorted({"kind", "encoder", "dims", "count", "params", "ids"} - set(meta))
     if missing:
         raise IndexFileError(f"{sidecar}: missing field(s) {missing}")
-    if meta["kind"] not in INDEX_KINDS:
-        raise IndexFileError(f"{sidecar}: unknown kind {meta['kind']!r}")
+    _check_sidecar_fields(sidecar, meta)
     return meta
+
+
+def _check_sidecar_fields(sidecar: Path, meta: dict) -> None:
+    def fail(name: str, message: str):
+        raise IndexFileError(f"{sidecar}: {name}: {message}")
+
+    if not isinstance(meta["kind"], str) or meta["kind"] not in INDEX_KINDS:
+        fail("kind", f"unknown kind {shown(meta['kind'])} (known: {', '.join(INDEX_KINDS)})")
+    if not isinstance(meta["encoder"], str) or not meta["encoder"]:
+        fail("encoder", f"expected an encoder name, got {type_name(meta['encoder'])}")
+    for name, low, high in (("dims", 1, MAX_DIMS), ("count", 0, None)):
+        value = meta[name]
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail(name, f"expected an integer, got {type_name(value)}")
+        if value < low or (high is not None and value > high):
+            fail(name, f"must be in {low}..{high if high is not None else ''}, got {shown(value)}")
+    ids = meta["ids"]
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        fail("ids", "expected a list of strings")
+    if len(set(ids)) != len(ids):
+        fail("ids", "an id is repeated")
+    if not isinstance(meta["params"], dict):
+        fail("params", f"expected a mapping, got {type_name(meta['params'])}")
 
 
 def _replace_atomically(path: Path, write) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..calibration import threshold_for_fpr
+from ..errors import MemguardTypeError, MemguardValueError
 from ..report import CopyFinding
 from .index import VerificationIndex
 
@@ -33,15 +34,17 @@ class CopyVerification:
 
     def __post_init__(self) -> None:
         if not isinstance(self.index, VerificationIndex):
-            raise TypeError(
+            raise MemguardTypeError(
                 f"CopyVerification.index must be a memguard.verify.VerificationIndex, got {type(self.index).__name__}"
             )
         if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)):
-            raise TypeError(f"CopyVerification.threshold must be a float, got {type(self.threshold).__name__}")
+            raise MemguardTypeError(f"CopyVerification.threshold must be a float, got {type(self.threshold).__name__}")
         if not math.isfinite(self.threshold) or not -1.0 <= self.threshold <= 1.0:
-            raise ValueError(f"CopyVerification.threshold is a cosine similarity in [-1, 1], got {self.threshold}")
+            raise MemguardValueError(
+                f"CopyVerification.threshold is a cosine similarity in [-1, 1], got {self.threshold}"
+            )
         if len(self.index) == 0:
-            raise ValueError("CopyVerification.index is empty; build it from the protected images first")
+            raise MemguardValueError("CopyVerification.index is empty; build it from the protected images first")
 
     @classmethod
     def from_file(cls, path, threshold: float, encoder=None, *, device: str = "cpu") -> CopyVerification:
@@ -80,7 +83,7 @@ def as_image_list(images) -> list:
         return list(images)
     if isinstance(images, torch.Tensor) and images.ndim == 4 and images.shape[1] == 3:
         return list(images.detach().float().cpu().permute(0, 2, 3, 1).numpy())
-    raise TypeError(
+    raise MemguardTypeError(
         "copy verification needs decoded RGB images (output_type 'pil', 'np' or 'pt'), "
         f"got {type(images).__name__} of shape {tuple(getattr(images, 'shape', ()))}"
     )
