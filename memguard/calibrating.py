@@ -14,6 +14,7 @@ import torch
 from .calibration import Calibration, check_sample_size, model_fingerprint, threshold_for_fpr
 from .detection import CALIBRATED_DEFAULT, get_detector
 from .detection.bottleneck import bottleneck_layers, layer_entropies
+from .errors import MemguardTypeError, MemguardValueError
 from .pipelines import GuardedPipelineMixin, guard
 
 __all__ = ["calibrate"]
@@ -41,14 +42,14 @@ def calibrate(
     `detector` (a detector or its name) defaults to memguard's own score, "bottleneck_entropy".
     """
     if isinstance(benign_prompts, str) or not all(isinstance(p, str) for p in benign_prompts):
-        raise TypeError("benign_prompts must be a sequence of prompt strings")
+        raise MemguardTypeError("benign_prompts must be a sequence of prompt strings")
     if len(benign_prompts) == 0:
-        raise ValueError("benign_prompts is empty")
+        raise MemguardValueError("benign_prompts is empty")
     check_sample_size(target_fpr, len(benign_prompts) * num_images_per_prompt)  # before any scoring
     guarded = pipe if isinstance(pipe, GuardedPipelineMixin) else guard(pipe)
     detector = get_detector(detector if detector is not None else CALIBRATED_DEFAULT)
     if detector.needs.full_run:
-        raise ValueError(f"detector {detector.name!r} scores only after the last step; the guard decides early")
+        raise MemguardValueError(f"detector {detector.name!r} scores only after the last step; the guard decides early")
     # A per-layer detector first needs its benign statistics: a collector keeps the per-layer scores,
     # so the statistics and the standardized scores come from the same pass.
     collector = _LayerCollector(detector) if hasattr(detector, "with_calibration") else None
@@ -103,7 +104,7 @@ class _LayerCollector:
     def score(self, trace, upto_step: int) -> torch.Tensor:
         values = layer_entropies(trace, upto_step, bottleneck_layers(trace))
         if values is None:
-            raise ValueError("calibration: the per-layer attention signal was not recorded")
+            raise MemguardValueError("calibration: the per-layer attention signal was not recorded")
         self.batches.append(values)
         return torch.zeros(trace.num_images)  # nothing is judged: calibrate() sets an unreachable threshold
 
@@ -111,11 +112,13 @@ class _LayerCollector:
         """{layer: [mean, std]} of the benign scores, and each image's mean standardized score."""
         layers = sorted(self.batches[0])
         if any(sorted(batch) != layers for batch in self.batches):
-            raise ValueError("calibration: the bottleneck layers changed between batches")
+            raise MemguardValueError("calibration: the bottleneck layers changed between batches")
         values = {k: torch.cat([batch[k] for batch in self.batches]).double() for k in layers}
         stats = {k: [float(v.mean()), float(v.std())] for k, v in values.items()}
         flat = sorted(k for k, (_, spread) in stats.items() if not spread > 0)
         if flat:
-            raise ValueError(f"calibration: layer(s) {flat} score every benign prompt the same; pass varied prompts")
+            raise MemguardValueError(
+                f"calibration: layer(s) {flat} score every benign prompt the same; pass varied prompts"
+            )
         scores = torch.stack([(values[k] - stats[k][0]) / stats[k][1] for k in layers]).mean(dim=0)
         return stats, scores.tolist()

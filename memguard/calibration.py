@@ -157,10 +157,10 @@ class Calibration:
         return cls.from_dict(data, source=f"calibration file {path}")
 
     def check_model(self, pipe) -> None:
-        """Raise ValueError if this calibration was measured on another model."""
+        """Raise `CalibrationError` (a ValueError) if this calibration was measured on another model."""
         actual = model_fingerprint(pipe)
         if actual != self.model_fingerprint:
-            raise ValueError(
+            raise CalibrationError(
                 f"calibration was measured on another model (fingerprint {self.model_fingerprint}, "
                 f"{self.model_name or 'unnamed'}); this pipeline's fingerprint is {actual}. "
                 "Re-run memguard.calibrate on this model."

@@ -21,6 +21,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .errors import MemguardValueError
+
 DEFAULT_CONFIDENCE = 0.95
 
 
@@ -37,9 +39,9 @@ class ThresholdChoice:
 
 def _check_rates(target_fpr: float, confidence: float) -> None:
     if isinstance(target_fpr, bool) or not isinstance(target_fpr, (int, float)) or not 0.0 < target_fpr < 1.0:
-        raise ValueError(f"target_fpr must be a number in (0, 1), got {target_fpr!r}")
+        raise MemguardValueError(f"target_fpr must be a number in (0, 1), got {target_fpr!r}")
     if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be a number in (0, 1), got {confidence!r}")
+        raise MemguardValueError(f"confidence must be a number in (0, 1), got {confidence!r}")
 
 
 def required_scores(target_fpr: float, confidence: float = DEFAULT_CONFIDENCE) -> int:
@@ -75,13 +77,13 @@ def guaranteed_threshold(
     n = len(scores)
     needed = required_scores(target_fpr, confidence)
     if n < needed:
-        raise ValueError(
+        raise MemguardValueError(
             f"target_fpr={target_fpr} at confidence {confidence} needs at least {needed} benign scores, got {n}; "
             "pass more prompts or more images per prompt"
         )
     values = sorted((float(s) for s in scores), reverse=True)
     if not all(math.isfinite(v) for v in values):
-        raise ValueError("benign scores contain NaN or infinity; is the signal available (guidance > 1)?")
+        raise MemguardValueError("benign scores contain NaN or infinity; is the signal available (guidance > 1)?")
     rank = _rank(n, float(target_fpr), float(confidence))
     threshold = values[rank - 1]
     return ThresholdChoice(
@@ -112,7 +114,7 @@ def _rank(n: int, target_fpr: float, confidence: float) -> int:
 def wilson_interval(hits: int, n: int, z: float = 1.959964) -> tuple[float, float]:
     """The Wilson score interval of a rate `hits / n` (95% by default)."""
     if n <= 0:
-        raise ValueError("wilson_interval needs n >= 1")
+        raise MemguardValueError("wilson_interval needs n >= 1")
     p = hits / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)

@@ -27,11 +27,14 @@ def test_guard_shares_modules_of_the_wrapped_pipeline(shared_base_pipe):
     guarded = memguard.guard(shared_base_pipe)
     assert isinstance(guarded, GuardedStableDiffusionPipeline)
     assert isinstance(guarded, StableDiffusionPipeline)
-    for name in ("unet", "vae", "text_encoder", "tokenizer"):
+    for name in ("unet", "vae", "text_encoder"):
         assert getattr(guarded, name) is getattr(shared_base_pipe, name)
-    # the scheduler holds per-call state (its steps): each wrapper has its own, configured the same
+    # the scheduler (its steps) and the fast tokenizer (its padding settings) hold per-call state:
+    # each wrapper has its own, configured the same
     assert guarded.scheduler is not shared_base_pipe.scheduler
     assert dict(guarded.scheduler.config) == dict(shared_base_pipe.scheduler.config)
+    assert guarded.tokenizer is not shared_base_pipe.tokenizer
+    assert guarded.tokenizer("a red circle").input_ids == shared_base_pipe.tokenizer("a red circle").input_ids
     config = GuardConfig(policy=Policy.uniform("block"))
     assert GuardedStableDiffusionPipeline.from_pipe(shared_base_pipe, guard=config).guard_config is config
     # Re-wrapping a guarded pipeline keeps its config unless a new one is given.

@@ -108,8 +108,9 @@ def _names(block: str) -> list[str]:
     return [name.strip() for name in block.replace("\n", " ").split(",") if name.strip()]
 
 
-BLOCKLIST = sorted({n for block in (ARTISTS, PEOPLE, BRANDS, FRANCHISES, ARTWORKS, PLACES, SITES)
-                    for n in _names(block)})
+BLOCKLIST = sorted(
+    {n for block in (ARTISTS, PEOPLE, BRANDS, FRANCHISES, ARTWORKS, PLACES, SITES) for n in _names(block)}
+)
 
 
 def _pattern(name: str) -> re.Pattern:

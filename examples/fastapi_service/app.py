@@ -104,6 +104,7 @@ def create_app(pipe=None, *, model: str = "testbed", registry: CollectorRegistry
         # FastAPI's default 422 body echoes the input, which would put the prompt in the error
         detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in error.errors()]
         return JSONResponse(status_code=422, content={"detail": detail})
+
     app.state.pipe = pipe
     app.state.max_in_flight = 0  # the deepest queue seen (the load test checks requests overlapped)
     app.state.in_flight = 0

@@ -20,6 +20,7 @@ from diffusers import (
     DiffusionPipeline,
 )
 
+from ..errors import MemguardTypeError
 from .guarded import guarded_class_for
 from .mixin import GuardedPipelineMixin, before_first_construction
 
@@ -52,7 +53,7 @@ def _pipeline_from_pipe(cls, pipeline, **kwargs):
     try:
         target = guarded_class_for(cls)
     except TypeError as error:
-        raise TypeError(
+        raise MemguardTypeError(
             f"{cls.__name__}.from_pipe(...) on a guarded pipeline would drop its memorization guard: {error}. "
             f"To build an unguarded {cls.__name__} deliberately, pass the original, unguarded pipeline"
         ) from None
@@ -71,7 +72,7 @@ def _auto_from_pipe(cls, pipeline, **kwargs):
     try:
         target = guarded_class_for(type(plain))
     except TypeError as error:
-        raise TypeError(
+        raise MemguardTypeError(
             f"{cls.__name__}.from_pipe(...) on a guarded pipeline would drop its memorization guard: {error}"
         ) from None
     return target.from_pipe(plain, guard=pipeline.guard_config)

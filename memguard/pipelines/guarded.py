@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 
 from diffusers import (
@@ -16,6 +17,7 @@ from diffusers import (
 )
 
 from ..config import GuardConfig
+from ..errors import MemguardTypeError
 from .families import (
     StableDiffusionControlNetFamily,
     StableDiffusionFamily,
@@ -114,13 +116,18 @@ def guard(pipe, config: GuardConfig | None = None):
     """Wrap an existing pipeline object of any supported family in its guarded class.
 
     The result shares `pipe`'s modules (the same `unet` object, no weight copies, no dtype change)
-    and gets its own copy of the scheduler, which holds per-call state: serve threads with one
-    wrapper each. A guarded `pipe` keeps its config unless `config` is given.
+    and gets its own copies of what holds per-call state: the scheduler (its steps) and the
+    tokenizers (a fast tokenizer keeps its padding and truncation settings between calls, so two
+    threads tokenizing with one would get each other's). Serve threads with one wrapper each. A
+    guarded `pipe` keeps its config unless `config` is given.
     """
     from diffusers import DiffusionPipeline
 
     if not isinstance(pipe, DiffusionPipeline):
-        raise TypeError(f"memguard.guard takes a diffusers pipeline object, got {type(pipe).__name__}")
+        raise MemguardTypeError(f"memguard.guard takes a diffusers pipeline object, got {type(pipe).__name__}")
     cls = guarded_class_for(type(pipe))
-    scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
-    return cls.from_pipe(pipe, guard=config, scheduler=scheduler)
+    own = {"scheduler": type(pipe.scheduler).from_config(pipe.scheduler.config)}
+    for name in ("tokenizer", "tokenizer_2"):
+        if getattr(pipe, name, None) is not None:
+            own[name] = copy.deepcopy(getattr(pipe, name))
+    return cls.from_pipe(pipe, guard=config, **own)

@@ -20,6 +20,7 @@ import torch
 from ..actions import blank_out, replace_image
 from ..config import GuardConfig
 from ..detection import Detector, NoiseMagnitudeDetector
+from ..errors import MemguardValueError
 from ..mitigation import MitigationContext, ResamplePlan, derive_seed, fresh_noise
 from ..privacy import guarded_logging, pipeline_loggers, redacted_error
 from ..report import Attempt, MemorizationReport
@@ -110,7 +111,7 @@ class GuardedCall:
             return output, [disabled_report() for _ in range(len(output.images))], None
         verification = None if self.stop_after_decision else self.config.verification
         if verification is not None and arguments.get("output_type") == "latent":
-            raise ValueError(
+            raise MemguardValueError(
                 "GuardConfig.verification checks decoded images; output_type='latent' cannot be verified "
                 "(use 'pil', 'np' or 'pt', or a config without verification)"
             )

@@ -21,6 +21,7 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 
 from ..config import GuardConfig
 from ..detection import Decision, Detector, decide
+from ..errors import MemguardValueError
 from ..intent import IntentResolver, IntentVerdict
 from ..intent.attribution import gradient_token_scores, token_offsets
 from ..report import Attempt, MemorizationReport
@@ -50,7 +51,7 @@ def resolve_threshold(pipe, config: GuardConfig, detector: Detector | None = Non
         return Threshold(config.calibration.threshold, "calibration")
     detector = detector or config.effective_detector
     if detector.default_threshold is None:
-        raise ValueError(
+        raise MemguardValueError(
             f"detector {detector.name!r} has no model-free default threshold: pass GuardConfig(calibration=...) "
             "(see memguard.calibrate) or GuardConfig(threshold=...)"
         )
@@ -71,7 +72,7 @@ def resolve_attention_layers(
 ) -> frozenset[str] | None:
     if not config.record_attention:
         if detector_reads_attention:
-            raise ValueError("GuardConfig.record_attention=False, but the detector reads cross-attention")
+            raise MemguardValueError("GuardConfig.record_attention=False, but the detector reads cross-attention")
         return None
     available = cross_attention_layers(unet)
     if config.attention_layers is None:
@@ -81,7 +82,7 @@ def resolve_attention_layers(
         layer = name[: -len(".processor")] if name.endswith(".processor") else name
         if layer not in available:
             examples = ", ".join(sorted(available)[:3])
-            raise ValueError(
+            raise MemguardValueError(
                 f"GuardConfig.attention_layers: {name!r} is not a cross-attention layer of this UNet "
                 f"({len(available)} exist, e.g. {examples})"
             )
@@ -177,7 +178,7 @@ class GuardedPass:
             self._check_steps(steps)
         calibration = self.config.calibration
         if calibration is not None and self.config.threshold is None and calibration.family != self.family.name:
-            raise ValueError(
+            raise MemguardValueError(
                 f"GuardConfig.calibration was measured on a {calibration.family!r} pipeline; this one is "
                 f"{self.family.name!r} ({self.family.parent.__name__}), whose scores it does not describe: "
                 "calibrate this pipeline (memguard.calibrate) or pass GuardConfig(threshold=...)"
@@ -202,11 +203,11 @@ class GuardedPass:
         value = self.arguments.get(name)
         if name in ("num_inference_steps", "timesteps", "sigmas"):
             shown = f"{name}={value!r}" if name == "num_inference_steps" else f"{name} (length {steps})"
-            raise ValueError(
+            raise MemguardValueError(
                 f"GuardConfig.decision_step={self.decision_step} is beyond {shown}; the guard decides at that "
                 "step (GuardConfig.decision_step or the calibration's): run more steps"
             )
-        raise ValueError(
+        raise MemguardValueError(
             f"GuardConfig.decision_step={self.decision_step} is beyond the {steps} denoising step(s) that "
             f"{name}={value!r} leaves of num_inference_steps={self.arguments.get('num_inference_steps')!r}: "
             f"raise {name} or num_inference_steps"

@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import GuardConfig, coerce_config
+from ..errors import MemguardTypeError, MemguardValueError
 from ..report import MemorizationReport
 from .families import Family
 from .guarded_call import GuardedCall
@@ -31,7 +32,7 @@ CONCURRENT_CALL = (
     "this guarded pipeline object is already running a call in another thread; diffusers pipelines keep "
     "per-call state on the object (the scheduler's steps, guidance scale, interrupt flag), so concurrent "
     "calls on one object would mix images. Serve threads with one wrapper each: `memguard.guard(pipe)` per "
-    "thread shares the weights and gives each wrapper its own scheduler"
+    "thread shares the weights and gives each wrapper its own scheduler and tokenizers"
 )
 
 
@@ -71,7 +72,7 @@ class GuardedPipelineMixin:
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
         if "family" not in cls.__dict__ and not hasattr(cls, "family"):
-            raise TypeError(f"{cls.__name__} needs a `family` (a memguard.pipelines.families.Family)")
+            raise MemguardTypeError(f"{cls.__name__} needs a `family` (a memguard.pipelines.families.Family)")
         if "__call__" not in cls.__dict__:
             parent_call = super().__call__
 
@@ -131,7 +132,7 @@ class GuardedPipelineMixin:
         from diffusers import DiffusionPipeline
 
         if not isinstance(pipeline, DiffusionPipeline):
-            raise TypeError(f"from_pipe takes a diffusers pipeline object, got {type(pipeline).__name__}")
+            raise MemguardTypeError(f"from_pipe takes a diffusers pipeline object, got {type(pipeline).__name__}")
         if guard is None and isinstance(pipeline, GuardedPipelineMixin):
             guard = pipeline.guard_config
         config = coerce_config(guard)
@@ -199,15 +200,15 @@ class GuardedPipelineMixin:
         prompt-major.
         """
         if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
-            raise TypeError("prompts must be a sequence of prompt strings")
+            raise MemguardTypeError("prompts must be a sequence of prompt strings")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise MemguardValueError(f"batch_size must be >= 1, got {batch_size}")
         for name in ("prompt", "prompt_embeds", "generator", "output_type", "latents"):
             if name in call_kwargs:
-                raise TypeError(f"score() sets {name!r} itself; do not pass it")
+                raise MemguardTypeError(f"score() sets {name!r} itself; do not pass it")
         config = config or self.guard_config
         if not config.enabled:
-            raise ValueError("score() needs an enabled GuardConfig")
+            raise MemguardValueError("score() needs an enabled GuardConfig")
         parent_call = super(GuardedPipelineMixin, type(self)).__call__.__get__(self)
         reports: list[MemorizationReport] = []
         starts = range(0, len(prompts), batch_size)

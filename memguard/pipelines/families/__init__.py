@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ...errors import MemguardTypeError, MemguardValueError
 from .base import Family, PromptText, TextConditioning, select_prompt
 from .stable_diffusion import (
     StableDiffusionControlNetFamily,
@@ -39,7 +40,7 @@ def family_for(pipeline_class: type) -> Family:
     for cls in pipeline_class.__mro__:
         if cls in _BY_PARENT:
             return _BY_PARENT[cls]
-    raise TypeError(
+    raise MemguardTypeError(
         f"memguard has no guard for {pipeline_class.__name__}; it guards {supported_pipelines()} (and their subclasses)"
     )
 
@@ -48,7 +49,7 @@ def family_named(name: str) -> Family:
     try:
         return _BY_NAME[name]
     except KeyError:
-        raise ValueError(f"unknown pipeline family {name!r}; known: {', '.join(_BY_NAME)}") from None
+        raise MemguardValueError(f"unknown pipeline family {name!r}; known: {', '.join(_BY_NAME)}") from None
 
 
 __all__ = [

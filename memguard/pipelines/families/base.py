@@ -21,6 +21,7 @@ from typing import ClassVar
 
 import torch
 
+from ...errors import MemguardTypeError, MemguardValueError
 from ...mitigation import ResamplePlan
 from ...signals.replay import ImageInputs
 from ..outputs import GuardedPipelineOutput
@@ -69,7 +70,7 @@ def select_prompt(value, prompt: int, num_prompts: int):
 
 def _positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(
+        raise MemguardValueError(
             f"{name} must be an int >= 1, got {value!r}"
             if isinstance(value, (int, float, type(None)))
             else f"{name} must be an int >= 1, got a {type(value).__name__}"
@@ -113,7 +114,7 @@ class Family:
         extra = arguments.pop("kwargs", {})
         unknown = sorted(set(extra) - DEPRECATED_KEYWORDS)
         if unknown:
-            raise TypeError(f"the pipeline call got unexpected keyword argument(s) {unknown}")
+            raise MemguardTypeError(f"the pipeline call got unexpected keyword argument(s) {unknown}")
         arguments.update(extra)
         return arguments
 

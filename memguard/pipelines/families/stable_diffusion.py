@@ -10,6 +10,7 @@ from diffusers import (
 )
 from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
 
+from ...errors import MemguardValueError
 from .base import Family, select_prompt
 
 
@@ -25,7 +26,7 @@ def strength_steps(family: Family, arguments: dict) -> int:
     steps = Family.denoising_steps(family, arguments)
     strength = arguments.get("strength")
     if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
-        raise ValueError(f"strength must be a number in [0, 1], got {strength!r}")
+        raise MemguardValueError(f"strength must be a number in [0, 1], got {strength!r}")
     return min(int(steps * strength), steps)
 
 
