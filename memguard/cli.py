@@ -118,7 +118,7 @@ def generate(
             payload["prompt"] = prompt
         payload["report"] = report.to_dict(include_text=include_text)
         (out / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
-        typer.echo(f"{stem}.png: {report.action} (score {report.score:.4f}, threshold {report.threshold:.4f})")
+        typer.echo(f"{stem}.png: {report.outcome} (score {report.score:.4f}, threshold {report.threshold:.4f})")
 
 
 @app.command()

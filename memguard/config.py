@@ -59,6 +59,11 @@ class GuardConfig:
         verification: a `memguard.verify.CopyVerification` (an index of protected or training images
             and a similarity threshold): the finished images are checked against it, the finding goes
             on the report (`copy`), and a copy counts as memorized (see `CopyVerification`).
+        act_uncalibrated: without a calibration or an explicit `threshold`, the guard only has a
+            model-free default threshold, which means nothing on a real model; it then *observes*:
+            it scores, reports (`threshold_source="default"`, outcome "observed" for what it would
+            have acted on) and counts, returns the parent's images untouched, and warns once per
+            pipeline with the command that calibrates. True acts on the default threshold anyway.
     """
 
     enabled: bool = True
@@ -80,9 +85,10 @@ class GuardConfig:
     metrics: GuardMetrics | None = None
     on_error: str = "fail_closed"
     verification: CopyVerification | None = None
+    act_uncalibrated: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("enabled", "record_attention", "unconditional_pass", "record_all_steps"):
+        for name in ("enabled", "record_attention", "unconditional_pass", "record_all_steps", "act_uncalibrated"):
             if not isinstance(getattr(self, name), bool):
                 raise MemguardTypeError(f"GuardConfig.{name} must be a bool, got {type(getattr(self, name)).__name__}")
         if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):

@@ -34,15 +34,14 @@ from typing import Literal
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from .report import MemorizationReport
+from .report import OUTCOMES, MemorizationReport
 
 # wide enough for every detector: noise RMS (~0.01-1) and normalized entropies (0-1, benign ~0.9)
 SCORE_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 0.85, 0.9, 0.95, 1.0, 2.0)
 STEP_BUCKETS = (1, 2, 3, 5, 10, 20, 50)
 SECONDS_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
 
-# every value `outcome()` can return; each registered pipeline has all of them from the start
-OUTCOMES = ("clean", "intended", "flagged", "resampled", "blocked", "unavailable", "disabled", "error")
+# every value `outcome()` can return (report.OUTCOMES); each registered pipeline has all of them from the start
 ErrorSource = Literal["guard", "pipeline"]
 ERROR_SOURCES: tuple[ErrorSource, ...] = ("guard", "pipeline")
 PIPELINE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # what GuardConfig.name allows
@@ -66,11 +65,8 @@ KNOWN_ERROR_PACKAGES = frozenset(
 
 
 def outcome(report: MemorizationReport) -> str:
-    """The `outcome` label of one image: clean, intended, flagged, resampled, blocked, unavailable,
-    disabled, or error (the guard failed and `on_error="fail_open"` returned the image)."""
-    if report.status != "checked" and report.action == "none":
-        return report.status
-    return {"none": "clean", "allowed": "intended"}.get(report.action, report.action)
+    """The `outcome` label of one image: the report's own `outcome` (one name everywhere)."""
+    return report.outcome
 
 
 def error_kind(error: BaseException) -> str:

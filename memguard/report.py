@@ -9,9 +9,25 @@ from typing import Literal
 # "checked": signals were read and a decision taken; "unavailable": the signal does not exist for
 # this call (e.g. guidance off without `unconditional_pass`); "disabled": `GuardConfig(enabled=False)`.
 Status = Literal["checked", "unavailable", "disabled", "error"]
-# "none": not memorized; "allowed": memorized as the prompt asked (intended); "resampled": the
-# returned image is a re-sample that passed; "flagged"/"blocked": per policy or fallback.
+# What the guard did. "none": nothing (not memorized, or only observed); "allowed": memorized as the
+# prompt asked (intended); "resampled": the returned image is a re-sample; "flagged"/"blocked": per
+# policy or fallback.
 ReportAction = Literal["none", "allowed", "flagged", "resampled", "blocked"]
+# One name per outcome, the same in the report (`outcome`), the CLI and the metrics' `outcome` label.
+Outcome = Literal[
+    "clean", "intended", "observed", "flagged", "resampled", "blocked", "unavailable", "disabled", "error"
+]
+OUTCOMES: tuple[str, ...] = (
+    "clean",  # checked, not memorized
+    "intended",  # memorized as the prompt asked: allowed
+    "observed",  # memorized by an uncalibrated default threshold: reported, the image left untouched
+    "flagged",
+    "resampled",
+    "blocked",
+    "unavailable",  # the signal does not exist for this call (guidance off)
+    "disabled",  # GuardConfig(enabled=False)
+    "error",  # the guard failed and on_error="fail_open" returned the image
+)
 Intent = Literal["none", "intended", "unintended", "mixed"]
 ThresholdSource = Literal["calibration", "config", "default"]
 
@@ -58,11 +74,12 @@ class Attempt:
 class MemorizationReport:
     """The guard's verdict on one image.
 
-    `score` is NaN when `status` is not "checked" (`to_dict` writes it as null).
-    `decided_at_step` is the 1-based step whose signals (averaged over steps 1..k) were scored.
-    For a re-sampled image, `score`, `memorized` and `signals` are the returned image's, while
-    `intent`, `triggers`, `residual_score` and `reference_score` keep the verdict that caused the
-    re-sample (each attempt's own verdict is in `attempts`).
+    `score` is the decision score of the caller's generation: the one that caused the action (NaN
+    when `status` is not "checked"; `to_dict` writes it as null). `decided_at_step` is the 1-based step
+    whose signals (averaged over steps 1..k) were scored. `score`, `memorized`, `signals`, `intent`,
+    `triggers`, `residual_score` and `reference_score` all describe that decision; for a re-sampled
+    image, `returned_score` is the returned re-sample's own score (each attempt's is in `attempts`).
+    `outcome` names what happened in one word, as the CLI and the metrics do.
     """
 
     score: float
@@ -82,6 +99,16 @@ class MemorizationReport:
     threshold_source: ThresholdSource = "default"
     reason: str | None = None
     copy: CopyFinding | None = None  # set when GuardConfig.verification checked the returned image
+    returned_score: float | None = None  # re-sampled images: the returned re-sample's own score
+
+    @property
+    def outcome(self) -> Outcome:
+        """clean, intended, observed, flagged, resampled, blocked, unavailable, disabled or error."""
+        if self.status != "checked" and self.action == "none":
+            return self.status
+        if self.action == "none":
+            return "observed" if self.memorized else "clean"
+        return "intended" if self.action == "allowed" else self.action
 
     @property
     def resamples(self) -> int:
@@ -99,6 +126,7 @@ class MemorizationReport:
         a serialized report is what ends up in logs, and prompts stay out of logs by default.
         """
         data = _json_safe(asdict(self))
+        data["outcome"] = self.outcome
         if not include_text:
             for trigger in data["triggers"]:
                 trigger.pop("text", None)

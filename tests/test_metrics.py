@@ -65,7 +65,7 @@ def test_known_calls_are_counted_and_served(shared_base_pipe):
     assert value("memguard_guard_overhead_seconds_count") == 3  # three guarded calls; disabled is not timed
     # the refused call (decision_step beyond the steps) is the one error, whichever source counts it
     by_kind = {dict(labels)["kind"]: v for (name, labels), v in samples.items() if name.endswith("by_kind_total")}
-    assert by_kind == {"ValueError": 1}
+    assert by_kind == {"MemguardValueError": 1}  # memguard's own error type (a ValueError) about the call
     assert sum(value("memguard_guard_errors_total", source=s) for s in ("guard", "pipeline")) == 1
     assert value("memguard_threshold", source="config", model_fingerprint="") == 1e9  # the last threshold set
     for word in ("Qwerty", "Confidential", "Brand"):

@@ -2,6 +2,7 @@
 
 import json
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -172,3 +173,24 @@ def test_other_schedulers(shared_base_pipe):
     assert np.array_equal(out.images, _run(euler).images)
     assert [r.decided_at_step for r in out.memorization] == [3, 3]
     assert all(np.isfinite(r.score) for r in out.memorization)
+
+
+def test_without_a_calibration_the_guard_observes_and_warns_once(shared_base_pipe):
+    reference = _run(shared_base_pipe).images
+    # a default threshold every image exceeds: uncalibrated, the guard reports it and touches nothing
+    low = memguard.detection.NoiseMagnitudeDetector(default_threshold=-1.0)
+    guarded = memguard.guard(shared_base_pipe, GuardConfig(detector=low))
+    with pytest.warns(UserWarning, match="no calibration, so it only observes.*memguard calibrate") as caught:
+        out = _run(guarded)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a second call does not warn again
+        again = _run(guarded)
+    assert len([w for w in caught if "only observes" in str(w.message)]) == 1
+    assert np.array_equal(out.images, reference) and np.array_equal(again.images, reference)
+    for report in out.memorization:
+        assert report.memorized and report.action == "none" and report.outcome == "observed"
+        assert report.threshold_source == "default" and "observed only" in report.reason
+    acting = memguard.guard(
+        shared_base_pipe, GuardConfig(detector=low, act_uncalibrated=True, policy=Policy.uniform("block"))
+    )
+    assert {r.outcome for r in _run(acting).memorization} == {"blocked"}

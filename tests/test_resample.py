@@ -115,14 +115,21 @@ def test_a_passing_resample_replaces_the_image_and_reports_every_attempt(shared_
     config = GuardConfig(threshold=threshold, mitigation=SwapPrompt(low), metrics=metrics)
     out = _call(memguard.guard(shared_base_pipe, config), [high, low], generator=seeded(2))
     first, second = out.memorization
-    assert first.action == "resampled" and first.resamples == 1 and not first.memorized
-    # the verdict that caused the re-sample stays on the report; the attempt has its own
+    assert first.action == "resampled" and first.resamples == 1 and first.outcome == "resampled"
+    # the decision that caused the re-sample stays on the report (score, verdict); the returned
+    # re-sample's own score is returned_score, and the attempt has its own verdict
+    assert first.memorized and first.score == pytest.approx(score[high], rel=1e-4) and first.score > threshold
+    assert first.returned_score == first.attempts[1].score and first.returned_score <= threshold
     assert first.intent == "unintended" and first.triggers and first.attempts[1].intent == "none"
+    assert second.returned_score is None
     assert [a.mitigation for a in first.attempts] == [None, "swap_prompt"] and first.attempts[0].memorized
     assert second.action == "none" and second.resamples == 0
     value = metrics.registry.get_sample_value
     assert value("memguard_images_total", {"pipeline": "default", "outcome": "resampled"}) == 1
     assert value("memguard_images_total", {"pipeline": "default", "outcome": "clean"}) == 1
+    # the score histogram observes decision scores, not the re-sample's
+    observed = value("memguard_detection_score_sum", {"pipeline": "default"})
+    assert observed == pytest.approx(first.score + second.score) != first.returned_score + second.score
     assert value("memguard_mitigations_total", {"pipeline": "default", "mitigation": "swap_prompt"}) == 1
     unguarded = _call(shared_base_pipe, [high, low], generator=seeded(2)).images
     assert np.array_equal(out.images[1], unguarded[1])  # the clean image of the batch is untouched

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import fields, replace
 
@@ -127,6 +128,8 @@ class GuardedCall:
         )
         first.validate()
         result = first.run(parent_call)
+        if first.observing and not self.stop_after_decision:
+            _warn_uncalibrated_once(self.pipe, first.threshold.value)
         output, reports = result.output, result.reports
         if result.failure is not None:
             self._count(self.config.effective_metrics.observe_guard_error, self.config.name, result.failure)
@@ -263,7 +266,11 @@ class GuardedCall:
                 break
         output, final = last
         final.attempts = history
-        # The verdict that caused the re-sample stays on the report; the attempts keep their own.
+        # The decision that caused the re-sample stays on the report (score, signals, verdict); the
+        # returned re-sample's own score is `returned_score`, and every attempt keeps its own.
+        final.returned_score = final.score
+        final.score, final.memorized, final.signals = report.score, report.memorized, report.signals
+        final.decided_at_step = report.decided_at_step
         final.intent, final.triggers = report.intent, report.triggers
         final.residual_score, final.reference_score = report.residual_score, report.reference_score
         if final.copy is not None and final.copy.copied:
@@ -280,6 +287,20 @@ class GuardedCall:
         if not plan.rescored:
             final.reason += " (this mitigation acts after the decision step, so the re-sample was not re-scored)"
         return output, final
+
+
+UNCALIBRATED = (
+    "memguard: this guarded pipeline has no calibration, so it only observes: images are returned untouched and "
+    "reports say what the model-free default threshold ({threshold}) would flag. Calibrate it on your model: "
+    "`memguard calibrate --model <hub id or folder> --out calibration.json` (or memguard.calibrate(pipe, ...)), "
+    "then GuardConfig(calibration='calibration.json'); GuardConfig(act_uncalibrated=True) acts without one"
+)
+
+
+def _warn_uncalibrated_once(pipe, threshold: float) -> None:
+    if not pipe.__dict__.get("_memguard_warned_uncalibrated"):
+        pipe.__dict__["_memguard_warned_uncalibrated"] = True
+        warnings.warn(UNCALIBRATED.format(threshold=threshold), UserWarning, stacklevel=6)
 
 
 def _replace_image(output, image: int, replacement) -> None:

@@ -379,6 +379,12 @@ class GuardedPass:
                     "retry" if self.attempt < policy.max_attempts and not self.stop_after_decision else policy.fallback
                 )
             self.actions.append(action)
+        if self.observing:  # an uncalibrated default threshold: report what it finds, touch nothing
+            self.actions = ["none"] * len(self.actions)
+
+    @property
+    def observing(self) -> bool:
+        return self.threshold is not None and self.threshold.source == "default" and not self.config.act_uncalibrated
 
     # --- intent ----------------------------------------------------------------------------------
     def _verdict(self, image: int, decision: Decision) -> IntentVerdict:
@@ -503,6 +509,7 @@ class GuardedPass:
                     f"{self.detector.name} score {decision.score:.4g} > threshold {threshold.value:.4g} "
                     f"at step {report.decided_at_step}; intent {verdict.intent}"
                     + (f" ({verdict.note})" if verdict.note else "")
+                    + ("; observed only: no calibration (GuardConfig.act_uncalibrated=False)" if self.observing else "")
                 )
             reports.append(report)
         return reports
