@@ -11,11 +11,12 @@ from collections.abc import Sequence
 
 import torch
 
-from .calibration import Calibration, check_sample_size, model_fingerprint, threshold_for_fpr
+from .calibration import MAX_STORED_SCORES, Calibration, model_fingerprint
 from .detection import CALIBRATED_DEFAULT, get_detector
 from .detection.bottleneck import bottleneck_layers, layer_entropies
 from .errors import MemguardTypeError, MemguardValueError
 from .pipelines import GuardedPipelineMixin, guard
+from .thresholds import DEFAULT_CONFIDENCE, guaranteed_threshold, required_scores
 
 __all__ = ["calibrate"]
 
@@ -33,19 +34,30 @@ def calibrate(
     batch_size: int = 8,
     seed: int = 0,
     progress: bool = True,
+    confidence: float = DEFAULT_CONFIDENCE,
     **call_kwargs,
 ) -> Calibration:
     """Score benign prompts at the decision step (images are not finished) and pick the threshold.
 
+    The threshold keeps the false-positive rate on fresh benign prompts of the same distribution at or
+    under `target_fpr` with probability at least `confidence` (`memguard.thresholds`): a target needs
+    enough scores (299 for 1% at 95%), and too few are refused, with the number, before any scoring.
     `pipe` is a guarded pipeline or any pipeline memguard guards (wrapped for the run); `call_kwargs`
-    are further arguments of its call (an img2img `image` and `strength`, a ControlNet `image`...).
-    `detector` (a detector or its name) defaults to memguard's own score, "bottleneck_entropy".
+    are further arguments of its call (`height`/`width`, an img2img `image` and `strength`, a ControlNet
+    `image`...). `detector` (a detector or its name) defaults to memguard's own score,
+    "bottleneck_entropy". Benign prompts for a real model: `memguard.prompts_corpus.benign_prompts()`.
     """
     if isinstance(benign_prompts, str) or not all(isinstance(p, str) for p in benign_prompts):
         raise MemguardTypeError("benign_prompts must be a sequence of prompt strings")
     if len(benign_prompts) == 0:
         raise MemguardValueError("benign_prompts is empty")
-    check_sample_size(target_fpr, len(benign_prompts) * num_images_per_prompt)  # before any scoring
+    needed = required_scores(target_fpr, confidence)  # before any scoring
+    if len(benign_prompts) * num_images_per_prompt < needed:
+        raise MemguardValueError(
+            f"target_fpr={target_fpr} at confidence {confidence} needs at least {needed} benign scores, got "
+            f"{len(benign_prompts)} prompt(s) x {num_images_per_prompt} image(s); pass more prompts or "
+            "num_images_per_prompt"
+        )
     guarded = pipe if isinstance(pipe, GuardedPipelineMixin) else guard(pipe)
     detector = get_detector(detector if detector is not None else CALIBRATED_DEFAULT)
     if detector.needs.full_run:
@@ -75,21 +87,30 @@ def calibrate(
     scores, layer_stats = [r.score for r in reports], None
     if collector is not None:
         layer_stats, scores = collector.standardized()
-    threshold, achieved = threshold_for_fpr(scores, target_fpr)
+    choice = guaranteed_threshold(scores, target_fpr, confidence)
+    height, width = guarded.family.resolution(guarded, call_kwargs)
+    ranked = sorted(scores, reverse=True)
     return Calibration(
         model_fingerprint=model_fingerprint(guarded),
-        threshold=threshold,
+        threshold=choice.threshold,
         target_fpr=target_fpr,
         decision_step=decision_step,
         detector=reports[0].detector,
         num_scores=len(reports),
-        achieved_fpr=achieved,
+        achieved_fpr=choice.empirical_fpr,
         num_inference_steps=num_inference_steps,
         guidance_scale=guidance_scale,
         scheduler=type(guarded.scheduler).__name__,
         model_name=str(getattr(guarded, "name_or_path", "") or ""),
         family=guarded.family.name,
         layer_stats=layer_stats,
+        confidence=round(choice.confidence, 6),
+        threshold_rank=choice.rank,
+        expected_fpr=round(choice.expected_fpr, 6),
+        benign_scores=[float(f"{v:.7g}") for v in ranked[:MAX_STORED_SCORES]],
+        dtype=str(guarded.family.denoiser(guarded).dtype).removeprefix("torch."),
+        height=height,
+        width=width,
     )
 
 

@@ -35,10 +35,13 @@ from pathlib import Path
 
 import torch
 
+from .detection.registry import known_score_range
 from .errors import MemguardTypeError, MemguardValueError, shown
 from .safe_parse import FileTooLarge, JsonSyntaxError, ParseError, cannot_open, parse_json, read_limited, type_name
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 adds the guarantee, the benign score distribution and the call settings
+READABLE_VERSIONS = (1, 2)  # a version-1 file reads with those fields unset
+MAX_STORED_SCORES = 20_000
 MAX_FILE_BYTES = 1 << 20
 MAX_MAGNITUDE = 1e6
 MAX_STEPS = 10_000
@@ -48,7 +51,7 @@ MAX_LAYERS = 1_024
 # scores are float32: a threshold a rounding step past its detector's range is still that range's edge
 _RANGE_SLACK = 1e-6
 
-_TEXT_FIELDS = ("model_fingerprint", "detector", "scheduler", "model_name", "family")
+_TEXT_FIELDS = ("model_fingerprint", "detector", "scheduler", "model_name", "family", "dtype")
 _INT_FIELDS = ("decision_step", "num_scores", "num_inference_steps", "format_version")
 _REAL_FIELDS = ("threshold", "target_fpr", "achieved_fpr", "guidance_scale")
 
@@ -63,11 +66,13 @@ FINGERPRINTED = ("unet", "text_encoder", "text_encoder_2", "controlnet")
 
 
 def model_fingerprint(pipe) -> str:
-    """A short, stable hash of the weights that make the scores (UNet, text encoders, ControlNet):
-    shapes and a sample of values.
+    """A short, stable hash of the weights that make the scores (UNet, text encoders, ControlNet), the
+    same in every dtype and on every device: each tensor's name, shape and the signs of its first and
+    last 16 values.
 
-    Sampling the head and tail of every tensor keeps this cheap for SD-sized models while any
-    re-training or fine-tuning of a layer still changes it.
+    Signs survive a cast to float16 or bfloat16 (rounding never crosses zero), so one calibration
+    identifies its weights in every precision; sampling the ends of every tensor keeps it cheap for
+    SD-sized models, while a re-training or fine-tuning of a layer still flips some signs.
     """
     digest = hashlib.sha256()
     for component in getattr(getattr(pipe, "family", None), "fingerprinted", FINGERPRINTED):
@@ -76,9 +81,9 @@ def model_fingerprint(pipe) -> str:
             continue
         for name, tensor in module.state_dict().items():
             flat = tensor.detach().reshape(-1)
-            sample = torch.cat([flat[:16], flat[-16:]]).to(device="cpu", dtype=torch.float32)
+            sample = torch.cat([flat[:16], flat[-16:]]).to(device="cpu")
             digest.update(f"{component}.{name}:{tuple(tensor.shape)}".encode())
-            digest.update(sample.numpy().tobytes())
+            digest.update(bytes(torch.sign(sample.float()).to(torch.int8).numpy().tobytes()))
     return digest.hexdigest()[:16]
 
 
@@ -100,7 +105,39 @@ class Calibration:
     family: str = "stable-diffusion"  # the pipeline family it was measured on (memguard.pipelines.families)
     # {layer: [mean, std]} of a per-layer detector's benign scores (bottleneck_entropy_standardized)
     layer_stats: dict[str, list[float]] | None = None
+    # the guarantee (memguard.thresholds): P(false-positive rate on fresh benign images <= target_fpr)
+    confidence: float | None = None
+    threshold_rank: int | None = None  # the threshold is the rank-th largest benign score
+    expected_fpr: float | None = None  # the false-positive rate's mean, rank / (num_scores + 1)
+    # the benign scores it was measured on, highest first (at most MAX_STORED_SCORES; histograms, audits)
+    benign_scores: list[float] | None = None
+    # the call it was measured with, beside num_inference_steps, guidance_scale and scheduler
+    dtype: str = ""
+    height: int | None = None
+    width: int | None = None
     format_version: int = FORMAT_VERSION
+
+    def call_differences(self, **call) -> list[str]:
+        """The settings of a call (`dtype`, `scheduler`, `num_inference_steps`, `guidance_scale`,
+        `height`, `width`) that differ from the calibration's, as "field: call vs calibration";
+        settings the calibration did not record are not compared."""
+        differs = []
+        for name, value in call.items():
+            recorded = getattr(self, name)
+            if value is None or recorded in (None, ""):
+                continue
+            same = math.isclose(float(value), float(recorded)) if name == "guidance_scale" else value == recorded
+            if not same:
+                differs.append(f"{name}: {value} vs {recorded}")
+        return differs
+
+    def quantiles(self) -> dict[str, float]:
+        """Quantiles of the stored benign scores (empty when none are stored)."""
+        scores = sorted(self.benign_scores or [])
+        if not scores:
+            return {}
+        points = {"min": 0.0, "p50": 0.5, "p90": 0.9, "p99": 0.99, "p99.9": 0.999, "max": 1.0}
+        return {name: scores[min(len(scores) - 1, int(q * (len(scores) - 1) + 0.5))] for name, q in points.items()}
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -118,9 +155,9 @@ class Calibration:
         if not isinstance(data, dict):
             raise CalibrationError(f"{source}: expected a JSON object, got {type_name(data)}")
         version = data.get("format_version")
-        if isinstance(version, bool) or not isinstance(version, int) or version != FORMAT_VERSION:
+        if isinstance(version, bool) or not isinstance(version, int) or version not in READABLE_VERSIONS:
             raise CalibrationError(
-                f"{source}: unsupported format_version {shown(version)} (this memguard reads {FORMAT_VERSION})"
+                f"{source}: unsupported format_version {shown(version)} (this memguard reads {READABLE_VERSIONS})"
             )
         known = {f.name for f in fields(cls)}
         unknown = sorted(map(shown, set(data) - known))
@@ -205,8 +242,8 @@ def _check_values(calibration: Calibration) -> None:
     for name in ("model_fingerprint", "detector", "scheduler", "family"):
         if not getattr(calibration, name).strip():
             fail(name, "is empty")
-    if calibration.format_version != FORMAT_VERSION:
-        fail("format_version", f"must be {FORMAT_VERSION}, got {calibration.format_version}")
+    if calibration.format_version not in READABLE_VERSIONS:
+        fail("format_version", f"must be one of {READABLE_VERSIONS}, got {calibration.format_version}")
     for name in ("threshold", "guidance_scale"):
         value = getattr(calibration, name)
         if not _finite(value) or abs(value) > MAX_MAGNITUDE:
@@ -226,6 +263,26 @@ def _check_values(calibration: Calibration) -> None:
         )
     if not 1 <= calibration.num_scores <= MAX_SCORES:
         fail("num_scores", f"must be in 1..{MAX_SCORES:.0e}, got {shown(calibration.num_scores)}")
+    if calibration.confidence is not None and not (
+        _is_number(calibration.confidence) and 0 < calibration.confidence < 1
+    ):
+        fail("confidence", f"must be a number in (0, 1), got {shown(calibration.confidence)}")
+    if calibration.expected_fpr is not None and not (
+        _is_number(calibration.expected_fpr) and 0 <= calibration.expected_fpr <= 1
+    ):
+        fail("expected_fpr", f"must be a number in [0, 1], got {shown(calibration.expected_fpr)}")
+    for name in ("threshold_rank", "height", "width"):
+        value = getattr(calibration, name)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SCORES
+        ):
+            fail(name, f"must be a positive integer, got {shown(value)}")
+    scores = calibration.benign_scores
+    if scores is not None:
+        if not isinstance(scores, list) or len(scores) > MAX_STORED_SCORES:
+            fail("benign_scores", f"must be a list of at most {MAX_STORED_SCORES:,} numbers")
+        if not all(_is_number(v) and _finite(v) and abs(v) <= MAX_MAGNITUDE for v in scores):
+            fail("benign_scores", f"must hold finite numbers with |value| <= {MAX_MAGNITUDE:g}")
     stats = calibration.layer_stats
     if stats is not None:
         if len(stats) > MAX_LAYERS:
@@ -243,8 +300,6 @@ def _check_values(calibration: Calibration) -> None:
 
 def _check_threshold_range(threshold: float, detector: str, fail) -> None:
     """A built-in detector's threshold inside the scores it can give (a custom detector declares none here)."""
-    from .detection.registry import known_score_range  # here: detection imports the pipeline stack
-
     bounds = known_score_range(detector)
     if bounds is None:
         return

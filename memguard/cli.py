@@ -20,6 +20,7 @@ import typer
 
 from .cli_support import (
     SEED_MAX,
+    checked_device,
     default_device,
     file_digest,
     finite,
@@ -32,6 +33,41 @@ from .cli_support import (
 from .verify.specs import SPEC_HELP
 
 app = typer.Typer(help="Guard diffusers text-to-image pipelines against unintended memorization.", no_args_is_help=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"memguard {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version"),
+) -> None:
+    """Guard diffusers text-to-image pipelines against unintended memorization."""
+
+
+class DtypeChoice(str, Enum):
+    float32 = "float32"
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+
+
+# Options several commands share: one default and one meaning everywhere.
+DEVICE = typer.Option(default_device(), callback=checked_device, help="torch device (default: the accelerator if any)")
+DTYPE = typer.Option(DtypeChoice.float32, help="weights' dtype (float16/bfloat16 on a GPU)")
+SAFETY_CHECKER = typer.Option(
+    True,
+    "--safety-checker/--no-safety-checker",
+    help="keep the model's own safety checker (diffusers' NSFW filter, when the model has one)",
+)
+DETECTOR = typer.Option(
+    None, help="detector name (default: the calibration's; noise_rms without one), e.g. bottleneck_entropy"
+)
+PROGRESS = typer.Option(True, "--progress/--no-progress", help="show progress bars")
 index_app = typer.Typer(help="Copy-verification index of protected images (memguard.verify).", no_args_is_help=True)
 app.add_typer(index_app, name="index")
 
@@ -51,11 +87,6 @@ class KindChoice(str, Enum):
     flat = "flat"
     ivf = "ivf"
     hnsw = "hnsw"
-
-
-@app.callback()
-def _main() -> None:
-    """memguard command line."""
 
 
 @app.command()
@@ -89,7 +120,11 @@ def generate(
     registry: Path | None = typer.Option(None, help="intent registry (JSON/YAML)"),
     policy: PolicyChoice = typer.Option(PolicyChoice.resample, help="action on unintended or mixed memorization"),
     include_text: bool = typer.Option(False, help="write the prompt and trigger words into the reports"),
-    device: str = typer.Option(default_device(), help="torch device"),
+    device: str = DEVICE,
+    dtype: DtypeChoice = DTYPE,
+    safety_checker: bool = SAFETY_CHECKER,
+    detector: str | None = DETECTOR,
+    progress: bool = PROGRESS,
 ) -> None:
     """Generate images under the guard; write each image and its memorization report."""
     import torch
@@ -99,9 +134,9 @@ def generate(
     if not prompt.strip():
         raise typer.BadParameter("the prompt is empty", param_hint="'PROMPT'")
     make_folder(out, "'--out'")  # before the model runs: a bad --out must not cost a generation
-    config, _ = guard_config(model, calibration, registry, policy=Policy.uniform(policy.value))
-    pipe, name = load_guarded(model, config, device)
-    pipe.set_progress_bar_config(disable=False)
+    config, _ = guard_config(model, calibration, registry, policy=Policy.uniform(policy.value), detector=detector)
+    pipe, name = load_guarded(model, config, device, dtype.value, safety_checker)
+    pipe.set_progress_bar_config(disable=not progress)
     generators = [torch.Generator("cpu").manual_seed(seed + i) for i in range(num_images)]
     output = pipe(
         prompt,
@@ -135,7 +170,10 @@ def scan(
     field: str = typer.Option("caption", help="JSONL field holding the prompt"),
     include_text: bool = typer.Option(False, help="write prompts and trigger words into the results"),
     cpu: bool = typer.Option(False, help="run on CPU even where an accelerator is available"),
-    progress: bool = typer.Option(True, help="show a progress bar"),
+    dtype: DtypeChoice = DTYPE,
+    safety_checker: bool = SAFETY_CHECKER,
+    detector: str | None = DETECTOR,
+    progress: bool = PROGRESS,
 ) -> None:
     """Audit prompts: score each at the decision step, without finishing images (resumable).
 
@@ -152,8 +190,8 @@ def scan(
         prompts = read_prompts(prompts_file, field=field)
     # Without an accelerator accelerate must be told CPU, or a multi-process launch stays single-process.
     state = PartialState(cpu=cpu or not _accelerator_available(torch))
-    config, registry_file = guard_config(model, calibration, registry)
-    pipe, _ = load_guarded(model, config, str(state.device))
+    config, registry_file = guard_config(model, calibration, registry, detector=detector)
+    pipe, _ = load_guarded(model, config, str(state.device), dtype.value, safety_checker)
     identity = {
         "prompts_sha256": prompts_digest(prompts),
         "model_fingerprint": model_fingerprint(pipe),
@@ -188,44 +226,105 @@ def scan(
 
 @app.command()
 def calibrate(
-    benign_prompts: Path = typer.Argument(..., help="benign prompts: one per line, or JSONL with a caption field"),
     out: Path = typer.Option(Path("calibration.json"), "--out", dir_okay=False, help="calibration JSON to write"),
     model: str = typer.Option("testbed", help=MODEL_HELP),
+    prompts_file: Path | None = typer.Option(
+        None, "--prompts", dir_okay=False, help="your benign prompts: one per line, or JSONL with a caption field"
+    ),
+    prompt_log: Path | None = typer.Option(
+        None, "--prompt-log", dir_okay=False, help="a production prompt log (JSONL, as scan reads) to sample from"
+    ),
+    num_prompts: int | None = typer.Option(
+        None, min=1, help="prompts to take from the shipped corpus or the log (default: all of the corpus, 3000)"
+    ),
+    images_per_prompt: int = typer.Option(1, min=1, help="starting noises scored per prompt"),
     target_fpr: float = typer.Option(
-        0.01, min=0.0, max=1.0, callback=finite, help="share of benign prompts allowed above threshold"
+        0.01, min=0.0, max=1.0, callback=finite, help="false-positive rate on fresh benign prompts to stay under"
+    ),
+    confidence: float = typer.Option(
+        0.95, min=0.0, max=1.0, callback=finite, help="probability that the rate stays under the target"
+    ),
+    memorized: Path | None = typer.Option(
+        None, dir_okay=False, help="known memorized prompts of this model: report the margin and TPR at the threshold"
+    ),
+    histogram: Path | None = typer.Option(
+        None, dir_okay=False, help="PNG of the benign score distribution (default: OUT with .png)"
     ),
     steps: int = typer.Option(50, min=1, help="denoising steps of the schedule the guard will run with"),
     guidance: float = typer.Option(7.5, callback=finite, help="classifier-free guidance scale"),
     decision_step: int = typer.Option(1, min=1, help="1-based step at which the detector decides"),
+    detector: str | None = typer.Option(None, help="detector to calibrate (default: bottleneck_entropy)"),
     batch_size: int = typer.Option(8, min=1, help="prompts per pipeline call"),
     seed: int = typer.Option(0, min=0, max=SEED_MAX, help="prompt i uses seed + i (0..2**63-1)"),
     field: str = typer.Option("caption", help="JSONL field holding the prompt"),
-    device: str = typer.Option(default_device(), help="torch device"),
+    device: str = DEVICE,
+    dtype: DtypeChoice = DTYPE,
+    safety_checker: bool = SAFETY_CHECKER,
+    progress: bool = PROGRESS,
 ) -> None:
-    """Measure the threshold for a target false-positive rate on benign prompts of this model."""
+    """Measure the threshold that keeps benign prompts of this model under a false-positive rate.
+
+    Benign prompts: the shipped corpus (memguard/data/benign_prompts.txt) unless --prompts or
+    --prompt-log names your own. Prints the threshold, its guarantee and the benign quantiles, and
+    writes a histogram next to the calibration. Prompts are never printed.
+    """
     from .calibrating import calibrate as measure
+    from .calibration_summary import margin_report, save_histogram, summary_lines
     from .config import GuardConfig
+    from .prompts_corpus import benign_prompts, sample_prompt_log
     from .prompts_file import read_prompts
 
-    with user_errors("'BENIGN_PROMPTS'"):
-        prompts = [p.text for p in read_prompts(benign_prompts, field=field)]
-    pipe, name = load_guarded(model, GuardConfig(), device)
+    if prompts_file is not None and prompt_log is not None:
+        raise typer.BadParameter("give --prompts or --prompt-log, not both", param_hint="'--prompt-log'")
+    if prompts_file is not None:
+        with user_errors("'--prompts'"):
+            prompts, source = [p.text for p in read_prompts(prompts_file, field=field)], str(prompts_file)
+    elif prompt_log is not None:
+        with user_errors("'--prompt-log'"):
+            sample = sample_prompt_log(prompt_log, num_prompts or 3000, seed=seed, field=field)
+        prompts, source = list(sample.prompts), f"{prompt_log} ({sample.lines_read} lines read)"
+    else:
+        with user_errors("'--num-prompts'"):
+            prompts, source = benign_prompts(limit=num_prompts), "the shipped benign corpus"
+    known = None
+    if memorized is not None:
+        with user_errors("'--memorized'"):
+            known = [p.text for p in read_prompts(memorized, field=field)]
+    pipe, name = load_guarded(model, GuardConfig(), device, dtype.value, safety_checker)
     with user_errors("'--target-fpr'"):
         result = measure(
             pipe,
             prompts,
             target_fpr,
+            confidence=confidence,
             decision_step=decision_step,
+            detector=detector,
+            num_images_per_prompt=images_per_prompt,
             num_inference_steps=steps,
             guidance_scale=guidance,
             batch_size=batch_size,
             seed=seed,
+            progress=progress,
         )
     result.save(out)
-    typer.echo(
-        f"{name}: threshold {result.threshold:.4f} at achieved FPR {result.achieved_fpr:.3f} "
-        f"on {result.num_scores} benign scores -> {out}"
-    )
+    picture = histogram or out.with_suffix(".png")
+    margin = None
+    if known:
+        reports = pipe.score(
+            known,
+            config=GuardConfig(calibration=result),
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            batch_size=batch_size,
+            seed=seed,
+            progress=progress,
+        )
+        margin = margin_report(result, [r.score for r in reports])
+    save_histogram(result, picture, memorized_scores=margin.scores if margin else None)
+    typer.echo(f"{name}: {len(prompts)} benign prompts from {source}")
+    for line in summary_lines(result, margin):
+        typer.echo(line)
+    typer.echo(f"calibration -> {out}; histogram -> {picture}")
 
 
 @index_app.command("build")
@@ -236,8 +335,9 @@ def index_build(
     ),
     kind: KindChoice = typer.Option(KindChoice.flat, help="flat (exact), ivf or hnsw (approximate, for millions)"),
     encoder: str = typer.Option("pixel-32", help=SPEC_HELP),
-    device: str = typer.Option(default_device(), help="torch device of the encoder"),
+    device: str = DEVICE,
     batch_size: int = typer.Option(32, min=1, help="images per encoder batch"),
+    progress: bool = PROGRESS,
 ) -> None:
     """Index embeddings of protected or training images (ids: paths relative to IMAGES_DIR)."""
     from tqdm.auto import tqdm
@@ -252,7 +352,11 @@ def index_build(
     ids = [p.relative_to(images_dir).as_posix() for p in files]
     with user_errors("'IMAGES_DIR'"):
         index = VerificationIndex.build(
-            tqdm(files, desc="memguard index", unit="image"), ids, image_encoder, kind=kind.value, batch_size=batch_size
+            tqdm(files, desc="memguard index", unit="image", disable=not progress),
+            ids,
+            image_encoder,
+            kind=kind.value,
+            batch_size=batch_size,
         )
     out.parent.mkdir(parents=True, exist_ok=True)
     index.save(out)
@@ -270,7 +374,7 @@ def index_check(
     encoder: str | None = typer.Option(
         None, help="the encoder the index was built with, where its spec no longer loads (a moved model folder)"
     ),
-    device: str = typer.Option(default_device(), help="torch device of the encoder"),
+    device: str = DEVICE,
 ) -> None:
     """Print, per image, its nearest protected images and their cosine similarity (JSON lines)."""
     from .verify import VerificationIndex, encoder_from_name

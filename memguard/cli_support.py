@@ -57,7 +57,36 @@ def user_errors(
 
 
 def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    """Every command's default: the accelerator when there is one."""
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def checked_device(value: str) -> str:
+    """A --device option's callback: a device this torch can use, or one line saying why not."""
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError):
+        raise typer.BadParameter(f"{value!r} is not a torch device (e.g. cpu, cuda, cuda:1, mps)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = (
+                "a CPU-only build"
+                if torch.version.cuda is None
+                else f"CUDA {torch.version.cuda}, but no GPU is visible"
+            )
+            raise typer.BadParameter(f"{value!r}: CUDA is not available here (torch {torch.__version__} is {build})")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise typer.BadParameter(f"{value!r}: there are {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise typer.BadParameter(f"{value!r}: MPS is not available here")
+    return value
+
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def guard_config(model: str, calibration: Path | None, registry: Path | None, **changes):
@@ -71,12 +100,12 @@ def guard_config(model: str, calibration: Path | None, registry: Path | None, **
         return GuardConfig(calibration=calibration, registry=registry, **changes), registry
 
 
-def load_guarded(model: str, config, device: str):
+def load_guarded(model: str, config, device: str, dtype: str = "float32", safety_checker: bool = True):
     """(GuardedStableDiffusionPipeline, description); a checked calibration is one measured on this model."""
     from .pipelines import guard
 
     with user_errors("'--model'", (OSError, ValueError)):
-        pipe, name = load_pipeline(model, device=device)
+        pipe, name = load_pipeline(model, device=device, dtype=DTYPES[dtype], safety_checker=safety_checker)
     guarded = guard(pipe, config)
     if config.calibration is not None:
         with user_errors("'--calibration'"):

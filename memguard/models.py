@@ -29,18 +29,27 @@ def _testbed_dir(model: str) -> Path:
     return testbed.folder(model)
 
 
-def load_pipeline(model: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+def load_pipeline(
+    model: str,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    safety_checker: bool = True,
+):
     """(plain, unguarded pipeline, description). `model` is "testbed", "testbed-xl", "tiny" or a hub id /
-    local path (any pipeline class memguard guards)."""
+    local path (any pipeline class memguard guards). The model's own safety checker is kept unless
+    `safety_checker=False` (the testbeds ship none)."""
     if model == TINY:
         from .testbed.tiny import tiny_pipeline
 
-        pipe, name = tiny_pipeline(), "tiny random SD pipeline (untrained, 32x32)"
+        pipe, name = tiny_pipeline().to(dtype=dtype), "tiny random SD pipeline (untrained, 32x32)"
     elif model in (TESTBED, TESTBED_XL):
         name = "memguard testbed" if model == TESTBED else "memguard testbed (SDXL architecture)"
-        pipe = DiffusionPipeline.from_pretrained(_testbed_dir(model), torch_dtype=dtype)
+        pipe = DiffusionPipeline.from_pretrained(_testbed_dir(model), dtype=dtype)
     else:
-        pipe, name = DiffusionPipeline.from_pretrained(model, torch_dtype=dtype), model
+        extra = {}
+        if not safety_checker and "safety_checker" in DiffusionPipeline.load_config(model):
+            extra = {"safety_checker": None, "requires_safety_checker": False}
+        pipe, name = DiffusionPipeline.from_pretrained(model, dtype=dtype, **extra), model
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device), name
 

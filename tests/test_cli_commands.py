@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -144,8 +145,8 @@ def test_scan_and_calibrate_reject_bad_prompt_files(tmp_path, body, message):
     path = tmp_path / "prompts.jsonl"
     if body is not None:
         path.write_text(body)
-    for command in ("scan", "calibrate"):
-        result = run(command, path, "--model", "tiny", "--out", tmp_path / "out")
+    for command in (("scan", path), ("calibrate", "--prompts", path)):
+        result = run(*command, "--model", "tiny", "--out", tmp_path / "out")
         assert result.exit_code == 2, result.output
         assert said(message, result.output) and SECRET not in result.output
 
@@ -154,11 +155,19 @@ def test_calibrate_then_generate_with_that_calibration(tmp_path):
     benign = tmp_path / "benign.txt"
     benign.write_text("\n".join(f"a plain picture number {i}" for i in range(10)) + "\n")
     calibration_file = tmp_path / "calib.json"
-    result = run("calibrate", benign, "--model", "tiny", "--target-fpr", 0.1, "--out", calibration_file, "--steps", 10)
+    known = tmp_path / "known.txt"
+    known.write_text("a plain picture number 3\nsomething else entirely\n")
+    result = run(
+        "calibrate", "--prompts", benign, "--model", "tiny", "--target-fpr", 0.1, "--images-per-prompt", 3,
+        "--out", calibration_file, "--steps", 10, "--memorized", known, "--no-progress",
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     calibration = Calibration.load(calibration_file)
-    assert calibration.num_scores == 10 and calibration.target_fpr == 0.1 and calibration.num_inference_steps == 10
-    assert f"threshold {calibration.threshold:.4f}" in result.output
+    assert calibration.num_scores == 30 and calibration.target_fpr == 0.1 and calibration.num_inference_steps == 10
+    assert f"threshold {calibration.threshold:.6g}" in result.output and "probability 0.9" in result.output
+    assert "benign quantiles: min" in result.output and "known memorized prompts:" in result.output
+    assert calibration_file.with_suffix(".png").stat().st_size > 1000  # the histogram
+    assert "number 3" not in result.output  # prompts are never printed
 
     out = tmp_path / "gen"
     result = run(
@@ -170,8 +179,10 @@ def test_calibrate_then_generate_with_that_calibration(tmp_path):
 
     result = run("generate", "a plain picture", "--out", out, "--calibration", calibration_file)  # on the testbed
     assert result.exit_code == 2 and said("measured on another model", result.output)
-    result = run("calibrate", benign, "--model", "tiny", "--target-fpr", 0.01, "--out", tmp_path / "c2.json")
-    assert result.exit_code == 2 and said("needs at least 100 benign scores", result.output)
+    result = run(
+        "calibrate", "--prompts", benign, "--model", "tiny", "--target-fpr", 0.01, "--out", tmp_path / "c2.json"
+    )
+    assert result.exit_code == 2 and said("needs at least 299 benign scores", result.output)
 
 
 def test_index_build_and_check(tmp_path):
@@ -210,3 +221,29 @@ def test_index_errors(tmp_path):
     assert result.exit_code == 2 and said("unknown encoder", result.output)
     result = run("index", "check", TRUTH / "m01_0.png", "--index", tmp_path / "i.faiss")
     assert result.exit_code == 2 and said("not found", result.output)
+
+
+def test_version_device_and_dtype_options():
+    from memguard import __version__
+
+    result = run("--version")
+    assert result.exit_code == 0 and result.output.strip() == f"memguard {__version__}"
+    if not torch.cuda.is_available():
+        result = run("generate", "a plain picture", "--model", "tiny", "--out", "unused", "--device", "cuda")
+        assert result.exit_code == 2 and said("CUDA is not available here", result.output)
+        assert "Traceback" not in result.output and len(result.output.strip().splitlines()) <= 6
+    result = run("calibrate", "--model", "tiny", "--device", "tpu9")
+    assert result.exit_code == 2 and said("is not a torch device", result.output)
+    result = run("generate", "a plain picture", "--model", "tiny", "--out", "unused", "--dtype", "float8")
+    assert result.exit_code == 2 and said("float8", result.output)
+
+
+def test_generate_in_bfloat16_with_a_detector_and_without_progress(tmp_path):
+    out = tmp_path / "gen"
+    result = run(
+        "generate", "a plain picture", "--model", "tiny", "--out", out, "--steps", 2, "--dtype", "bfloat16",
+        "--detector", "noise_rms", "--no-progress", "--seed", 3,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "image_000.json").read_text())["report"]
+    assert report["detector"] == "noise_rms" and report["outcome"] in ("clean", "observed")

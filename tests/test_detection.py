@@ -1,7 +1,5 @@
 """Decisions at step k, flag and block actions, early stopping, scoring and calibration."""
 
-import math
-
 import numpy as np
 import pytest
 from conftest import PROMPTS, UNetCallCounter, seeded
@@ -102,16 +100,21 @@ def test_score_stops_at_the_decision_step_and_matches_full_calls(shared_base_pip
 
 def test_calibrate_picks_a_threshold_for_the_target_rate_and_guards_with_it(shared_base_pipe, tmp_path):
     calibration = memguard.calibrate(
-        shared_base_pipe, BENIGN, target_fpr=0.1, num_inference_steps=STEPS, decision_step=1, progress=False
+        shared_base_pipe, BENIGN, target_fpr=0.2, num_inference_steps=STEPS, decision_step=1, progress=False
     )
-    assert calibration.num_scores == len(BENIGN) and calibration.achieved_fpr <= 0.1
+    assert calibration.num_scores == len(BENIGN) and calibration.achieved_fpr <= 0.2
+    # the guarantee: the threshold is the rank-th largest benign score, P(rate <= 0.2) >= 0.95
+    assert calibration.confidence >= 0.95 and calibration.threshold_rank >= 1
+    assert calibration.benign_scores == sorted(calibration.benign_scores, reverse=True)
+    assert calibration.benign_scores[calibration.threshold_rank - 1] == pytest.approx(calibration.threshold)
+    assert (calibration.dtype, calibration.height, calibration.width) == ("float32", 32, 32)
     assert calibration.model_fingerprint == memguard.model_fingerprint(shared_base_pipe)
     assert calibration.detector == "bottleneck_entropy"  # memguard's own score by default
     guarded = memguard.guard(shared_base_pipe, GuardConfig(calibration=calibration))
     reports = guarded.score(BENIGN, num_inference_steps=STEPS, progress=False)
     assert {r.detector for r in reports} == {"bottleneck_entropy"}
     scores = [r.score for r in reports]
-    assert sum(s > calibration.threshold for s in scores) == math.floor(0.1 * len(BENIGN))
+    assert sum(s > calibration.threshold for s in scores) == calibration.threshold_rank - 1
     path = tmp_path / "calibration.json"
     calibration.save(path)
     guarded = memguard.guard(shared_base_pipe, GuardConfig(calibration=path))
@@ -125,7 +128,7 @@ def test_the_standardized_detector_is_fitted_by_its_calibration_and_refused_with
     with pytest.raises(ValueError, match="needs per-layer statistics"):
         GuardConfig(detector=name, threshold=0.5)  # nothing to standardize with: refused at once
     calibration = memguard.calibrate(
-        shared_base_pipe, BENIGN, target_fpr=0.1, num_inference_steps=STEPS, detector=name, progress=False
+        shared_base_pipe, BENIGN, target_fpr=0.2, num_inference_steps=STEPS, detector=name, progress=False
     )
     assert calibration.detector == name and calibration.layer_stats
     assert all(std > 0 for _, std in calibration.layer_stats.values())
@@ -137,17 +140,17 @@ def test_the_standardized_detector_is_fitted_by_its_calibration_and_refused_with
     scores = [r.score for r in guarded.score(BENIGN, num_inference_steps=STEPS, progress=False)]
     # The same prompts and seeds: each layer standardized on them has mean 0, and so has their average.
     assert sum(scores) / len(scores) == pytest.approx(0.0, abs=1e-5)
-    assert sum(s > calibration.threshold for s in scores) == math.floor(0.1 * len(BENIGN))
+    assert sum(s > calibration.threshold for s in scores) == calibration.threshold_rank - 1
     with pytest.raises(ValueError, match="must be \\[mean, std\\]"):
         Calibration(**{**calibration.to_dict(), "layer_stats": {"mid_block": [0.5]}})
 
 
 def test_a_call_that_differs_from_its_calibration_warns_without_naming_the_prompt(shared_base_pipe):
     calibration = memguard.calibrate(
-        shared_base_pipe, BENIGN, target_fpr=0.1, num_inference_steps=STEPS, progress=False
+        shared_base_pipe, BENIGN, target_fpr=0.2, num_inference_steps=STEPS, progress=False
     )
     guarded = memguard.guard(shared_base_pipe, GuardConfig(calibration=calibration))
-    with pytest.warns(UserWarning, match="num_inference_steps 3 vs 6") as caught:
+    with pytest.warns(UserWarning, match="num_inference_steps: 3 vs 6") as caught:
         _run(guarded, num_inference_steps=3)
     assert caught[0].filename == __file__  # points at the caller's line, not into memguard
     assert not any(p in str(w.message) for w in caught for p in PROMPTS)

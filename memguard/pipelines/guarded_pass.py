@@ -184,11 +184,15 @@ class GuardedPass:
                 "calibrate this pipeline (memguard.calibrate) or pass GuardConfig(threshold=...)"
             )
         if calibration is not None and self.config.threshold is None:
-            differs = []
-            if steps is not None and steps != calibration.num_inference_steps:
-                differs.append(f"num_inference_steps {steps} vs {calibration.num_inference_steps}")
-            if float(self.arguments["guidance_scale"]) != calibration.guidance_scale:
-                differs.append(f"guidance_scale {self.arguments['guidance_scale']} vs {calibration.guidance_scale}")
+            height, width = self.family.resolution(self.pipe, self.arguments)
+            differs = calibration.call_differences(
+                num_inference_steps=steps,
+                guidance_scale=float(self.arguments["guidance_scale"]),
+                scheduler=type(self.pipe.scheduler).__name__,
+                dtype=str(self.family.denoiser(self.pipe).dtype).removeprefix("torch."),
+                height=height,
+                width=width,
+            )
             if differs:
                 warnings.warn(
                     "memguard: this call differs from its calibration (" + "; ".join(differs) + "); "

@@ -171,6 +171,15 @@ class Family:
                 return name
         return "num_inference_steps"
 
+    def resolution(self, pipe, arguments: dict) -> tuple[int | None, int | None]:
+        """The (height, width) in pixels a call generates: its own, or the pipeline's default; None
+        where the image it starts from decides (img2img and inpaint without height and width)."""
+        if self.starts_from_image and arguments.get("height") is None:
+            return None, None
+        sample_size = getattr(getattr(self.denoiser(pipe), "config", None), "sample_size", None)
+        default = sample_size * pipe.vae_scale_factor if isinstance(sample_size, int) else None
+        return arguments.get("height") or default, arguments.get("width") or default
+
     def start_of(self, prepared) -> torch.Tensor:
         """The loop's starting latents from what the pipeline's `prepare_latents` returned."""
         return prepared[0] if isinstance(prepared, tuple) else prepared
