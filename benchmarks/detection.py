@@ -11,7 +11,7 @@ generations: one recording pass per batch and seed reads the union of the signal
 prompt's scores over its 4 seeds (Wen et al.'s protocol). Post hoc methods (Ren D, Chen) need the
 whole run and are scored at step 50 only. Costs are timed separately, per method, on the first batch.
 
-Writes benchmarks/results/detection.json and detection_roc.png; prints the tables.
+Writes benchmarks/results/detection.json and docs/assets/detection_roc.png; prints the tables.
 """
 
 from __future__ import annotations
@@ -76,9 +76,10 @@ def _standardized_method(pipe, steps: int, guidance: float) -> Method:
     from memguard import calibrate
     from memguard.testbed.data import calibration_prompts
 
-    fitted = calibrate(
+    fitted = calibrate(  # only its per-layer statistics are used; a 5% target needs no more than 200 prompts
         pipe,
         calibration_prompts(),
+        target_fpr=0.05,
         detector="bottleneck_entropy_standardized",
         num_inference_steps=steps,
         guidance_scale=guidance,
@@ -193,7 +194,7 @@ def main(
     post_hoc: bool = typer.Option(True, help="also run the full-run methods (Ren D, Chen)"),
     device: str = typer.Option("cuda" if torch.cuda.is_available() else "cpu"),
     out: Path = typer.Option(RESULTS / "detection.json"),
-    plot: Path = typer.Option(RESULTS / "detection_roc.png"),
+    plot: Path = typer.Option(RESULTS.parent.parent / "docs" / "assets" / "detection_roc.png"),
 ) -> None:
     started = time.perf_counter()
     pipe, name = load_pipeline(model, device=device)

@@ -48,6 +48,7 @@ from memguard.testbed.similarity import CONCEPT_THRESHOLD, concept_match, replic
 from memguard.verify import CopyVerification, calibrate_copy_threshold
 
 sys.path.insert(0, str(Path(__file__).parent))  # run as a script or loaded by the tests
+ASSETS = Path(__file__).resolve().parent.parent / "docs" / "assets"  # the plot the docs show
 from _results import model_label, testbed_folder, write_json  # noqa: E402
 
 STEPS, GUIDANCE = 50, 7.5
@@ -344,7 +345,7 @@ def main() -> None:
     )
     write_json(result, args.out, echo=False)
     if strategies:
-        plot(strategies, args.out.with_name("mitigation_tradeoff.png"))
+        plot(strategies, ASSETS / "mitigation_tradeoff.png")
     print(f"\n{'check':48s} {'value':>10s}  target")
     for name, check in checks.items():
         if "value" in check:

@@ -10,11 +10,15 @@
 # and summary.json. Re-running resumes an interrupted scan.
 # Environment: MODEL (testbed | tiny | a diffusers id or path; default testbed), CALIBRATION (a file
 # from `memguard calibrate`, needed for any model but the testbed), BATCH_SIZE (default 8),
-# MEMGUARD (the command; default "memguard"). On several GPUs:
+# MEMGUARD (the command; default: the repository's .venv/bin/memguard where it exists, else "memguard"
+# on PATH). On several GPUs:
 #   MEMGUARD="accelerate launch --multi_gpu --num_processes 4 -m memguard.cli" examples/audit_prompt_log.sh log.jsonl
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
+venv=$(cd "$here/.." && pwd)/.venv/bin
+if [ -x "$venv/memguard" ]; then default_memguard="$venv/memguard"; default_python="$venv/python"; else
+    default_memguard=memguard; default_python=python3; fi
 log=${1:-$here/prompt_log.jsonl}
 out=${2:-audit}
 mkdir -p "$out"
@@ -23,10 +27,10 @@ calibration=()
 if [ -n "${CALIBRATION:-}" ]; then calibration=(--calibration "$CALIBRATION"); fi
 
 # shellcheck disable=SC2086  # MEMGUARD may be a command with arguments
-${MEMGUARD:-memguard} scan "$log" --model "${MODEL:-testbed}" --out "$out/scan.jsonl" \
+${MEMGUARD:-$default_memguard} scan "$log" --model "${MODEL:-testbed}" --out "$out/scan.jsonl" \
     --batch-size "${BATCH_SIZE:-8}" --no-progress "${calibration[@]}"
 
-"${PYTHON:-python3}" - "$out/scan.jsonl" "$out/summary.json" <<'PY'
+"${PYTHON:-$default_python}" - "$out/scan.jsonl" "$out/summary.json" <<'PY'
 import collections
 import json
 import sys

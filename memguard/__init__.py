@@ -18,6 +18,7 @@ from .pipelines import (
     guard,
 )
 from .policy import Policy
+from .prompts_corpus import benign_prompts
 from .report import Attempt, MemorizationReport, Trigger
 
 __version__ = "0.1.0"
@@ -56,6 +57,7 @@ __all__ = [
     "Policy",
     "RegistryError",
     "Trigger",
+    "benign_prompts",
     "calibrate",
     "guard",
     "model_fingerprint",

@@ -21,7 +21,6 @@ import typer
 from .cli_support import (
     SEED_MAX,
     checked_device,
-    default_device,
     file_digest,
     finite,
     guard_config,
@@ -57,7 +56,7 @@ class DtypeChoice(str, Enum):
 
 
 # Options several commands share: one default and one meaning everywhere.
-DEVICE = typer.Option(default_device(), callback=checked_device, help="torch device (default: the accelerator if any)")
+DEVICE = typer.Option("auto", callback=checked_device, help="torch device; auto: the accelerator if any, else cpu")
 DTYPE = typer.Option(DtypeChoice.float32, help="weights' dtype (float16/bfloat16 on a GPU)")
 SAFETY_CHECKER = typer.Option(
     True,

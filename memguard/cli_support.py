@@ -66,7 +66,10 @@ def default_device() -> str:
 
 
 def checked_device(value: str) -> str:
-    """A --device option's callback: a device this torch can use, or one line saying why not."""
+    """A --device option's callback: "auto" (the accelerator if any), or a device this torch can use,
+    or one line saying why not."""
+    if value == "auto":
+        return default_device()
     try:
         device = torch.device(value)
     except (RuntimeError, ValueError):

@@ -46,6 +46,11 @@ def load(
 
     model_dir = Path(model_dir)
     if not (model_dir / "model_index.json").is_file():
+        if model_dir in SHIPPED.values():
+            raise FileNotFoundError(
+                f"the testbed's weights ({model_dir.name}/) are not installed: they ship with the repository "
+                "checkout, not the package; clone it and run `bash scripts/setup.sh` (an editable install)"
+            )
         raise FileNotFoundError(f"{model_dir} is not a testbed pipeline folder (no model_index.json)")
     if guard is None and (model_dir / CALIBRATION_FILE).is_file():
         guard = GuardConfig(calibration=model_dir / CALIBRATION_FILE, registry=REGISTRY_FILE)

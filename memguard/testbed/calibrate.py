@@ -1,7 +1,9 @@
 """Calibrate the guard on the testbed's benign prompts: ``python -m memguard.testbed.calibrate [--model DIR]``.
 
 Writes ``calibration.json`` into the model folder; `memguard.testbed.load()` applies it by default.
-Settings are the benchmarks': DDIM 50 steps, guidance 7.5, decision at step 1, 1% target FPR.
+Settings are the benchmarks': DDIM 50 steps, guidance 7.5, decision at step 1, 1% target FPR at 95%
+confidence, on the 200 calibration prompts with 5 starting noises each (1,000 benign scores; the
+guarantee needs at least 299).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ CALIBRATION_FILE = "calibration.json"
 def calibrate_testbed(model_dir: Path, target_fpr: float = 0.01) -> Calibration:
     pipe = DiffusionPipeline.from_pretrained(model_dir)  # the class its model_index.json names (SD or SDXL)
     pipe.set_progress_bar_config(disable=True)
-    calibration = calibrate(pipe, calibration_prompts(), target_fpr=target_fpr, decision_step=1, batch_size=25)
+    calibration = calibrate(
+        pipe, calibration_prompts(), target_fpr=target_fpr, decision_step=1, num_images_per_prompt=5, batch_size=25
+    )
     # The folder's absolute path would name this machine in a file that ships; the fingerprint identifies it.
     calibration = replace(calibration, model_name=f"memguard testbed ({model_dir.name})")
     calibration.save(model_dir / CALIBRATION_FILE)
@@ -37,7 +41,7 @@ def main() -> None:
     calibration = calibrate_testbed(args.model)
     print(
         f"threshold {calibration.threshold:.4f} at achieved FPR {calibration.achieved_fpr:.3f} "
-        f"on {calibration.num_scores} benign prompts -> {args.model / CALIBRATION_FILE}"
+        f"on {calibration.num_scores} benign scores -> {args.model / CALIBRATION_FILE}"
     )
 
 
