@@ -134,6 +134,12 @@ def generate(
         raise typer.BadParameter("the prompt is empty", param_hint="'PROMPT'")
     make_folder(out, "'--out'")  # before the model runs: a bad --out must not cost a generation
     config, _ = guard_config(model, calibration, registry, policy=Policy.uniform(policy.value), detector=detector)
+    if config.calibration is None and policy.value != "flag":
+        raise typer.BadParameter(
+            f"--policy {policy.value} needs a calibration of this model (--calibration FILE, made with "
+            f"`memguard calibrate --model {model}`); without one the guard only observes: use --policy flag",
+            param_hint="'--policy'",
+        )
     pipe, name = load_guarded(model, config, device, dtype.value, safety_checker)
     pipe.set_progress_bar_config(disable=not progress)
     generators = [torch.Generator("cpu").manual_seed(seed + i) for i in range(num_images)]

@@ -242,8 +242,12 @@ def test_generate_in_bfloat16_with_a_detector_and_without_progress(tmp_path):
     out = tmp_path / "gen"
     result = run(
         "generate", "a plain picture", "--model", "tiny", "--out", out, "--steps", 2, "--dtype", "bfloat16",
-        "--detector", "noise_rms", "--no-progress", "--seed", 3,
+        "--detector", "noise_rms", "--no-progress", "--seed", 3, "--policy", "flag",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads((out / "image_000.json").read_text())["report"]
     assert report["detector"] == "noise_rms" and report["outcome"] in ("clean", "observed")
+    # without a calibration the guard only observes, so a policy that acts is refused, saying why
+    for policy in ("resample", "block"):
+        result = run("generate", "a plain picture", "--model", "tiny", "--out", out, "--policy", policy)
+        assert result.exit_code == 2 and said("needs a calibration of this model", result.output)

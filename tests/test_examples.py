@@ -151,3 +151,17 @@ def test_audit_prompt_log_script_summarizes_a_scan(tmp_path):
     captions = [json.loads(line)["caption"] for line in log_text.splitlines() if line.strip()]
     written = (out / "scan.jsonl").read_text() + (out / "summary.json").read_text() + result.stdout
     assert not any(caption in written for caption in captions)
+
+
+def test_fastapi_service_takes_a_calibration_and_refuses_to_act_without_one(tmp_path):
+    pytest.importorskip("fastapi", reason="install memguard[serve]")
+    service = _load_service_module()
+    with pytest.raises(ValueError, match="--policy resample needs --calibration FILE"):
+        service.guard_config("tiny", None, "resample")
+    with pytest.raises(ValueError, match="--policy block needs --calibration FILE"):
+        service.guard_config("tiny", None, "block")
+    assert service.guard_config("tiny", None, "flag").calibration is None  # observing needs none
+    shipped = service.guard_config("testbed", None, "block")  # the testbed ships its calibration
+    assert shipped.calibration is not None and shipped.policy.unintended == "block"
+    with pytest.raises(ValueError, match="calibration"):
+        service.guard_config("tiny", tmp_path / "missing.json", "resample")

@@ -1,7 +1,7 @@
 """A FastAPI image-generation service with the memguard guard, exposing /generate and /metrics.
 
     pip install 'memguard[serve]'
-    python examples/fastapi_service/app.py --model testbed --port 8000
+    python examples/fastapi_service/app.py --model testbed --port 8000   # --calibration FILE for your model
     curl -s localhost:8000/generate -H 'content-type: application/json' \
          -d '{"prompt": "a large orange circle, top right", "seed": 1, "steps": 30}'
     curl -s localhost:8000/metrics
@@ -58,22 +58,51 @@ class GenerateResponse(BaseModel):
     report: dict
 
 
-def load_guarded(model: str = "testbed"):
-    """The model under a guard with its shipped calibration and registry (the testbed's), if any."""
-    pipe, _ = load_pipeline(model, device="cuda" if torch.cuda.is_available() else "cpu")
+POLICIES = ("flag", "resample", "block")
+
+
+def guard_config(model: str, calibration=None, policy: str = "resample") -> memguard.GuardConfig:
+    """The guard's config: `calibration` (a file from `memguard calibrate`), else the model's shipped one
+    (the testbed's), and the model's registry. Re-sampling or blocking needs a calibration: without one
+    the guard only observes, and a service that says it re-samples must not silently do nothing."""
     defaults = guard_defaults(model)
-    return memguard.guard(pipe, memguard.GuardConfig(calibration=defaults.calibration, registry=defaults.registry))
+    calibration = calibration or defaults.calibration
+    if policy not in POLICIES:
+        raise ValueError(f"--policy must be one of {POLICIES}, got {policy!r}")
+    if calibration is None and policy != "flag":
+        raise ValueError(
+            f"--policy {policy} needs --calibration FILE for this model (make one with `memguard calibrate "
+            f"--model {model} --out calibration.json`); without one the guard only observes: use --policy flag"
+        )
+    return memguard.GuardConfig(
+        calibration=calibration, registry=defaults.registry, policy=memguard.Policy.uniform(policy)
+    )
 
 
-def create_app(pipe=None, *, model: str = "testbed", registry: CollectorRegistry | None = None) -> FastAPI:
-    """The service around `pipe` (a GuardedStableDiffusionPipeline; default: `model` loaded here).
+def load_guarded(model: str = "testbed", calibration=None, policy: str = "resample"):
+    """The model under a guard (see `guard_config`)."""
+    config = guard_config(model, calibration, policy)
+    pipe, _ = load_pipeline(model, device="cuda" if torch.cuda.is_available() else "cpu")
+    return memguard.guard(pipe, config)
+
+
+def create_app(
+    pipe=None,
+    *,
+    model: str = "testbed",
+    calibration=None,
+    policy: str = "resample",
+    registry: CollectorRegistry | None = None,
+) -> FastAPI:
+    """The service around `pipe` (a guarded pipeline; default: `model` loaded here with `calibration`
+    and `policy`, see `guard_config`).
 
     Metrics go to `registry` (default: a registry of this app's own), or, in prometheus_client's
     multiprocess mode, to PROMETHEUS_MULTIPROC_DIR, aggregated over every worker at /metrics.
     """
     diffusers_logging.set_verbosity_error()  # diffusers warns with the truncated prompt text quoted
     registry = registry if registry is not None else CollectorRegistry()
-    pipe = pipe if pipe is not None else load_guarded(model)
+    pipe = pipe if pipe is not None else load_guarded(model, calibration, policy)
     pipe.set_progress_bar_config(disable=True)
     metrics = GuardMetrics(registry)
     metrics.register_pipeline(PIPELINE_LABEL)  # error and outcome series at zero before the first request
@@ -156,10 +185,16 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description="memguard image-generation service")
     parser.add_argument("--model", default="testbed", help="testbed, tiny, or a diffusers model id / path")
+    parser.add_argument("--calibration", default=None, help="calibration JSON of the model (memguard calibrate)")
+    parser.add_argument("--policy", choices=POLICIES, default="resample", help="action on unwanted memorization")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args()
-    uvicorn.run(create_app(model=args.model), host=args.host, port=args.port)
+    try:
+        app = create_app(model=args.model, calibration=args.calibration, policy=args.policy)
+    except ValueError as error:  # a bad calibration file, or a policy that needs one
+        parser.error(str(error))
+    uvicorn.run(app, host=args.host, port=args.port)
 
 
 if __name__ == "__main__":
