@@ -75,6 +75,21 @@ def fresh_prompts(n: int, seed: int = FRESH_SEED) -> list[str]:
     return prompts
 
 
+def calibrate(pipe) -> memguard.Calibration:
+    """The testbed's calibration prompts, CALIBRATION_IMAGES starting noises each, 1% at 95%."""
+    return memguard.calibrate(
+        pipe,
+        calibration_prompts(),
+        TARGET_FPR,
+        confidence=CONFIDENCE,
+        num_images_per_prompt=CALIBRATION_IMAGES,
+        num_inference_steps=STEPS,
+        guidance_scale=GUIDANCE,
+        batch_size=25,
+        progress=False,
+    )
+
+
 def scores(pipe, prompts: list[str], config, images: int, seed: int) -> np.ndarray:
     reports = pipe.score(
         prompts,
@@ -113,17 +128,7 @@ def main() -> None:
     started = time.perf_counter()
 
     pipe, _ = testbed.load(model_dir=args.model)
-    calibration = memguard.calibrate(
-        pipe,
-        calibration_prompts(),
-        TARGET_FPR,
-        confidence=CONFIDENCE,
-        num_images_per_prompt=CALIBRATION_IMAGES,
-        num_inference_steps=STEPS,
-        guidance_scale=GUIDANCE,
-        batch_size=25,
-        progress=False,
-    )
+    calibration = calibrate(pipe)
     config = memguard.GuardConfig(calibration=calibration)
     fresh = fresh_prompts(args.fresh)
     full = scores(pipe, fresh, config, args.images, FRESH_NOISE_SEED)
@@ -132,17 +137,7 @@ def main() -> None:
     reduced = scores(
         half, fresh, memguard.GuardConfig(calibration=calibration, threshold=None), args.images, FRESH_NOISE_SEED
     )
-    half_calibration = memguard.calibrate(
-        half,
-        calibration_prompts(),
-        TARGET_FPR,
-        confidence=CONFIDENCE,
-        num_images_per_prompt=CALIBRATION_IMAGES,
-        num_inference_steps=STEPS,
-        guidance_scale=GUIDANCE,
-        batch_size=25,
-        progress=False,
-    )
+    half_calibration = calibrate(half)
     shift = np.abs(reduced - full)
     threshold = calibration.threshold
     result = {

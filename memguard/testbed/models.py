@@ -58,9 +58,9 @@ def build_vae(sizes: ModelSizes) -> AutoencoderKL:
     )
 
 
-def build_unet(sizes: ModelSizes) -> UNet2DConditionModel:
+def _unet_layout(sizes: ModelSizes) -> dict:
     # Cross-attention at 8x8 and 4x4 (and the mid block); the 16x16 level is convolutional, for speed.
-    return UNet2DConditionModel(
+    return dict(
         sample_size=LATENT_SIZE,
         in_channels=LATENT_CHANNELS,
         out_channels=LATENT_CHANNELS,
@@ -68,10 +68,13 @@ def build_unet(sizes: ModelSizes) -> UNet2DConditionModel:
         layers_per_block=1,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=TEXT_HIDDEN,
         attention_head_dim=8,
         norm_num_groups=16,
     )
+
+
+def build_unet(sizes: ModelSizes) -> UNet2DConditionModel:
+    return UNet2DConditionModel(**_unet_layout(sizes), cross_attention_dim=TEXT_HIDDEN)
 
 
 def _text_config(sizes: ModelSizes, hidden: int, **extra) -> CLIPTextConfig:
@@ -104,17 +107,10 @@ XL_TIME_IDS = (IMAGE_SIZE, IMAGE_SIZE, 0, 0, IMAGE_SIZE, IMAGE_SIZE)  # original
 
 
 def build_xl_unet(sizes: ModelSizes) -> UNet2DConditionModel:
+    """The same layout as `build_unet`, conditioned as SDXL's UNet is."""
     return UNet2DConditionModel(
-        sample_size=LATENT_SIZE,
-        in_channels=LATENT_CHANNELS,
-        out_channels=LATENT_CHANNELS,
-        block_out_channels=sizes.unet_channels,
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        **_unet_layout(sizes),
         cross_attention_dim=2 * XL_TEXT_HIDDEN,
-        attention_head_dim=8,
-        norm_num_groups=16,
         use_linear_projection=True,
         addition_embed_type="text_time",
         addition_time_embed_dim=XL_TIME_EMBED,

@@ -54,14 +54,19 @@ class StableDiffusionInpaintFamily(StableDiffusionImg2ImgFamily):
     per_prompt_arguments = (*Family.per_prompt_arguments, "image", "mask_image", "masked_image_latents")
 
 
-def select_control_image(pipe, value, prompt: int, num_prompts: int):
-    """ControlNet's `image`: per prompt, or (several ControlNets) a list of those, one per net."""
-    if isinstance(getattr(pipe, "controlnet", None), MultiControlNetModel) and isinstance(value, (list, tuple)):
-        return [select_prompt(v, prompt, num_prompts) for v in value]
-    return select_prompt(value, prompt, num_prompts)
+class ControlImage:
+    """Mix-in of the ControlNet families: the control `image` is per prompt, or (several ControlNets) a
+    list of those, one per net; the ControlNet's weights are fingerprinted with the UNet's."""
+
+    def select(self, pipe, name: str, value, prompt: int, num_prompts: int):
+        if name != "image":
+            return super().select(pipe, name, value, prompt, num_prompts)
+        if isinstance(getattr(pipe, "controlnet", None), MultiControlNetModel) and isinstance(value, (list, tuple)):
+            return [select_prompt(v, prompt, num_prompts) for v in value]
+        return select_prompt(value, prompt, num_prompts)
 
 
-class StableDiffusionControlNetFamily(Family):
+class StableDiffusionControlNetFamily(ControlImage, Family):
     """`StableDiffusionControlNetPipeline`: the ControlNet's residuals of the first step are replayed
     with the UNet inputs; the ControlNet's weights are part of what a calibration fingerprints."""
 
@@ -69,8 +74,3 @@ class StableDiffusionControlNetFamily(Family):
     parent = StableDiffusionControlNetPipeline
     per_prompt_arguments = (*Family.per_prompt_arguments, "image")
     fingerprinted = (*Family.fingerprinted, "controlnet")
-
-    def select(self, pipe, name: str, value, prompt: int, num_prompts: int):
-        if name == "image":
-            return select_control_image(pipe, value, prompt, num_prompts)
-        return super().select(pipe, name, value, prompt, num_prompts)

@@ -17,7 +17,7 @@ from diffusers import (
 from ...signals.replay import ImageInputs
 from ..outputs import GuardedStableDiffusionXLPipelineOutput
 from .base import Family, PromptText, TextConditioning
-from .stable_diffusion import select_control_image, strength_steps
+from .stable_diffusion import ControlImage, strength_steps
 
 
 class StableDiffusionXLFamily(Family):
@@ -108,15 +108,10 @@ class StableDiffusionXLInpaintFamily(StableDiffusionXLImg2ImgFamily):
     )
 
 
-class StableDiffusionXLControlNetFamily(StableDiffusionXLFamily):
+class StableDiffusionXLControlNetFamily(ControlImage, StableDiffusionXLFamily):
     """`StableDiffusionXLControlNetPipeline`."""
 
     name = "stable-diffusion-xl-controlnet"
     parent = StableDiffusionXLControlNetPipeline
     per_prompt_arguments = (*StableDiffusionXLFamily.per_prompt_arguments, "image")
     fingerprinted = (*StableDiffusionXLFamily.fingerprinted, "controlnet")
-
-    def select(self, pipe, name: str, value, prompt: int, num_prompts: int):
-        if name == "image":
-            return select_control_image(pipe, value, prompt, num_prompts)
-        return super().select(pipe, name, value, prompt, num_prompts)
