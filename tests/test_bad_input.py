@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import pytest
-from conftest import PROMPTS, loaded_script, seeded
 from diffusers import DDPMPipeline, DDPMScheduler, StableDiffusionImg2ImgPipeline, UNet2DModel
+from helpers import PROMPTS, loaded_script, seeded
 from prometheus_client import CollectorRegistry
 from typer.testing import CliRunner
 

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-from conftest import loaded_script
+from helpers import loaded_script
 
 SCRIPT = Path(__file__).parent.parent / "benchmarks" / "encoders.py"
 

@@ -4,7 +4,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import loaded_script
+from helpers import loaded_script
 
 from memguard.intent import IntentRegistry, IntentResolver
 

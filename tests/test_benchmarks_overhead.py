@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import loaded_script
+from helpers import loaded_script
 
 SCRIPT = Path(__file__).parent.parent / "benchmarks" / "overhead.py"
 

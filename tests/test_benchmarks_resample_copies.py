@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import loaded_script
+from helpers import loaded_script
 
 SCRIPT = Path(__file__).parent.parent / "benchmarks" / "resample_copies.py"
 

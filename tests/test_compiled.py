@@ -4,7 +4,7 @@ never makes it break or recompile; an in-place compiled UNet is refused with the
 import numpy as np
 import pytest
 import torch
-from conftest import seeded
+from helpers import seeded
 from torch._dynamo.utils import counters
 
 import memguard

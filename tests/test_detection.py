@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import PROMPTS, UNetCallCounter, seeded
+from helpers import PROMPTS, UNetCallCounter, seeded
 
 import memguard
 from memguard import Calibration, GuardConfig, Policy

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import PROMPTS, UNetCallCounter, seeded
+from helpers import PROMPTS, UNetCallCounter, seeded
 
 import memguard
 from memguard import GuardConfig

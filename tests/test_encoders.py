@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import seeded
+from helpers import seeded
 from PIL import Image
 from tiny_encoders import CLIP_MEAN, CLIP_STD, IMAGENET_MEAN, IMAGENET_STD, save_clip, save_dinov2, save_torchscript
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import loaded_script
+from helpers import loaded_script
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 

@@ -9,7 +9,6 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from conftest import UNetCallCounter
 from diffusers import (
     AutoPipelineForImage2Image,
     AutoPipelineForInpainting,
@@ -20,6 +19,7 @@ from diffusers import (
     StableDiffusionPipeline,
     StableDiffusionXLImg2ImgPipeline,
 )
+from helpers import UNetCallCounter
 
 import memguard
 from memguard import GuardConfig, Policy

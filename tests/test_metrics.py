@@ -4,7 +4,7 @@ import urllib.request
 
 import pytest
 import torch
-from conftest import seeded
+from helpers import seeded
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 

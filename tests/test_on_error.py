@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import PROMPTS, seeded
+from helpers import PROMPTS, seeded
 from prometheus_client import CollectorRegistry
 
 import memguard

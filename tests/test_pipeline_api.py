@@ -7,9 +7,9 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import PROMPTS, UNetCallCounter, seeded
 from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
 from diffusers.callbacks import SDCFGCutoffCallback
+from helpers import PROMPTS, UNetCallCounter, seeded
 
 import memguard
 from memguard import GuardConfig, GuardedPipelineOutput, GuardedStableDiffusionPipeline, MemorizationReport, Policy

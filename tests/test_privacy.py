@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import seeded
+from helpers import seeded
 
 import memguard
 from memguard import GuardConfig, Policy

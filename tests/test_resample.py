@@ -6,8 +6,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from conftest import UNetCallCounter, seeded
 from diffusers import StableDiffusionPipeline
+from helpers import UNetCallCounter, seeded
 from prometheus_client import CollectorRegistry
 
 import memguard

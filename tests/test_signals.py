@@ -7,8 +7,8 @@ import threading
 import numpy as np
 import pytest
 import torch
-from conftest import PROMPTS, UNetCallCounter, seeded
 from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+from helpers import PROMPTS, UNetCallCounter, seeded
 
 import memguard
 from memguard import GuardConfig

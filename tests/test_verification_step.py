@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import UNetCallCounter, seeded
+from helpers import UNetCallCounter, seeded
 from prometheus_client import CollectorRegistry
 
 import memguard
