@@ -93,13 +93,14 @@ def demo(
     out: Path = typer.Option(Path("out/demo"), help="folder for the grid picture and the JSON report"),
     steps: int = typer.Option(50, min=1, help="denoising steps"),
     model: str = typer.Option("testbed", help="'testbed' (SD architecture) or 'testbed-xl' (SDXL architecture)"),
+    device: str = DEVICE,
 ) -> None:
     """Guard the shipped testbed model on a memorized, an intended, a mixed and a novel prompt."""
     from .demo import run_demo
 
     if model not in ("testbed", "testbed-xl"):
         raise typer.BadParameter("the demo runs 'testbed' or 'testbed-xl'", param_hint="'--model'")
-    result = run_demo(out, steps=steps, model=model)
+    result = run_demo(out, steps=steps, model=model, device=device)
     typer.echo(f"model: {result.model}")
     typer.echo(f"grid: {result.grid_path}")
     typer.echo(f"report: {result.report_path}")

@@ -61,6 +61,7 @@ def run_demo(
     guidance_scale: float = 7.5,
     config: GuardConfig | None = None,
     model: str = "testbed",
+    device: str = "cpu",
 ) -> DemoResult:
     """`model`: "testbed" (Stable Diffusion architecture) or "testbed-xl" (SDXL architecture)."""
     start = time.perf_counter()
@@ -69,7 +70,7 @@ def run_demo(
     if model not in ("testbed", "testbed-xl"):
         raise ValueError(f"the demo runs 'testbed' or 'testbed-xl', got {model!r}")
     model_dir = testbed.MODEL_DIR if model == "testbed" else testbed.XL_MODEL_DIR
-    pipe, truth = testbed.load(guard=config, model_dir=model_dir)
+    pipe, truth = testbed.load(device=device, guard=config, model_dir=model_dir)
     prompts = _testbed_prompts(truth)
     model = "memguard testbed" if model == "testbed" else "memguard testbed (SDXL architecture)"
 

@@ -3,6 +3,7 @@ import math
 
 import pytest
 
+import memguard
 from memguard import Calibration, GuardConfig, Policy
 from memguard.calibration import threshold_for_fpr
 
@@ -119,3 +120,21 @@ def test_threshold_for_fpr_keeps_at_most_the_target_share_above():
         threshold_for_fpr(scores + [math.nan], 0.05)
     with pytest.raises(ValueError, match="target_fpr"):
         threshold_for_fpr(scores, 0.0)
+
+
+def test_a_float32_calibration_identifies_the_same_weights_in_half_precision(shared_base_pipe):
+    import torch
+
+    from memguard.testbed.tiny import tiny_pipeline
+
+    fingerprint = memguard.model_fingerprint(shared_base_pipe)
+    for dtype in (torch.float16, torch.bfloat16):
+        half = tiny_pipeline(seed=0).to(dtype=dtype)
+        assert memguard.model_fingerprint(half) == fingerprint  # signs survive the cast
+    other = tiny_pipeline(seed=1)
+    assert memguard.model_fingerprint(other) != fingerprint
+    tuned = tiny_pipeline(seed=0)
+    with torch.no_grad():  # a fine-tune moves every weight a little: some signs flip
+        for parameter in tuned.unet.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.01)
+    assert memguard.model_fingerprint(tuned) != fingerprint
