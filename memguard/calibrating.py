@@ -12,8 +12,7 @@ from collections.abc import Sequence
 import torch
 
 from .calibration import MAX_STORED_SCORES, Calibration, model_fingerprint
-from .detection import CALIBRATED_DEFAULT, get_detector
-from .detection.bottleneck import bottleneck_layers, layer_entropies
+from .detection import CALIBRATED_DEFAULT, get_detector, is_fittable
 from .errors import MemguardTypeError, MemguardValueError
 from .pipelines import GuardedPipelineMixin, guard
 from .thresholds import DEFAULT_CONFIDENCE, guaranteed_threshold, required_scores
@@ -62,9 +61,9 @@ def calibrate(
     detector = get_detector(detector if detector is not None else CALIBRATED_DEFAULT)
     if detector.needs.full_run:
         raise MemguardValueError(f"detector {detector.name!r} scores only after the last step; the guard decides early")
-    # A per-layer detector first needs its benign statistics: a collector keeps the per-layer scores,
-    # so the statistics and the standardized scores come from the same pass.
-    collector = _LayerCollector(detector) if hasattr(detector, "with_calibration") else None
+    # A fittable detector is fitted on the benign prompts first: a collector keeps their features, so
+    # the fit and the scores the threshold is chosen from come from the same pass.
+    collector = _FeatureCollector(detector) if is_fittable(detector) else None
     # only scores are wanted: a threshold nothing reaches, so no image is judged or re-sampled
     config = guarded.guard_config.replace(
         enabled=True,
@@ -84,9 +83,11 @@ def calibrate(
         progress=progress,
         **call_kwargs,
     )
-    scores, layer_stats = [r.score for r in reports], None
+    scores, state = [r.score for r in reports], None
     if collector is not None:
-        layer_stats, scores = collector.standardized()
+        features = collector.features()
+        fitted = detector.fit(features)
+        scores, state = fitted.score_features(features).tolist(), fitted.state()
     choice = guaranteed_threshold(scores, target_fpr, confidence)
     height, width = guarded.family.resolution(guarded, call_kwargs)
     ranked = sorted(scores, reverse=True)
@@ -103,7 +104,7 @@ def calibrate(
         scheduler=type(guarded.scheduler).__name__,
         model_name=str(getattr(guarded, "name_or_path", "") or ""),
         family=guarded.family.name,
-        layer_stats=layer_stats,
+        detector_state=state,
         confidence=round(choice.confidence, 6),
         threshold_rank=choice.rank,
         expected_fpr=round(choice.expected_fpr, 6),
@@ -114,32 +115,25 @@ def calibrate(
     )
 
 
-class _LayerCollector:
-    """Stands in for a per-layer detector during calibration: keeps every batch's per-layer scores,
-    so the statistics and the standardized scores come from one pass over the benign prompts."""
+class _FeatureCollector:
+    """Stands in for a fittable detector while the benign prompts are scored: keeps every batch's
+    features (what the fit needs) and judges nothing."""
 
     def __init__(self, detector) -> None:
         self.name, self.needs, self.default_threshold = detector.name, detector.needs, None
+        self.detector = detector
         self.batches: list[dict[str, torch.Tensor]] = []
 
     def score(self, trace, upto_step: int) -> torch.Tensor:
-        values = layer_entropies(trace, upto_step, bottleneck_layers(trace))
+        values = self.detector.features(trace, upto_step)
         if values is None:
-            raise MemguardValueError("calibration: the per-layer attention signal was not recorded")
+            raise MemguardValueError(f"calibration: the signals detector {self.name!r} reads were not recorded")
         self.batches.append(values)
         return torch.zeros(trace.num_images)  # nothing is judged: calibrate() sets an unreachable threshold
 
-    def standardized(self) -> tuple[dict[str, list[float]], list[float]]:
-        """{layer: [mean, std]} of the benign scores, and each image's mean standardized score."""
-        layers = sorted(self.batches[0])
-        if any(sorted(batch) != layers for batch in self.batches):
-            raise MemguardValueError("calibration: the bottleneck layers changed between batches")
-        values = {k: torch.cat([batch[k] for batch in self.batches]).double() for k in layers}
-        stats = {k: [float(v.mean()), float(v.std())] for k, v in values.items()}
-        flat = sorted(k for k, (_, spread) in stats.items() if not spread > 0)
-        if flat:
-            raise MemguardValueError(
-                f"calibration: layer(s) {flat} score every benign prompt the same; pass varied prompts"
-            )
-        scores = torch.stack([(values[k] - stats[k][0]) / stats[k][1] for k in layers]).mean(dim=0)
-        return stats, scores.tolist()
+    def features(self) -> dict[str, torch.Tensor]:
+        """Every benign image's features, batches concatenated."""
+        names = sorted(self.batches[0])
+        if any(sorted(batch) != names for batch in self.batches):
+            raise MemguardValueError(f"calibration: the features of {self.name!r} changed between batches")
+        return {k: torch.cat([batch[k] for batch in self.batches]) for k in names}

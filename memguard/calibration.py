@@ -20,7 +20,9 @@ an integer field takes an int, not 1.5 or "50". Limits (see docs/limits.md):
 - `num_inference_steps` in 1..`MAX_STEPS` (10,000), `decision_step` in 1..num_inference_steps,
   `num_scores` in 1..1e12;
 - names (`model_fingerprint`, `detector`, `scheduler`, `model_name`, `family`) at most 1,024 characters;
-- `layer_stats`: at most 1,024 layers, each [mean, std] finite with std > 0.
+- `layer_stats`: at most 1,024 layers, each [mean, std] finite with std > 0;
+- `detector_state`: a JSON object of at most 256 KiB (the detector checks its own fields when loaded);
+- `benign_scores`: at most 20,000 finite numbers.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from .safe_parse import FileTooLarge, JsonSyntaxError, ParseError, cannot_open, 
 FORMAT_VERSION = 2  # 2 adds the guarantee, the benign score distribution and the call settings
 READABLE_VERSIONS = (1, 2)  # a version-1 file reads with those fields unset
 MAX_STORED_SCORES = 20_000
+MAX_STATE_BYTES = 256 * 1024  # a fitted detector's parameters, as JSON
 MAX_FILE_BYTES = 1 << 20
 MAX_MAGNITUDE = 1e6
 MAX_STEPS = 10_000
@@ -103,8 +106,11 @@ class Calibration:
     scheduler: str
     model_name: str = ""
     family: str = "stable-diffusion"  # the pipeline family it was measured on (memguard.pipelines.families)
-    # {layer: [mean, std]} of a per-layer detector's benign scores (bottleneck_entropy_standardized)
+    # {layer: [mean, std]} of a per-layer detector's benign scores: format 1's place for the
+    # standardized bottleneck detector's fit; format 2 writes `detector_state` instead
     layer_stats: dict[str, list[float]] | None = None
+    # a fitted detector's parameters (`memguard.detection.FittableDetector.state()`), a JSON object
+    detector_state: dict | None = None
     # the guarantee (memguard.thresholds): P(false-positive rate on fresh benign images <= target_fpr)
     confidence: float | None = None
     threshold_rank: int | None = None  # the threshold is the rank-th largest benign score
@@ -116,6 +122,13 @@ class Calibration:
     height: int | None = None
     width: int | None = None
     format_version: int = FORMAT_VERSION
+
+    @property
+    def fitted_state(self) -> dict | None:
+        """The fitted detector's state: `detector_state`, or a format-1 file's `layer_stats`."""
+        if self.detector_state is not None:
+            return self.detector_state
+        return {"layer_stats": self.layer_stats} if self.layer_stats else None
 
     def call_differences(self, **call) -> list[str]:
         """The settings of a call (`dtype`, `scheduler`, `num_inference_steps`, `guidance_scale`,
@@ -277,6 +290,16 @@ def _check_values(calibration: Calibration) -> None:
             isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SCORES
         ):
             fail(name, f"must be a positive integer, got {shown(value)}")
+    state = calibration.detector_state
+    if state is not None:
+        if not isinstance(state, dict):
+            fail("detector_state", f"must be a JSON object, got {type_name(state)}")
+        try:
+            size = len(json.dumps(state))
+        except (TypeError, ValueError):
+            fail("detector_state", "must hold only JSON values (objects, lists, strings, finite numbers)")
+        if size > MAX_STATE_BYTES:
+            fail("detector_state", f"is {size:,} bytes of JSON; at most {MAX_STATE_BYTES:,} are allowed")
     scores = calibration.benign_scores
     if scores is not None:
         if not isinstance(scores, list) or len(scores) > MAX_STORED_SCORES:

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from .calibration import Calibration
-from .detection import UNCALIBRATED_DEFAULT, Detector, get_detector
+from .detection import UNCALIBRATED_DEFAULT, Detector, get_detector, is_fittable
 from .errors import MemguardTypeError, MemguardValueError, shown
 from .intent import ATTRIBUTION_METHODS, AttributionMethod, ImplicitMatcher, IntentRegistry
 from .intent.registry import as_registry
@@ -184,7 +184,7 @@ class GuardConfig:
                 f"GuardConfig.detector={self.detector.name!r} differs from the calibration's detector "
                 f"{self.calibration.detector!r}; calibrate this detector or pass an explicit threshold"
             )
-        if getattr(self.effective_detector, "layer_stats", None) == ():
+        if getattr(self.effective_detector, "fitted", True) is False:
             raise MemguardValueError(
                 f"detector {self.effective_detector.name!r} needs per-layer statistics of benign prompts: "
                 "pass a calibration of it (memguard.calibrate(pipe, prompts, detector=...))"
@@ -199,8 +199,8 @@ class GuardConfig:
         else:
             return get_detector(UNCALIBRATED_DEFAULT)
         calibrated = self.calibration is not None and self.calibration.detector == detector.name
-        if calibrated and hasattr(detector, "with_calibration") and not detector.layer_stats:
-            return detector.with_calibration(self.calibration)  # its per-layer benign statistics
+        if calibrated and is_fittable(detector) and not detector.fitted and self.calibration.fitted_state:
+            return detector.with_state(self.calibration.fitted_state)  # what calibrate() fitted
         return detector
 
     @property

@@ -130,8 +130,9 @@ def test_the_standardized_detector_is_fitted_by_its_calibration_and_refused_with
     calibration = memguard.calibrate(
         shared_base_pipe, BENIGN, target_fpr=0.2, num_inference_steps=STEPS, detector=name, progress=False
     )
-    assert calibration.detector == name and calibration.layer_stats
-    assert all(std > 0 for _, std in calibration.layer_stats.values())
+    stats = calibration.detector_state["layer_stats"]
+    assert calibration.detector == name and stats and calibration.layer_stats is None
+    assert all(std > 0 for _, std in stats.values())
     path = tmp_path / "calibration.json"
     calibration.save(path)
     assert Calibration.load(path) == calibration  # the statistics survive JSON
@@ -141,8 +142,73 @@ def test_the_standardized_detector_is_fitted_by_its_calibration_and_refused_with
     # The same prompts and seeds: each layer standardized on them has mean 0, and so has their average.
     assert sum(scores) / len(scores) == pytest.approx(0.0, abs=1e-5)
     assert sum(s > calibration.threshold for s in scores) == calibration.threshold_rank - 1
-    with pytest.raises(ValueError, match="must be \\[mean, std\\]"):
+    with pytest.raises(ValueError, match="must be \\[mean, std\\]"):  # a format-1 file's statistics
         Calibration(**{**calibration.to_dict(), "layer_stats": {"mid_block": [0.5]}})
+    # a format-1 calibration with layer_stats fits the detector just the same
+    old = Calibration(**{**calibration.to_dict(), "detector_state": None, "layer_stats": stats})
+    assert GuardConfig(calibration=old).effective_detector == guarded.guard_config.effective_detector
+
+
+def test_your_own_detector_is_registered_fitted_calibrated_saved_and_loaded_by_name(shared_base_pipe, tmp_path):
+    from dataclasses import dataclass, field, replace
+
+    import torch
+
+    from memguard.detection import DETECTORS, get_detector, register_detector
+    from memguard.signals import SignalNeeds
+
+    @dataclass(frozen=True)
+    class ZNoise:  # the noise magnitude, standardized on the model's benign prompts
+        mean: float | None = None
+        spread: float | None = None
+        name: str = "z_noise"
+        needs: SignalNeeds = field(default=SignalNeeds())
+        default_threshold: float | None = None
+
+        @property
+        def fitted(self):
+            return self.mean is not None
+
+        def features(self, trace, upto_step):
+            return {"rms": torch.stack([trace.steps[s].noise_rms for s in range(upto_step)]).mean(dim=0)}
+
+        def fit(self, features):
+            rms = features["rms"].double()
+            return replace(self, mean=float(rms.mean()), spread=float(rms.std()))
+
+        def score_features(self, features):
+            return (features["rms"].double() - self.mean) / self.spread
+
+        def score(self, trace, upto_step):
+            return self.score_features(self.features(trace, upto_step))
+
+        def state(self):
+            return {"mean": self.mean, "spread": self.spread}
+
+        def with_state(self, state):
+            return replace(self, mean=state["mean"], spread=state["spread"])
+
+    register_detector("z_noise", ZNoise)
+    try:
+        with pytest.raises(ValueError, match="registered already"):
+            register_detector("z_noise", ZNoise)
+        calibration = memguard.calibrate(
+            shared_base_pipe, BENIGN, target_fpr=0.2, num_inference_steps=STEPS, detector="z_noise", progress=False
+        )
+        assert calibration.detector == "z_noise" and set(calibration.detector_state) == {"mean", "spread"}
+        path = tmp_path / "calibration.json"
+        calibration.save(path)
+        config = GuardConfig(calibration=path)  # loaded by name, fitted from the file
+        assert config.effective_detector.fitted and config.effective_detector.mean == calibration.detector_state["mean"]
+        scores = [
+            r.score
+            for r in memguard.guard(shared_base_pipe, config).score(BENIGN, num_inference_steps=STEPS, progress=False)
+        ]
+        assert sum(scores) / len(scores) == pytest.approx(0.0, abs=1e-6)  # standardized on these very prompts
+        assert sum(s > calibration.threshold for s in scores) == calibration.threshold_rank - 1
+        assert get_detector("z_noise").fitted is False
+    finally:
+        DETECTORS.pop("z_noise", None)
 
 
 def test_a_call_that_differs_from_its_calibration_warns_without_naming_the_prompt(shared_base_pipe):

@@ -7,11 +7,11 @@ their papers, are in `noise.py` (Wen, Jeon) and `attention.py` (Ren, Chen). The 
 """
 
 from .attention import AttentionEntropyDetector, BrightEndingDetector, LateAttentionEntropyDetector
-from .base import Decision, Detector, decide
+from .base import Decision, Detector, FittableDetector, decide, is_fittable
 from .bottleneck import BottleneckEntropyDetector, StandardizedBottleneckEntropyDetector
 from .noise import DEFAULT_THRESHOLD, HessianDetector, NoiseMagnitudeDetector
 from .record import record_trace
-from .registry import CALIBRATED_DEFAULT, DETECTORS, UNCALIBRATED_DEFAULT, get_detector
+from .registry import CALIBRATED_DEFAULT, DETECTORS, UNCALIBRATED_DEFAULT, get_detector, register_detector
 
 __all__ = [
     "CALIBRATED_DEFAULT",
@@ -23,11 +23,14 @@ __all__ = [
     "BrightEndingDetector",
     "Decision",
     "Detector",
+    "FittableDetector",
     "HessianDetector",
     "LateAttentionEntropyDetector",
     "NoiseMagnitudeDetector",
     "StandardizedBottleneckEntropyDetector",
     "decide",
     "get_detector",
+    "is_fittable",
     "record_trace",
+    "register_detector",
 ]

@@ -15,6 +15,8 @@ __all__ = [
     "UNBOUNDED",
     "Decision",
     "Detector",
+    "FittableDetector",
+    "is_fittable",
     "decide",
     "entropy",
     "mean_over_steps",
@@ -44,6 +46,35 @@ class Detector(Protocol):
     def score(self, trace: SignalTrace, upto_step: int) -> torch.Tensor:
         """(N,) float scores from the steps 0..upto_step-1 of `trace` (NaN where a signal is missing)."""
         ...
+
+
+class FittableDetector(Detector, Protocol):
+    """A detector fitted on the model's own benign prompts (by `memguard.calibrate`), whose fitted
+    parameters are saved in the calibration and restored when it is loaded.
+
+    - `features(trace, upto_step)`: per image, the named values the fit needs ({name: (N,) tensor});
+      None when a signal was not recorded;
+    - `fit(features)`: the fitted detector from every benign image's features (each (n,), concatenated);
+    - `score_features(features)`: a fitted detector's scores of already-read features;
+    - `state()` / `with_state(state)`: the fitted parameters as a JSON object, and a detector from them;
+    - `fitted`: False until it has its parameters (it refuses to score without them).
+    """
+
+    fitted: bool
+
+    def features(self, trace: SignalTrace, upto_step: int) -> dict[str, torch.Tensor] | None: ...
+
+    def fit(self, features: dict[str, torch.Tensor]) -> FittableDetector: ...
+
+    def score_features(self, features: dict[str, torch.Tensor]) -> torch.Tensor: ...
+
+    def state(self) -> dict: ...
+
+    def with_state(self, state: dict) -> FittableDetector: ...
+
+
+def is_fittable(detector) -> bool:
+    return all(callable(getattr(detector, name, None)) for name in ("features", "fit", "state", "with_state"))
 
 
 @dataclass(frozen=True)

@@ -74,8 +74,9 @@ class StandardizedBottleneckEntropyDetector:
     Why: which bottleneck layer carries the memorization signal, and on what scale, differs between
     models (benchmarks/detector_transfer.py: the mid block on the shipped testbed, an up block on a
     retrain). Averaging raw attention follows whichever layer dominates; standardizing first gives each
-    layer one vote on a common scale. The statistics come from `memguard.calibrate`, which stores them
-    in the calibration (`layer_stats`); the detector cannot score without them.
+    layer one vote on a common scale. A `FittableDetector`: `memguard.calibrate` fits the statistics
+    on the benign prompts and stores them in the calibration (`detector_state`); it cannot score
+    without them.
     """
 
     layer_stats: tuple[tuple[str, float, float], ...] = ()  # (layer, benign mean, benign std)
@@ -89,27 +90,55 @@ class StandardizedBottleneckEntropyDetector:
             if not spread > 0:
                 raise ValueError(f"{self.name}: layer {layer!r} has a benign spread of {spread}; it must be > 0")
 
+    @property
+    def fitted(self) -> bool:
+        return bool(self.layer_stats)
+
+    # --- fitting (memguard.calibrate) -----------------------------------------------------------
+    def features(self, trace: SignalTrace, upto_step: int) -> dict[str, torch.Tensor] | None:
+        return layer_entropies(trace, upto_step, bottleneck_layers(trace))
+
+    def fit(self, features: dict[str, torch.Tensor]) -> StandardizedBottleneckEntropyDetector:
+        """The statistics of the benign prompts' per-layer entropies (float64)."""
+        stats = {k: (float(v.double().mean()), float(v.double().std())) for k, v in sorted(features.items())}
+        flat = sorted(k for k, (_, spread) in stats.items() if not spread > 0)
+        if flat:
+            raise ValueError(f"calibration: layer(s) {flat} score every benign prompt the same; pass varied prompts")
+        return replace(self, layer_stats=tuple((k, m, s) for k, (m, s) in stats.items()))
+
+    def state(self) -> dict:
+        return {"layer_stats": {layer: [mean, spread] for layer, mean, spread in self.layer_stats}}
+
+    def with_state(self, state: dict) -> StandardizedBottleneckEntropyDetector:
+        stats = state.get("layer_stats") if isinstance(state, dict) else None
+        if not isinstance(stats, dict) or not stats:
+            raise ValueError(f"calibration of {self.name!r} holds no layer_stats; re-run memguard.calibrate")
+        try:
+            layers = tuple((str(k), float(m), float(s)) for k, (m, s) in stats.items())
+        except (TypeError, ValueError):
+            raise ValueError(f"calibration of {self.name!r}: layer_stats must map layers to [mean, std]") from None
+        return replace(self, layer_stats=layers)
+
     def with_calibration(self, calibration) -> StandardizedBottleneckEntropyDetector:
         """This detector with the calibration's per-layer statistics."""
-        if not calibration.layer_stats:
-            raise ValueError(f"calibration of {self.name!r} holds no layer_stats; re-run memguard.calibrate")
-        return replace(
-            self, layer_stats=tuple((k, float(m), float(s)) for k, (m, s) in calibration.layer_stats.items())
-        )
+        return self.with_state(calibration.fitted_state or {})
 
+    # --- scoring ------------------------------------------------------------------------------------
     def score(self, trace: SignalTrace, upto_step: int) -> torch.Tensor:
         if not self.layer_stats:
             raise ValueError(
                 f"detector {self.name!r} needs per-layer statistics of benign prompts: calibrate it "
                 f"(memguard.calibrate(pipe, prompts, detector={self.name!r})) and pass that calibration"
             )
-        layers = bottleneck_layers(trace)
-        values = layer_entropies(trace, upto_step, layers)
+        values = self.features(trace, upto_step)
         if values is None:
             return unavailable(trace)
+        return self.score_features(values)
+
+    def score_features(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         stats = {layer: (mean, spread) for layer, mean, spread in self.layer_stats}
-        missing = sorted(set(layers) - set(stats))
+        missing = sorted(set(features) - set(stats))
         if missing:
             raise ValueError(f"detector {self.name!r}: no calibration statistics for layer(s) {missing}")
-        # in float64, as calibrate() computes them: a small benign spread magnifies rounding
-        return torch.stack([(values[k].double() - stats[k][0]) / stats[k][1] for k in layers]).mean(dim=0)
+        # in float64, as the fit computes them: a small benign spread magnifies rounding
+        return torch.stack([(features[k].double() - stats[k][0]) / stats[k][1] for k in sorted(features)]).mean(dim=0)

@@ -1,7 +1,14 @@
-"""Detectors by name: what `GuardConfig(detector="...")` and calibration files refer to."""
+"""Detectors by name: what `GuardConfig(detector="...")` and calibration files refer to.
+
+`register_detector(name, factory)` adds your own: a calibration names its detector, so a registered
+detector can be calibrated, saved and loaded by name like the built-in ones (register it before
+loading its calibration). A detector that needs fitting on benign prompts implements
+`memguard.detection.FittableDetector`; `memguard.calibrate` fits it and stores its state.
+"""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from ..errors import MemguardTypeError, MemguardValueError, shown
@@ -25,6 +32,24 @@ DETECTORS: dict[str, Callable[[], Detector]] = {
 CALIBRATED_DEFAULT = "bottleneck_entropy"
 # Without a calibration or a threshold, only the noise magnitude has a usable model-free threshold.
 UNCALIBRATED_DEFAULT = "noise_rms"
+
+
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def register_detector(name: str, factory: Callable[[], Detector], *, replace: bool = False) -> None:
+    """Make `factory()` (a detector whose `name` is `name`) available by name, to GuardConfig,
+    `memguard.calibrate` and calibration files. Refuses a name already taken unless `replace`."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise MemguardValueError(f"a detector name must be 1-64 letters, digits or '_.-', got {shown(name)}")
+    if not callable(factory):
+        raise MemguardTypeError(f"register_detector needs a factory (a class or function), got {shown(factory)}")
+    if name in DETECTORS and not replace:
+        raise MemguardValueError(f"a detector called {name!r} is registered already; pass replace=True")
+    made = get_detector(factory())
+    if made.name != name:
+        raise MemguardValueError(f"the factory makes a detector called {made.name!r}, not {name!r}")
+    DETECTORS[name] = factory
 
 
 def get_detector(detector: Detector | str) -> Detector:
