@@ -182,7 +182,9 @@ def _cost(pipe, prompts, method: Method, step: int, steps: int, guidance: float)
 
 
 def main(
-    model: str = typer.Option("testbed", help="testbed, a retrained testbed folder, tiny, or a model id / path"),
+    model: str = typer.Option(
+        "testbed", help="testbed, testbed-xl, a retrained testbed folder, tiny, or a model id / path"
+    ),
     memorized: Path = typer.Option(None, help="memorized prompts (lines or JSONL with `caption`); testbed: its own"),
     benign: Path = typer.Option(None, help="non-memorized prompts (same formats); testbed: novel compositions"),
     limit: int = typer.Option(None, help="use at most this many prompts of each file"),
@@ -200,7 +202,7 @@ def main(
     pipe, name = load_pipeline(model, device=device)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)  # the literature's protocol
     # a retrained testbed folder (python -m memguard.testbed.train --out DIR) is scored on the testbed's prompts
-    is_testbed = model == "testbed" or (Path(model) / "truth").is_dir()
+    is_testbed = model in ("testbed", "testbed-xl") or (Path(model) / "truth").is_dir()
     if is_testbed and memorized is None and benign is None:
         mem_prompts, ben_prompts = testbed_prompts(n_benign)
     elif memorized is None or benign is None:
