@@ -140,6 +140,26 @@ def test_only_configured_layers_and_steps_compute_probabilities(shared_base_pipe
     assert calls == []
 
 
+def test_no_device_read_after_the_recorded_steps(shared_base_pipe, monkeypatch):
+    # Reading a device tensor as a number waits for the device: on a GPU a read on every step stops the
+    # host from queueing the next UNet call ahead. Past the decision step the guard reads nothing.
+    tensor_reads = []
+    original = torch.Tensor.__float__
+
+    def spy(self):
+        tensor_reads.append(self.numel())
+        return original(self)
+
+    monkeypatch.setattr(torch.Tensor, "__float__", spy)
+    guarded = memguard.guard(shared_base_pipe, GuardConfig(decision_step=2, act_uncalibrated=True))
+    counts = []
+    for steps in (4, 12):
+        tensor_reads.clear()
+        _run(guarded, num_inference_steps=steps)
+        counts.append(len(tensor_reads))
+    assert counts[0] == counts[1]
+
+
 def test_wrapped_processor_keeps_its_signature_and_receives_its_kwargs(base_pipe):
     received = []
 

@@ -81,9 +81,15 @@ class SignalRecorder:
         self._unconditional_inputs = unconditional_inputs
         self.cond_slice = slice(None)  # the text-conditioned rows of the current UNet batch
         self.in_extra_pass = False  # a UNet call of the guard's own (ignored by the taps)
-        self.current_timestep: float = 0.0
+        self._timestep = 0.0  # the current UNet call's timestep, as the pipeline passed it
         self.first_call: UNetCall | None = None  # the loop's first UNet call, replayed by the guard
         self._cfg_now = False
+
+    @property
+    def current_timestep(self) -> float:
+        """The current UNet call's timestep. Reading a device tensor synchronizes with the device, so
+        it is read only on recorded steps and by re-sample edits, never on every step of a call."""
+        return _as_float(self._timestep)
 
     def set_last_step(self, last_step: int) -> None:
         """The 0-based index of the loop's last step, once the loop knows it."""
@@ -149,7 +155,7 @@ class SignalRecorder:
         self.trace.num_images = self.num_images
         self.cond_slice = slice(images, None) if cfg else slice(None)
         self._cfg_now = cfg
-        self.current_timestep = _as_float(timestep)
+        self._timestep = timestep  # read as a number only when needed: that read waits for the device
         if self.step == 0 and self.first_call is None:
             self.first_call = UNetCall(
                 sample=sample.detach(),
