@@ -172,6 +172,9 @@ class TextConditioning:
 
 
 def save_pipeline(out: Path, vae, text_encoders, unet, tokenizer, config: TrainConfig) -> None:
+    # CPU copies: a checkpoint mid-training must not move the live (EMA) modules off their device
+    vae, unet = copy.deepcopy(vae).cpu(), copy.deepcopy(unet).cpu()
+    text_encoders = [copy.deepcopy(e).cpu() for e in text_encoders]
     scheduler = inference_scheduler(config.prediction_type, config.terminal_signal)
     if config.family == "sd":
         pipe = StableDiffusionPipeline(
@@ -197,7 +200,7 @@ def save_pipeline(out: Path, vae, text_encoders, unet, tokenizer, config: TrainC
             force_zeros_for_empty_prompt=True,
             add_watermarker=False,
         )
-    pipe.to("cpu").save_pretrained(str(out), safe_serialization=True)
+    pipe.save_pretrained(str(out), safe_serialization=True)
 
 
 def train(config: TrainConfig, out: Path) -> None:
