@@ -12,10 +12,10 @@ import torch
 from helpers import PROMPTS, UNetCallCounter, seeded
 
 import memguard
-from memguard import GuardConfig, Policy
+from memguard import GuardConfig, IntendedConcept, IntentRegistry, Policy
 from memguard.calibration import Calibration
 from memguard.detection import AnisotropyDetector, LatentUpdateDetector, record_trace
-from memguard.signals import SignalNeeds
+from memguard.signals import SignalNeeds, SignalTrace
 from memguard.testbed.tiny import TINY_FAMILIES, tiny_family_pipeline
 
 STEPS = 4
@@ -91,6 +91,33 @@ def test_broken_memories_equals_a_direct_computation(shared_base_pipe):
     )
     assert LatentUpdateDetector().score(trace, 3).tolist() == pytest.approx(updates[:3].mean(dim=0).tolist(), rel=1e-5)
     assert sorted(trace.steps) == [0, 1, 2]  # nothing after the decision step
+
+
+def test_broken_memories_never_averages_a_partial_trajectory():
+    trace = SignalTrace(num_images=2)
+    for step in (1, 2):  # the first update (from x_T) is missing
+        trace.record_latent_update(step, torch.zeros(2, 4, 2, 2), torch.ones(2, 4, 2, 2))
+    assert torch.isnan(LatentUpdateDetector().score(trace, 3)).all()
+    trace.record_latent_update(0, torch.zeros(2, 4, 2, 2), 3 * torch.ones(2, 4, 2, 2))
+    assert LatentUpdateDetector().score(trace, 3).tolist() == pytest.approx([5 / 3, 5 / 3])
+    assert LatentUpdateDetector().score(trace, 1).tolist() == pytest.approx([3.0, 3.0])
+
+
+# --- intent ----------------------------------------------------------------------------------------
+def test_the_intent_check_scores_the_residual_or_says_it_cannot(shared_base_pipe):
+    registry = IntentRegistry((IntendedConcept("Velmora crest", ("the Velmora emblem",)),))
+    prompt = "a portrait of the Velmora crest on the Kettle Hill Gazette cover"
+    flag = Policy.uniform("flag")
+    reports = {}
+    for detector in DETECTORS:
+        config = GuardConfig(detector=detector, threshold=-1e6, registry=registry, policy=flag)
+        (reports[detector],) = memguard.guard(shared_base_pipe, config)(
+            prompt, num_inference_steps=STEPS, generator=seeded(1), output_type="latent"
+        ).memorization
+    # anisotropy: the prompt without the concept is scored on fresh noise, the extra call included
+    assert math.isfinite(reports["anisotropy"].residual_score) and reports["anisotropy"].intent == "mixed"
+    # Broken Memories: no single UNet evaluation gives a latent update, so the concept never clears it
+    assert reports["broken_memories"].residual_score == math.inf and reports["broken_memories"].intent == "mixed"
 
 
 # --- what they cost -----------------------------------------------------------------------------------

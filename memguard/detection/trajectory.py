@@ -9,7 +9,7 @@ from typing import ClassVar
 import torch
 
 from ..signals import SignalNeeds, SignalTrace
-from .base import mean_over_steps, unavailable
+from .base import steps_upto, unavailable
 
 
 @dataclass(frozen=True)
@@ -43,5 +43,7 @@ class LatentUpdateDetector:
     score_range: ClassVar[tuple[float, float]] = (0.0, math.inf)  # an RMS
 
     def score(self, trace: SignalTrace, upto_step: int) -> torch.Tensor:
-        scores = mean_over_steps(trace, upto_step, "latent_update_rms")
-        return unavailable(trace) if scores is None else scores
+        steps = steps_upto(trace, upto_step, "latent_update_rms")
+        if not steps or steps != list(range(len(steps))):
+            return unavailable(trace)  # the first update (from x_T) or one between was not read: no partial mean
+        return torch.stack([trace.steps[s].latent_update_rms.float() for s in steps]).mean(dim=0).cpu()
