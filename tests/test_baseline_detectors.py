@@ -306,3 +306,22 @@ def test_calibrate_measures_them_and_the_guard_uses_the_calibration(shared_base_
     for report in out.memorization:
         assert report.detector == detector and report.threshold_source == "calibration"
         assert report.decided_at_step == step and math.isfinite(report.score)
+
+
+def test_a_compiled_unet_gives_the_same_scores_without_graph_breaks_or_recompiles():
+    from torch._dynamo.utils import counters
+
+    from memguard.testbed.tiny import tiny_pipeline
+
+    pipe = tiny_pipeline(seed=0)
+    eager = {d: _scores(_run(memguard.guard(pipe, GuardConfig(detector=d, threshold=1e9)))) for d in DETECTORS}
+    reference = _run(pipe).images
+    pipe.unet = torch.compile(pipe.unet, backend="eager")  # dynamo's tracing, without a C++ build
+    _run(pipe)  # compiles once
+    counters.clear()
+    for detector in DETECTORS:
+        config = GuardConfig(detector=detector, policy=Policy.uniform("flag"), threshold=-1e6)
+        out = _run(memguard.guard(pipe, config))
+        assert torch.equal(out.images, reference)
+        assert _scores(out) == pytest.approx(eager[detector], rel=1e-5)
+    assert not counters["graph_break"] and not counters["recompiles"]

@@ -80,8 +80,12 @@ def _starting_latents(pipe, starts: list, wanted: bool):
         starts.append(prepared[0] if isinstance(prepared, tuple) else prepared)  # inpainting returns a tuple
         return prepared
 
+    own = pipe.__dict__.get("prepare_latents")  # an attribute of the object itself, if it had one
     pipe.__dict__["prepare_latents"] = capture  # this object only, not its class
     try:
         yield
     finally:
-        pipe.__dict__.pop("prepare_latents", None)
+        if own is None:
+            pipe.__dict__.pop("prepare_latents", None)
+        else:
+            pipe.__dict__["prepare_latents"] = own

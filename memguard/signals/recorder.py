@@ -268,7 +268,8 @@ class SignalRecorder:
 
     def continue_from(self, step: int, latents: torch.Tensor | None) -> None:
         """The latents step `step` starts from (what the step callbacks left): a float32 copy is kept
-        while that step is recorded, so an in-place change by a later callback cannot alter it."""
+        while that step is recorded, so nothing that later changes that tensor in place (the scheduler,
+        a callback) alters the update."""
         keep = self.needs.latent_updates and self.failure is None and self._records(step) and latents is not None
         self._latents = latents.detach().to(torch.float32, copy=True) if keep else None
 
