@@ -33,11 +33,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _roc import auc, roc_curve, tpr_at_fpr  # noqa: E402
 
 from memguard.detection import (  # noqa: E402
+    AnisotropyDetector,
     AttentionEntropyDetector,
     BottleneckEntropyDetector,
     BrightEndingDetector,
     HessianDetector,
     LateAttentionEntropyDetector,
+    LatentUpdateDetector,
     NoiseMagnitudeDetector,
     StandardizedBottleneckEntropyDetector,
     record_trace,
@@ -65,6 +67,9 @@ def methods(total_steps: int) -> list[Method]:
         Method("Wen et al. 2024 (noise magnitude)", NoiseMagnitudeDetector(), EARLY_STEPS),
         Method("Ren et al. 2024 E (entropy, first layer)", AttentionEntropyDetector(), (1,)),
         Method("Jeon et al. 2025 (Hessian, 1 JVP)", HessianDetector(), (1,)),
+        # SD 1.4's weights (the authors' 1 and 2); one extra CFG-batch call at the first step
+        Method("Asthana & Belagiannis 2026 (anisotropy)", AnisotropyDetector(), (1,)),
+        Method("Huang et al. 2026 (latent update norm)", LatentUpdateDetector(), EARLY_STEPS),
         Method("Ren et al. 2024 D (late entropy)", LateAttentionEntropyDetector(), (total_steps,), post_hoc=True),
         Method("Chen et al. 2025 (bright ending)", BrightEndingDetector(), (total_steps,), post_hoc=True),
     ]

@@ -13,11 +13,13 @@ import memguard
 from memguard import GuardConfig
 from memguard.detection import (
     DETECTORS,
+    AnisotropyDetector,
     AttentionEntropyDetector,
     BottleneckEntropyDetector,
     BrightEndingDetector,
     HessianDetector,
     LateAttentionEntropyDetector,
+    LatentUpdateDetector,
     NoiseMagnitudeDetector,
     StandardizedBottleneckEntropyDetector,
     get_detector,
@@ -37,6 +39,8 @@ ALL = SignalNeeds(
     noise_map_first_step=True,
     end_token_map_last_step=True,
     hessian_first_step=True,
+    guidance_alignment_first_step=True,
+    latent_updates=True,
     all_steps=True,
 )
 
@@ -136,8 +140,11 @@ def test_missing_signals_give_nan_not_a_guess(trace):
         HessianDetector(),
         AttentionEntropyDetector(),
         BrightEndingDetector(),
+        AnisotropyDetector(),
+        LatentUpdateDetector(),
     ):
         assert torch.isnan(detector.score(bare, 1)).all(), detector.name
+    assert bare.steps[0].guidance_alignment is None and bare.steps[0].latent_update_rms is None  # not asked: not read
     assert torch.isfinite(NoiseMagnitudeDetector().score(bare, 1)).all()
 
 

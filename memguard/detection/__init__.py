@@ -2,22 +2,25 @@
 
 Each detector is a small dataclass with `name`, `needs` (the signals it reads) and `score(trace,
 upto_step)`. memguard's own score is in `bottleneck.py`; the published baselines, re-implemented from
-their papers, are in `noise.py` (Wen, Jeon) and `attention.py` (Ren, Chen). The guard's detector is
+their papers, are in `noise.py` (Wen, Jeon, Asthana), `attention.py` (Ren, Chen) and `trajectory.py`
+(Huang). The guard's detector is
 `GuardConfig.detector`; calibrated thresholds come from `memguard.calibrate` (calibration.py).
 """
 
 from .attention import AttentionEntropyDetector, BrightEndingDetector, LateAttentionEntropyDetector
 from .base import Decision, Detector, FittableDetector, decide, is_fittable
 from .bottleneck import BottleneckEntropyDetector, StandardizedBottleneckEntropyDetector
-from .noise import DEFAULT_THRESHOLD, HessianDetector, NoiseMagnitudeDetector
+from .noise import DEFAULT_THRESHOLD, AnisotropyDetector, HessianDetector, NoiseMagnitudeDetector
 from .record import record_trace
 from .registry import CALIBRATED_DEFAULT, DETECTORS, UNCALIBRATED_DEFAULT, get_detector, register_detector
+from .trajectory import LatentUpdateDetector
 
 __all__ = [
     "CALIBRATED_DEFAULT",
     "DEFAULT_THRESHOLD",
     "DETECTORS",
     "UNCALIBRATED_DEFAULT",
+    "AnisotropyDetector",
     "AttentionEntropyDetector",
     "BottleneckEntropyDetector",
     "BrightEndingDetector",
@@ -26,6 +29,7 @@ __all__ = [
     "FittableDetector",
     "HessianDetector",
     "LateAttentionEntropyDetector",
+    "LatentUpdateDetector",
     "NoiseMagnitudeDetector",
     "StandardizedBottleneckEntropyDetector",
     "decide",

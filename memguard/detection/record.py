@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 import torch
 
@@ -37,15 +38,20 @@ def record_trace(
         needs=needs,
         end_token_index=end_token_positions(pipe.tokenizer, prompts, num_images_per_prompt),
         last_step=num_inference_steps - 1,
+        schedule=lambda: getattr(pipe.scheduler, "timesteps", None),
     )
+    starts: list[torch.Tensor] = []
 
     def on_step_end(p, step_index, timestep, callback_kwargs):
+        latents = callback_kwargs.get("latents")
+        recorder.on_step_latents(step_index, latents, starts[0] if starts else None)
         recorder.step = step_index + 1
+        recorder.continue_from(step_index + 1, latents)
         if not needs.full_run and step_index + 1 >= upto_step:
             p._interrupt = True  # diffusers' documented early exit from a step callback
         return callback_kwargs
 
-    with UNetTap.recording(pipe.unet, recorder):
+    with UNetTap.recording(pipe.unet, recorder), _starting_latents(pipe, starts, needs.latent_updates):
         # the pipeline's own loop: a guarded pipeline's __call__ wraps its parent's, unwrapped here
         inspect.unwrap(type(pipe).__call__)(
             pipe,
@@ -58,3 +64,28 @@ def record_trace(
             **call_kwargs,
         )
     return recorder.trace
+
+
+@contextmanager
+def _starting_latents(pipe, starts: list, wanted: bool):
+    """While the loop runs, `starts` receives the starting latents the pipeline's `prepare_latents`
+    returns (the first latent update needs them); the pipeline object is left as it was."""
+    if not wanted:
+        yield
+        return
+    prepare = pipe.prepare_latents
+
+    def capture(*args, **kwargs):
+        prepared = prepare(*args, **kwargs)
+        starts.append(prepared[0] if isinstance(prepared, tuple) else prepared)  # inpainting returns a tuple
+        return prepared
+
+    own = pipe.__dict__.get("prepare_latents")  # an attribute of the object itself, if it had one
+    pipe.__dict__["prepare_latents"] = capture  # this object only, not its class
+    try:
+        yield
+    finally:
+        if own is None:
+            pipe.__dict__.pop("prepare_latents", None)
+        else:
+            pipe.__dict__["prepare_latents"] = own

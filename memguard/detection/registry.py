@@ -15,7 +15,8 @@ from ..errors import MemguardTypeError, MemguardValueError, shown
 from .attention import AttentionEntropyDetector, BrightEndingDetector, LateAttentionEntropyDetector
 from .base import Detector, score_range
 from .bottleneck import BottleneckEntropyDetector, StandardizedBottleneckEntropyDetector
-from .noise import HessianDetector, NoiseMagnitudeDetector
+from .noise import AnisotropyDetector, HessianDetector, NoiseMagnitudeDetector
+from .trajectory import LatentUpdateDetector
 
 DETECTORS: dict[str, Callable[[], Detector]] = {
     "bottleneck_entropy": BottleneckEntropyDetector,  # memguard's own score
@@ -23,6 +24,8 @@ DETECTORS: dict[str, Callable[[], Detector]] = {
     "bottleneck_entropy_standardized": StandardizedBottleneckEntropyDetector,
     "noise_rms": NoiseMagnitudeDetector,  # Wen et al. 2024
     "jeon_hessian": HessianDetector,  # Jeon et al. 2025
+    "anisotropy": AnisotropyDetector,  # Asthana & Belagiannis 2026 (SD 1.4's weights)
+    "broken_memories": LatentUpdateDetector,  # Huang et al. 2026
     "ren_entropy": AttentionEntropyDetector,  # Ren et al. 2024, "E"
     "ren_late_entropy": LateAttentionEntropyDetector,  # Ren et al. 2024, "D" (post hoc)
     "bright_ending": BrightEndingDetector,  # Chen et al. 2025 (post hoc)

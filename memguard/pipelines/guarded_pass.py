@@ -238,6 +238,7 @@ class GuardedPass:
             needs=needs,
             end_token_index=self._end_token_index(),
             last_step=None if self.expected_steps is None else self.expected_steps - 1,
+            schedule=lambda: getattr(self.pipe.scheduler, "timesteps", None),
         )
         arguments = dict(self.arguments)
         user_callback = arguments.pop("callback_on_step_end")
@@ -245,22 +246,36 @@ class GuardedPass:
         arguments.pop("return_dict", None)
         if isinstance(user_callback, (PipelineCallback, MultiPipelineCallbacks)):
             tensor_inputs = user_callback.tensor_inputs
+        # The user's callback receives exactly the tensors it asked for; the loop hands the guard the
+        # latents too when a detector reads them (the step's update, SignalNeeds.latent_updates).
+        asked = list(tensor_inputs or [])
+        watch_latents = needs.latent_updates
+        loop_inputs = asked if not watch_latents or "latents" in asked else [*asked, "latents"]
         setup_seconds = time.perf_counter() - started
+        starts: list = []
 
         def on_step_end(pipe, step_index, timestep, callback_kwargs):
+            latents = callback_kwargs.get("latents") if watch_latents else None
+            if watch_latents:  # before the decision, which may read this step's update
+                start = starts[0][0] if step_index == 0 and starts else None
+                self.recorder.on_step_latents(step_index, latents, start)
             self._on_step_end(pipe, step_index)
+            outputs = callback_kwargs
             if user_callback is not None:
-                return user_callback(pipe, step_index, timestep, callback_kwargs)
-            return callback_kwargs
+                given = callback_kwargs if loop_inputs is asked else {k: callback_kwargs[k] for k in asked}
+                outputs = user_callback(pipe, step_index, timestep, given)
+            if watch_latents:  # the loop goes on from the latents the user's callback returned, if any
+                returned = outputs.get("latents") if isinstance(outputs, dict) else None
+                self.recorder.continue_from(step_index + 1, latents if returned is None else returned)
+            return outputs
 
-        starts: list = []
         sink = latents_sink.set(starts)
         try:
             with self._eager_for_edits(unet), UNetTap.recording(self.recorder.unet, self.recorder), editing(self.edits):
                 output = parent_call(
                     **arguments,
                     callback_on_step_end=on_step_end,
-                    callback_on_step_end_tensor_inputs=tensor_inputs,
+                    callback_on_step_end_tensor_inputs=loop_inputs,
                     return_dict=True,
                 )
                 finishing = time.perf_counter()
@@ -445,6 +460,8 @@ class GuardedPass:
         needs = self.detector.needs
         if recorder.first_call is None or recorder.first_uncond_states is None or needs.full_run:
             return math.inf  # no unconditional branch, or a post hoc score: cannot clear the rest
+        if needs.latent_updates:
+            return math.inf  # a score of the loop's own steps: one UNet evaluation cannot give it
         inputs = recorder.first_call.image(image)
         latents = inputs.latents
         generator = torch.Generator("cpu").manual_seed(0)
@@ -458,6 +475,7 @@ class GuardedPass:
             record_until_step=1,
             attention_layers=recorder.attention_layers,
             needs=needs,
+            schedule=recorder.schedule,
         )
         with UNetTap.recording(unet, probe), editing(None):
             inputs.predict(unet, noise, cond=cond.as_kwargs())

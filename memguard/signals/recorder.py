@@ -60,6 +60,7 @@ class SignalRecorder:
         needs: SignalNeeds | None = None,
         end_token_index: torch.Tensor | None = None,
         last_step: int | None = None,
+        schedule: Callable[[], object] | None = None,
     ):
         self.unet = unet  # the module the pipeline calls (the taps match it)
         self.eager = eager_module(unet)  # what the guard's own evaluations run (never a compiled graph)
@@ -84,6 +85,10 @@ class SignalRecorder:
         self._timestep = 0.0  # the current UNet call's timestep, as the pipeline passed it
         self.first_call: UNetCall | None = None  # the loop's first UNet call, replayed by the guard
         self._cfg_now = False
+        # the running schedule's timesteps (the scheduler's `timesteps`), read at the first step for the
+        # low-noise pass (SignalNeeds.guidance_alignment_first_step)
+        self.schedule = schedule
+        self._latents: torch.Tensor | None = None  # float32 copy of the latents the next step starts from
 
     @property
     def current_timestep(self) -> float:
@@ -127,11 +132,10 @@ class SignalRecorder:
             self.failure = error
 
     def recording_now(self) -> bool:
-        return (
-            self.failure is None
-            and not self.in_extra_pass
-            and (self._record_until is None or self.step < self._record_until)
-        )
+        return self.failure is None and not self.in_extra_pass and self._records(self.step)
+
+    def _records(self, step: int) -> bool:
+        return self._record_until is None or step < self._record_until
 
     def wants_attention(self, layer_name: str) -> bool:
         if self.attention_layers is None or layer_name not in self.attention_layers:
@@ -176,13 +180,18 @@ class SignalRecorder:
             self._read_attention_eagerly(args, kwargs)
         eps = output[0] if isinstance(output, (tuple, list)) else output.sample
         keep_map = self.needs.noise_map_first_step and self.step == 0
+        alignment = self.needs.guidance_alignment_first_step and self.step == 0
         if self._cfg_now:
             eps_uncond, eps_text = eps.chunk(2)
             self.trace.record_noise(self.step, eps_text, eps_uncond, keep_map)
             if self.needs.hessian_first_step and self.step == 0:
                 self.trace.record_hessian(0, self._hessian_product(args, kwargs, eps_text - eps_uncond))
+            if alignment:
+                self._low_noise_alignment(args, kwargs)
         elif self._unconditional_inputs is not None:
             self.trace.record_noise(self.step, eps, self._extra_unconditional_pass(args, kwargs), keep_map)
+            if alignment:
+                self._low_noise_alignment(args, kwargs)
         else:
             self.noise_unavailable_reason = NO_UNCONDITIONAL_BRANCH
         self.seconds += time.perf_counter() - start
@@ -207,6 +216,63 @@ class SignalRecorder:
             _, product = torch.func.jvp(difference, (x,), (direction.detach().to(x.dtype),))
         return product
 
+    def low_noise_timestep(self, timestep):
+        """The low-noise pass's timestep, shaped like the pipeline's `timestep`: the running schedule's
+        third-to-last (its last when shorter), where Asthana & Belagiannis read the alignment. None
+        without a schedule. Stays on the device: nothing is read as a number."""
+        schedule = None if self.schedule is None else self.schedule()
+        if schedule is None or len(schedule) == 0:
+            return None
+        low = schedule[-3] if len(schedule) >= 3 else schedule[-1]
+        if isinstance(timestep, torch.Tensor):
+            low = torch.as_tensor(low, device=timestep.device, dtype=timestep.dtype)
+            return low.expand(timestep.shape) if timestep.dim() else low
+        return low
+
+    def _low_noise_alignment(self, args: tuple, kwargs: dict) -> None:
+        """The first step's UNet input (the scaled x_T and every conditioning input, ControlNet residuals
+        included) evaluated again at the low-noise timestep: the cosine between the unconditional
+        prediction and the guidance (Asthana & Belagiannis 2026). Under guidance one CFG-batch call;
+        with guidance off (GuardConfig.unconditional_pass) two, the text and the unconditional branch.
+        A re-sample's attention edit applies as it does to the pipeline's own call."""
+        sample, timestep, rest = _unet_inputs(args, kwargs)
+        low = self.low_noise_timestep(timestep)
+        if low is None:
+            return  # no schedule to read: the signal is missing (the detector reports unavailable)
+        if self._cfg_now:
+            with self.own_unet_calls(keep_edits=True):
+                eps_uncond, eps_text = self.eager(sample, low, **rest, return_dict=False)[0].chunk(2)
+        else:
+            with self.own_unet_calls(keep_edits=True):
+                eps_text = self.eager(sample, low, **rest, return_dict=False)[0]
+            unconditional = expand_rows(self._unconditional_inputs(), sample.shape[0])
+            with self.own_unet_calls():
+                eps_uncond = self.eager(sample, low, **merge(rest, unconditional), return_dict=False)[0]
+        self.trace.record_guidance_alignment(0, eps_text, eps_uncond)
+
+    # --- the loop's latents ---------------------------------------------------------------------
+    def on_step_latents(self, step: int, latents: torch.Tensor | None, start: torch.Tensor | None = None) -> None:
+        """From the loop's step callback: the latents step `step` ended with. Records the RMS of the
+        step's update (SignalNeeds.latent_updates) against the latents it started from: `start` (the
+        loop's starting latents) at step 0, then what `continue_from` kept."""
+        if not self.needs.latent_updates or self.failure is not None or not self._records(step):
+            return
+        began = time.perf_counter()
+        try:
+            before = start if step == 0 else self._latents
+            if before is not None and latents is not None:
+                self.trace.record_latent_update(step, before, latents)
+        except Exception as error:  # the guard's failure: GuardConfig.on_error decides, the loop goes on
+            self.fail(error)
+        self.seconds += time.perf_counter() - began
+
+    def continue_from(self, step: int, latents: torch.Tensor | None) -> None:
+        """The latents step `step` starts from (what the step callbacks left): a float32 copy is kept
+        while that step is recorded, so nothing that later changes that tensor in place (the scheduler,
+        a callback) alters the update."""
+        keep = self.needs.latent_updates and self.failure is None and self._records(step) and latents is not None
+        self._latents = latents.detach().to(torch.float32, copy=True) if keep else None
+
     def _read_attention_eagerly(self, args: tuple, kwargs: dict) -> None:
         """A compiled UNet's graph is never touched: its attention is read by running the same inputs
         through the original module with the attention taps (one extra UNet evaluation per recorded
@@ -224,13 +290,14 @@ class SignalRecorder:
             return self.eager(sample, timestep, **merge(rest, unconditional), return_dict=False)[0]
 
     @contextmanager
-    def own_unet_calls(self):
+    def own_unet_calls(self, keep_edits: bool = False):
         """The guard's own UNet calls inside (extra passes, residuals, gradients): the taps ignore
-        them and no mitigation edit applies to them."""
+        them and no mitigation edit applies to them (`keep_edits`: the active edits do, for a pass
+        that must see the model a re-sample runs)."""
         saved = self.in_extra_pass
         self.in_extra_pass = True
         try:
-            with editing(None):
+            with editing(current_edits() if keep_edits else None):
                 yield
         finally:
             self.in_extra_pass = saved

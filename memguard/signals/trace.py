@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 
 def token_distribution(mass: torch.Tensor) -> torch.Tensor:
@@ -32,6 +33,10 @@ class StepSignals:
     end_token_map_sum: torch.Tensor | None = None  # (N, h, w) end-token attention, summed over layers
     end_token_map_layers: int = 0
     hessian_rms: torch.Tensor | None = None  # (N,) RMS of (J_text - J_uncond)(eps_text - eps_uncond)
+    # (N,) cos(eps_uncond, eps_text - eps_uncond) over channels, averaged over latent positions, of the
+    # low-noise pass on this step's input (first step only)
+    guidance_alignment: torch.Tensor | None = None
+    latent_update_rms: torch.Tensor | None = None  # (N,) RMS of the step's latent update x_{t-1} - x_t
 
 
 @dataclass
@@ -79,6 +84,19 @@ class SignalTrace:
         """`product`: (N, ...) the Jacobian-vector product (J_text - J_uncond)(eps_text - eps_uncond)."""
         flat = product.float().flatten(1)
         self.at(step).hessian_rms = flat.norm(dim=1) / math.sqrt(flat.shape[1])
+
+    def record_guidance_alignment(self, step: int, eps_text: torch.Tensor, eps_uncond: torch.Tensor) -> None:
+        """`eps_*`: (N, C, h, w) predictions of the low-noise pass. At each latent position, the cosine
+        between the unconditional prediction and the guidance over the channels; then the mean over
+        positions (float32 whatever the dtype)."""
+        uncond = eps_uncond.float()
+        guidance = eps_text.float() - uncond
+        self.at(step).guidance_alignment = F.cosine_similarity(uncond, guidance, dim=1).flatten(1).mean(dim=1)
+
+    def record_latent_update(self, step: int, before: torch.Tensor, after: torch.Tensor) -> None:
+        """`before`, `after`: (N, C, h, w) the latents the step started from and ended with."""
+        flat = (after.float() - before.float()).flatten(1)
+        self.at(step).latent_update_rms = flat.norm(dim=1) / math.sqrt(flat.shape[1])
 
     def last_step(self) -> int | None:
         return max(self.steps) if self.steps else None
