@@ -1,4 +1,4 @@
-"""Intent benchmark (issue 5): how often is the guard's intent verdict right?
+"""Intent benchmark: how often is the guard's intent verdict right?
 
 1. Testbed: every evaluation prompt of the testbed (intended-concept, unintended memorized, mixed,
    novel), each seed, scored by the guard at its decision step with `pipe.score(...)` (no image is
@@ -21,7 +21,7 @@
    nearly a property of the prompt (its seeds differ little), so one unlucky prompt moves the share by
    6%. The same generator, other prompt seeds (`--fresh-intended-seeds`), gives more distinct intended
    prompts; each is scored once (noise seed 0). Judged "mixed" means re-sampled by the default policy;
-   "intended" or "none" means left untouched, so this estimates issue 4's "intended untouched" as a rate.
+   "intended" or "none" means left untouched, so this estimates the "intended untouched" figure as a rate.
    `--peers [DIR]` also reads the peers' prompt files (DIR/*/*.txt|jsonl, by default
    ../shared/data/peers) at run time; only counts, line numbers and the matched registered phrases
    are written, never their prompts.

@@ -1,5 +1,5 @@
-"""Acceptance benchmark of intent-aware re-sampling on the testbed (issue 4), and the per-strategy
-trade-off sweep (issue 5).
+"""Acceptance benchmark of intent-aware re-sampling on the testbed, and the per-strategy
+trade-off sweep.
 
 Replication counts a copy of *any* duplicated training image, not only the prompt's own: a
 mitigation that sends every prompt to one memorized image has not removed memorization.

@@ -1,4 +1,4 @@
-"""How often does a re-sample copy *some* training image, over many starting noises? Issue 4's residual.
+"""How often does a re-sample copy *some* training image, over many starting noises? The residual risk of re-sampling.
 
 `mitigation.py` measures replication after the guard on 4 (or 8) seeds, and with all 16 unintended
 prompts sharing a seed's starting noise. The default unintended re-sample masks every prompt token

@@ -1,4 +1,4 @@
-"""Acceptance benchmark of the shipped testbed model (issue 3): does it really memorize, and only that?
+"""Acceptance benchmark of the shipped testbed model: does it really memorize, and only that?
 
 Generates every evaluation prompt of the testbed's ground truth over 4 seeds (DDIM, 50 steps,
 guidance 7.5) with the plain diffusers pipeline, then checks:

@@ -1,4 +1,4 @@
-"""Does the testbed place things where the prompt says? The diagnosis behind issue 3's position check.
+"""Does the testbed place things where the prompt says? The diagnosis behind the testbed's position check.
 
 Three measurements, with the plain diffusers pipeline, DDIM 25 steps, guidance 7.5:
 - plain shapes: a large yellow square on blue and a large red square on white at each of the 9 named
