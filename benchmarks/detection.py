@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import platform
-import sys
 import time
 from dataclasses import dataclass
 from datetime import date
@@ -29,10 +28,7 @@ import torch
 import typer
 from diffusers import DDIMScheduler
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _roc import auc, roc_curve, tpr_at_fpr  # noqa: E402
-
-from memguard.detection import (  # noqa: E402
+from memguard.detection import (
     AnisotropyDetector,
     AttentionEntropyDetector,
     BottleneckEntropyDetector,
@@ -44,10 +40,11 @@ from memguard.detection import (  # noqa: E402
     StandardizedBottleneckEntropyDetector,
     record_trace,
 )
-from memguard.detection.bottleneck import bottleneck_layers  # noqa: E402
-from memguard.models import load_pipeline  # noqa: E402
-from memguard.prompts_file import read_prompts  # noqa: E402
-from memguard.signals import SignalNeeds, cross_attention_layers  # noqa: E402
+from memguard.detection.bottleneck import bottleneck_layers
+from memguard.models import load_pipeline
+from memguard.prompts_file import read_prompts
+from memguard.signals import SignalNeeds, cross_attention_layers
+from memguard.testbed.roc import auc, roc_curve, tpr_at_fpr
 
 RESULTS = Path(__file__).parent / "results"
 EARLY_STEPS = (1, 5, 10)

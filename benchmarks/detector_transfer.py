@@ -19,7 +19,6 @@ from pathlib import Path
 
 import torch
 from _results import model_label, write_json
-from _roc import auc, tpr_at_fpr
 from detection import _record, testbed_prompts
 from diffusers import StableDiffusionPipeline
 
@@ -28,6 +27,7 @@ from memguard.detection.bottleneck import bottleneck_layers
 from memguard.signals import SignalNeeds, cross_attention_layers
 from memguard.testbed import MODEL_DIR
 from memguard.testbed.data import calibration_prompts
+from memguard.testbed.roc import auc, tpr_at_fpr
 
 NEEDS = SignalNeeds(attention=True, attention_by_layer=True)
 SHIPPED_RULE = "bottleneck: entropy of the mean attention (memguard's detector)"

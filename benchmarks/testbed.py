@@ -27,11 +27,11 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import testbed_folder  # noqa: E402
-from _roc import auc  # noqa: E402
 
 from memguard.detection import record_trace  # noqa: E402
 from memguard.signals import SignalNeeds  # noqa: E402
 from memguard.testbed import load_truth  # noqa: E402
+from memguard.testbed.roc import auc  # noqa: E402
 from memguard.testbed.similarity import (  # noqa: E402
     CONCEPT_THRESHOLD,
     LAYOUT_THRESHOLD,

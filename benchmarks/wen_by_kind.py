@@ -14,12 +14,12 @@ import argparse
 from pathlib import Path
 
 from _results import model_label, write_json
-from _roc import auc
 from detection import _record, testbed_prompts
 from diffusers import StableDiffusionPipeline
 
 from memguard.detection import NoiseMagnitudeDetector
 from memguard.testbed import MODEL_DIR, load_truth
+from memguard.testbed.roc import auc
 
 FIRST_STEPS, SEEDS = 6, [0, 1, 2, 3]  # detection.py's default: seeds 0..3
 

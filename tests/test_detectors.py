@@ -1,9 +1,7 @@
 """The detector interface, memguard's own score and the re-implemented baselines."""
 
 import math
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
@@ -28,9 +26,7 @@ from memguard.detection import (
 from memguard.detection.base import entropy
 from memguard.detection.bottleneck import bottleneck_layers
 from memguard.signals import SignalNeeds
-
-sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
-from _roc import auc, roc_curve, tpr_at_fpr  # noqa: E402
+from memguard.testbed.roc import auc, roc_curve, tpr_at_fpr
 
 STEPS = 5
 ALL = SignalNeeds(
@@ -219,15 +215,3 @@ def test_roc_figures():
     assert tpr_at_fpr([float("nan")], negatives, 0.01) == 0.0  # unavailable counts as not memorized
     fpr, tpr = roc_curve([2, 3], [1, 2])
     assert fpr[0] == tpr[0] == 0 and fpr[-1] == tpr[-1] == 1 and all(b >= a for a, b in zip(fpr, fpr[1:], strict=False))
-
-
-PEERS = Path(__file__).parent.parent.parent / "shared" / "data" / "peers" / "MemAttn"
-
-
-@pytest.mark.skipif(not PEERS.is_dir(), reason="peer prompt lists are not on this machine")
-def test_detection_benchmark_reads_the_peer_prompt_lists():
-    from detection import load_prompt_file
-
-    memorized = load_prompt_file(PEERS / "sd1_mem345.txt", None)
-    benign = load_prompt_file(PEERS / "group_nomem500.txt", 10)
-    assert len(memorized) == 345 and len(benign) == 10 and all(p.strip() for p in memorized)

@@ -1,12 +1,14 @@
 """The prompt-file parser behind `memguard scan` and `memguard calibrate`."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from memguard.prompts_file import Prompt, PromptFileError, prompts_digest, read_prompts
 
 SECRET = "Zyxwv Private Diary Page"
+PEERS = Path(__file__).parent.parent.parent / "shared" / "data" / "peers" / "MemAttn"
 
 
 def test_plain_lines_skip_blank_lines_and_keep_file_line_numbers(tmp_path):
@@ -67,3 +69,10 @@ def test_digest_changes_with_text_and_order():
     assert prompts_digest([a, b]) == prompts_digest([Prompt(0, 5, "a"), Prompt(1, 9, "b")])  # lines do not matter
     assert prompts_digest([a, b]) != prompts_digest([b, a])
     assert prompts_digest([a]) != prompts_digest([Prompt(0, 1, "a ")])
+
+
+@pytest.mark.skipif(not PEERS.is_dir(), reason="peer prompt lists are not on this machine")
+def test_the_peer_prompt_lists_read_one_prompt_a_line():
+    """benchmarks/detection.py reads the published detectors' prompt lists with this parser."""
+    memorized, benign = read_prompts(PEERS / "sd1_mem345.txt"), read_prompts(PEERS / "group_nomem500.txt")
+    assert len(memorized) == 345 and len(benign) == 500 and all(p.text.strip() for p in memorized + benign)

@@ -1,4 +1,5 @@
-"""ROC figures for the detection benchmark: AUC, TPR at a fixed FPR, the curve itself."""
+"""ROC figures of a detector's scores, memorized (positives) against not (negatives): AUC, TPR at a fixed
+FPR, the curve itself. The detection benchmarks report them (benchmarks/detection.py and others)."""
 
 from __future__ import annotations
 
