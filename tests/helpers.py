@@ -1,12 +1,16 @@
-"""What the tests share that is not a fixture: prompts, seeded generators, a UNet call counter, and
-a way to load a script that is not in a package."""
+"""What the tests share that is not a fixture: prompts, seeded generators, a UNet call counter, a way
+to run a script as its user does, and a way to load an example's script that is not in a package."""
 
 import importlib.util
+import os
+import subprocess
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+
+ROOT = Path(__file__).resolve().parent.parent
 
 PROMPTS = ["a small red circle at the top left", "Living in the Light with a famous author"]
 
@@ -31,9 +35,21 @@ class UNetCallCounter:
         self._handle.remove()
 
 
+def run_script(script: str, *args, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python SCRIPT ARGS...` (a path relative to the repository root, e.g. "benchmarks/overhead.py"), run
+    from the root as a user runs it: a separate interpreter, its output captured as text. It imports this
+    checkout's memguard: PYTHONPATH leads with the root, since a script's own folder, not the working
+    directory, is first on its sys.path."""
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, script, *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
 @contextmanager
 def loaded_script(path: Path, name: str):
-    """A script that is not in a package (benchmarks/, examples/), imported as module `name` for the
+    """A script that is not in a package (an example's), imported as module `name` for the
     duration; registered in sys.modules meanwhile, where a dataclass defined in it looks its module up."""
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
