@@ -30,9 +30,7 @@ import json
 import os
 import platform
 import re
-import resource
 import statistics
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -45,6 +43,7 @@ import torch
 import memguard
 from memguard.models import TESTBED, guard_defaults, load_pipeline
 from memguard.testbed.data import evaluation_prompts
+from memguard.testbed.peak_memory import PeakMemory
 
 RESULTS = Path(__file__).parent / "results"
 WARMUP_SEED = 10_000  # warm-up calls use seeds apart from the measured repeats' (0 .. repeats-1)
@@ -61,74 +60,6 @@ MODES = {
     "resample-novel": Mode(memguard.Policy(), "novel"),
     "resample-memorized": Mode(memguard.Policy(), "memorized"),
 }
-
-
-class PeakMemory:
-    """Peak memory of one call, measured around (not inside) the timed window.
-
-    CUDA: `reset_peak_memory_stats` before the call, `max_memory_allocated` after (tensors allocated by
-    torch on the device; the caching allocator's reserve is not counted).
-
-    CPU: `tracemalloc` does not see torch's allocations and `ru_maxrss` only ever grows, so neither tells
-    one call's peak. On Linux, writing "5" to /proc/self/clear_refs resets the process's resident-set
-    high-water mark (VmHWM); the call's peak is then VmHWM after the call, and its increase the peak minus
-    the resident set (VmRSS) just before the call. Exact (no sampling), and cheap enough to do on every
-    call. Where that file cannot be written (other systems, restricted /proc), the fallback is
-    `ru_maxrss`: the process-wide peak since start, the same for every later call and unable to separate
-    guarded from unguarded; it is recorded as such (`delta_mib` None).
-    """
-
-    def __init__(self, device: str):
-        self.cuda = device.startswith("cuda")
-        if self.cuda:
-            self.method = "torch.cuda.max_memory_allocated (reset before each call)"
-        elif self._reset_hwm():
-            self.method = "Linux VmHWM, reset before each call via /proc/self/clear_refs; delta = peak - VmRSS before"
-        else:
-            self.method = "ru_maxrss: process-wide peak since start (monotone; cannot separate calls)"
-        self.baseline: float | None = None
-
-    @staticmethod
-    def _reset_hwm() -> bool:
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-            return _proc_status_mib("VmHWM") is not None
-        except OSError:
-            return False
-
-    @property
-    def per_call(self) -> bool:
-        return not self.method.startswith("ru_maxrss")
-
-    def start(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
-            self.baseline = torch.cuda.memory_allocated() / 2**20
-            torch.cuda.reset_peak_memory_stats()
-        elif self.per_call:
-            self._reset_hwm()
-            self.baseline = _proc_status_mib("VmRSS")
-
-    def stop(self) -> tuple[float, float | None]:
-        """(peak MiB, increase over the memory in use just before the call, MiB or None)."""
-        if self.cuda:
-            torch.cuda.synchronize()
-            peak = torch.cuda.max_memory_allocated() / 2**20
-        elif self.per_call:
-            peak = _proc_status_mib("VmHWM")
-        else:  # KiB on Linux, bytes on macOS
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
-            return peak, None
-        return peak, peak - self.baseline
-
-
-def _proc_status_mib(field: str) -> float | None:
-    try:
-        match = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
-    except OSError:
-        return None
-    return int(match.group(1)) / 1024 if match else None
 
 
 def _device_name(device: str) -> str:

@@ -1,26 +1,20 @@
-"""benchmarks/overhead.py: its per-call peak-memory measure, and a tiny end-to-end run of every mode."""
+"""benchmarks/overhead.py: its per-call peak-memory measure, and tiny end-to-end runs of its command line."""
 
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-from helpers import loaded_script
+from helpers import run_script
 
-SCRIPT = Path(__file__).parent.parent / "benchmarks" / "overhead.py"
+from memguard.testbed.peak_memory import PeakMemory
 
-
-@pytest.fixture(scope="module")
-def overhead():
-    with loaded_script(SCRIPT, "benchmarks_overhead") as module:
-        yield module
+SCRIPT = "benchmarks/overhead.py"
 
 
-def test_cpu_peak_memory_is_per_call(overhead):
-    memory = overhead.PeakMemory("cpu")
+def test_cpu_peak_memory_is_per_call():
+    memory = PeakMemory("cpu")
     if not memory.per_call:
         pytest.skip("no resettable VmHWM here (not Linux, or /proc/self/clear_refs not writable)")
     memory.start()
@@ -33,14 +27,16 @@ def test_cpu_peak_memory_is_per_call(overhead):
     assert delta_idle < 16 and peak_idle < peak
 
 
-def test_tiny_run_writes_every_mode(overhead, tmp_path, monkeypatch):
+def test_tiny_run_writes_every_mode(tmp_path):
     out = tmp_path / "overhead.json"
-    argv = ["overhead.py", "--model", "tiny", "--detector", "uncalibrated", "--repeats", "2", "--steps", "2"]
-    monkeypatch.setattr(sys, "argv", [*argv, "--out", str(out)])
-    overhead.main()
+    run = run_script(
+        SCRIPT, "--model", "tiny", "--detector", "uncalibrated", "--repeats", 2, "--steps", 2, "--out", out
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["detector"]["requested"] == "uncalibrated"
     assert result["detector"]["name"] == "noise_rms" and result["detector"]["threshold_source"] == "default"
+    assert result["repeats"] == 2 and result["steps"] == 2
     assert set(result["modes"]) == {"flag", "resample-novel", "resample-memorized"}
     for key in ("unguarded_median_s", "guarded_flag_median_s", "median_ratio", "ratio_quartiles", "torch"):
         assert key in result
@@ -52,8 +48,9 @@ def test_tiny_run_writes_every_mode(overhead, tmp_path, monkeypatch):
     assert "decomposition" not in result["modes"]["flag"]
 
 
-def test_calibrated_needs_a_calibration(overhead, tmp_path, monkeypatch):
-    argv = ["overhead.py", "--model", "tiny", "--repeats", "2", "--out", str(tmp_path / "x.json")]
-    monkeypatch.setattr(sys, "argv", argv)
-    with pytest.raises(SystemExit):
-        overhead.main()
+def test_calibrated_needs_a_calibration(tmp_path):
+    out = tmp_path / "x.json"
+    run = run_script(SCRIPT, "--model", "tiny", "--repeats", 2, "--out", out)
+    assert run.returncode == 2  # argparse's usage error
+    assert "model 'tiny' ships no calibration; pass --calibration PATH" in run.stderr
+    assert not out.exists()
