@@ -24,13 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _results import model_label, testbed_folder, write_json
 
 from memguard import Policy, testbed
 from memguard.mitigation import DEFAULT_MITIGATION
 from memguard.testbed.similarity import replicated_items
-
-sys.path.insert(0, str(Path(__file__).parent))  # run as a script or loaded by the tests
-from _results import model_label, testbed_folder, write_json  # noqa: E402
 
 STEPS, GUIDANCE, BATCH = 50, 7.5, 16
 
