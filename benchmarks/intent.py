@@ -16,7 +16,7 @@
    The guard would then score the prompt without its registered mentions (the residual); the verdict
    is given both ways: the residual clears (the mentions explain the signal -> "intended", an upper
    bound on "intended") and the rest still memorizes (-> "mixed"). Implicit matching (open_clip) is
-   used only where open_clip imports; the JSON says whether it did.
+   used only where open_clip imports and `--no-implicit` is not given; the JSON says whether it was.
 3. Fresh intended prompts: the 16 intended prompts of the evaluation set are few, and a verdict is
    nearly a property of the prompt (its seeds differ little), so one unlucky prompt moves the share by
    6%. The same generator, other prompt seeds (`--fresh-intended-seeds`), gives more distinct intended
@@ -26,7 +26,7 @@
    ../shared/data/peers) at run time; only counts, line numbers and the matched registered phrases
    are written, never their prompts.
 
-    python benchmarks/intent.py [--seeds 0 1 2 3] [--model DIR] [--peers [DIR]]
+    python benchmarks/intent.py [--seeds 0 1 2 3] [--model DIR] [--peers [DIR]] [--no-implicit]
 
 Writes benchmarks/results/intent.json and intent_confusion.png; prints the tables.
 """
@@ -430,6 +430,9 @@ def main() -> None:
         "--implicit-benign", type=Path, default=None, help="benign prompts to calibrate open_clip matching on"
     )
     parser.add_argument(
+        "--no-implicit", action="store_true", help="explicit matching only, even where open_clip imports"
+    )
+    parser.add_argument(
         "--fresh-intended-seeds",
         type=int,
         nargs="*",
@@ -459,7 +462,10 @@ def main() -> None:
         from memguard.testbed.data import calibration_prompts
 
         benign, benign_name = calibration_prompts(), "memguard.testbed.data.calibration_prompts()"
-    matcher, detail = implicit_matcher(registry, benign)
+    if args.no_implicit:
+        matcher, detail = None, "not tried (--no-implicit)"
+    else:
+        matcher, detail = implicit_matcher(registry, benign)
     sections = read_sections(args.prompts)
     real = dict(
         registry=_shown(args.registry),

@@ -175,6 +175,20 @@ def test_verdicts_follow_the_residual_of_the_prompt_without_its_concepts():
     assert any(t.concept == "Brand X Logo" and not t.intended for t in verdict.triggers)
 
 
+def test_a_mention_inside_a_flagged_prompt_splits_its_trigger_span():
+    # every word carries the same share of the signal: the span around the mention keeps both sides
+    prompt = "a poster of the Mona Lisa in a subway station"
+    verdict = _resolve(prompt, lambda text: 0.9)  # the rest still memorizes
+    assert verdict.intent == "mixed"
+    assert [(t.text, t.intended) for t in verdict.triggers] == [
+        ("a poster of the", False),
+        ("Mona Lisa", True),
+        ("in a subway station", False),
+    ]
+    verdict = _resolve(prompt, lambda text: 0.1)  # the mention explains the signal
+    assert verdict.intent == "intended" and [(t.text, t.intended) for t in verdict.triggers] == [("Mona Lisa", True)]
+
+
 def test_not_memorized_and_embeds_only_prompts():
     resolver = IntentResolver(_registry())
     kwargs = dict(token_scores=None, offsets=None, threshold=0.5, residual=lambda t: 0.0)
