@@ -1,16 +1,14 @@
 """benchmarks/full_size.py's CPU smoke run: both model families at toy size, every mode timed."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
-SCRIPT = Path(__file__).parent.parent / "benchmarks" / "full_size.py"
+from helpers import run_script
 
 
 def test_the_smoke_run_times_every_mode_of_both_families(tmp_path):
     out = tmp_path / "full_size.json"
-    subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--out", str(out)], check=True, capture_output=True)
+    run = run_script("benchmarks/full_size.py", "--smoke", "--out", out)
+    assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["smoke"] is True and report["steps"] == 2 and report["skipped"] == []
     assert [(r["model"], r["compiled"]) for r in report["results"]] == [("sd15", False), ("sdxl", False)]
