@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from helpers import run_script
 
-ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "benchmarks" / "perturbations.py"
 KINDS = {"word_drop", "word_insert", "word_swap", "typo", "leading", "trailing", "embedded", "paraphrase"}
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=ROOT, env=env, capture_output=True, text=True)
+    return run_script("benchmarks/perturbations.py", *args)
 
 
 @pytest.fixture(scope="module")
