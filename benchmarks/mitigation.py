@@ -47,7 +47,7 @@ from memguard.testbed.data import evaluation_prompts
 from memguard.testbed.similarity import CONCEPT_THRESHOLD, concept_match, replicated_items
 from memguard.verify import CopyVerification, calibrate_copy_threshold
 
-sys.path.insert(0, str(Path(__file__).parent))  # run as a script or loaded by the tests
+sys.path.insert(0, str(Path(__file__).parent))  # the shared _results module beside this script
 ASSETS = Path(__file__).resolve().parent.parent / "docs" / "assets"  # the plot the docs show
 from _results import model_label, testbed_folder, write_json  # noqa: E402
 
