@@ -5,15 +5,19 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from diffusers import StableDiffusionPipeline
+from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
-from memguard import GuardedStableDiffusionPipeline, Policy, testbed
+from memguard import GuardedStableDiffusionPipeline, GuardedStableDiffusionXLPipeline, Policy, testbed
 from memguard.testbed.similarity import REPLICATION_THRESHOLD, item_similarity, replicates
 
+GUARDED = {"testbed": GuardedStableDiffusionPipeline, "testbed-xl": GuardedStableDiffusionXLPipeline}
 
-@pytest.fixture(scope="module")
-def loaded():
-    return testbed.load()
+
+@pytest.fixture(scope="module", params=sorted(GUARDED))
+def loaded(request):
+    """(pipe, truth, name) of each shipped testbed: SD's architecture and SDXL's."""
+    pipe, truth = testbed.load(model_dir=testbed.folder(request.param))
+    return pipe, truth, request.param
 
 
 def _generate(pipe, prompts, seed=0):
@@ -27,6 +31,18 @@ def test_the_model_folder_loads_offline_with_plain_diffusers():
     assert type(pipe) is StableDiffusionPipeline
     assert pipe.unet.config.cross_attention_dim == pipe.text_encoder.config.hidden_size
     assert len(pipe.tokenizer) == 49408 and pipe.tokenizer.model_max_length == 77
+
+
+def test_the_sdxl_model_folder_loads_offline_with_plain_diffusers():
+    pipe = StableDiffusionXLPipeline.from_pretrained(testbed.XL_MODEL_DIR, local_files_only=True)
+    assert type(pipe) is StableDiffusionXLPipeline
+    # SDXL's conditioning: two text encoders side by side, the second's pooled output and time ids
+    hidden = pipe.text_encoder.config.hidden_size + pipe.text_encoder_2.config.hidden_size
+    assert pipe.unet.config.cross_attention_dim == hidden
+    assert pipe.unet.config.addition_embed_type == "text_time"
+    assert len(pipe.tokenizer_2) == 49408
+    weights = sum(f.stat().st_size for f in testbed.XL_MODEL_DIR.rglob("*.safetensors"))
+    assert weights <= 30_000_000  # every weight file of the folder, its VAE included: <= 30 MB
 
 
 def test_loading_a_folder_that_is_not_a_testbed_says_so(tmp_path):
@@ -45,7 +61,7 @@ def test_a_retrained_folder_brings_its_own_calibration_and_truth(tmp_path):
 
 
 def test_ground_truth_covers_every_kind(loaded):
-    _, truth = loaded
+    _, truth, _ = loaded
     kinds = [item.kind for item in truth.memorized]
     assert sum(k != "mixed" for k in kinds) >= 16 and kinds.count("mixed") >= 2
     assert {"matching", "retrieval", "template"} <= set(kinds)
@@ -58,8 +74,8 @@ def test_ground_truth_covers_every_kind(loaded):
 
 
 def test_a_memorized_caption_reproduces_its_training_image_and_a_novel_prompt_does_not(loaded):
-    pipe, truth = loaded
-    assert isinstance(pipe, GuardedStableDiffusionPipeline)
+    pipe, truth, name = loaded
+    assert isinstance(pipe, GUARDED[name])
     item = next(m for m in truth.memorized if m.kind == "matching")
     prompts = [truth.memorized_prompts[item.id], truth.novel[0]]
     guarded = pipe.guard_config
