@@ -35,6 +35,20 @@ class UNetCallCounter:
         self._handle.remove()
 
 
+def run_tiny(pipe, prompts=PROMPTS, steps: int = 4, **kwargs):
+    """A short call on a tiny pipeline: `steps` steps, seeded generators, latent output."""
+    kwargs.setdefault("num_inference_steps", steps)
+    kwargs.setdefault("generator", seeded(len(prompts)))
+    kwargs.setdefault("output_type", "latent")
+    return pipe(prompts, **kwargs)
+
+
+def initial_latents(pipe, n: int, seed: int = 0) -> torch.Tensor:
+    """(n, C, H, W) starting latents of the pipeline's UNet, from `seed`."""
+    shape = (n, pipe.unet.config.in_channels, pipe.unet.config.sample_size, pipe.unet.config.sample_size)
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
 def run_script(script: str, *args, timeout: float = 600) -> subprocess.CompletedProcess:
     """`python SCRIPT ARGS...` (a path relative to the repository root, e.g. "benchmarks/overhead.py"), run
     from the root as a user runs it: a separate interpreter, its output captured as text. It imports this

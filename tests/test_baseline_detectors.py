@@ -9,7 +9,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from helpers import PROMPTS, UNetCallCounter, seeded
+from helpers import PROMPTS, UNetCallCounter, initial_latents, run_tiny, seeded
 
 import memguard
 from memguard import GuardConfig, IntendedConcept, IntentRegistry, Policy
@@ -24,15 +24,10 @@ EXTRA_CALLS = {"anisotropy": 1, "broken_memories": 0}  # the guard's own UNet ca
 
 
 def _run(pipe, prompts=PROMPTS, **kwargs):
-    kwargs.setdefault("num_inference_steps", STEPS)
-    kwargs.setdefault("generator", seeded(len(prompts)))
-    kwargs.setdefault("output_type", "latent")
-    return pipe(prompts, **kwargs)
+    return run_tiny(pipe, prompts, STEPS, **kwargs)
 
 
-def _initial_latents(pipe, n, seed=0):
-    shape = (n, pipe.unet.config.in_channels, pipe.unet.config.sample_size, pipe.unet.config.sample_size)
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+_initial_latents = initial_latents
 
 
 def _scores(out) -> list[float]:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
-from helpers import PROMPTS, UNetCallCounter, seeded
+from helpers import PROMPTS, UNetCallCounter, initial_latents, run_tiny, seeded
 
 import memguard
 from memguard import GuardConfig
@@ -18,15 +18,10 @@ STEPS = 4
 
 
 def _run(pipe, prompts=PROMPTS, **kwargs):
-    kwargs.setdefault("num_inference_steps", STEPS)
-    kwargs.setdefault("generator", seeded(len(prompts)))
-    kwargs.setdefault("output_type", "latent")
-    return pipe(prompts, **kwargs)
+    return run_tiny(pipe, prompts, STEPS, **kwargs)
 
 
-def _initial_latents(pipe, n, seed=0):
-    shape = (n, pipe.unet.config.in_channels, pipe.unet.config.sample_size, pipe.unet.config.sample_size)
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+_initial_latents = initial_latents
 
 
 def test_noise_magnitude_equals_a_direct_computation(shared_base_pipe):
