@@ -8,7 +8,9 @@
 Prompt files: one prompt per line, or JSONL with a `caption` field. Every method scores the same
 generations: one recording pass per batch and seed reads the union of the signals all methods need
 (`memguard.detection.record_trace`). n = 1 pools every (prompt, seed) generation; n = 4 averages a
-prompt's scores over its 4 seeds (Wen et al.'s protocol). Post hoc methods (Ren D, Chen) need the
+prompt's scores over its 4 seeds (Wen et al.'s protocol). memguard's calibrated score ("attention_noise") is
+fitted, as `memguard.calibrate` fits it, on benign prompts apart from both sets (the testbed's calibration
+prompts, or the first `--fit-prompts` of memguard's benign corpus). Post hoc methods (Ren D, Chen) need the
 whole run and are scored at step 50 only. Costs are timed separately, per method, on the first batch.
 
 Writes benchmarks/results/detection.json and docs/assets/detection_roc.png; prints the tables.
@@ -31,6 +33,7 @@ from diffusers import DDIMScheduler
 from memguard.detection import (
     AnisotropyDetector,
     AttentionEntropyDetector,
+    AttentionNoiseDetector,
     BottleneckEntropyDetector,
     BrightEndingDetector,
     HessianDetector,
@@ -47,7 +50,7 @@ from memguard.signals import SignalNeeds, cross_attention_layers
 from memguard.testbed.roc import auc, roc_curve, tpr_at_fpr
 
 RESULTS = Path(__file__).parent / "results"
-EARLY_STEPS = (1, 5, 10)
+EARLY_STEPS = (1, 3, 5, 10)
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,8 @@ def methods(total_steps: int) -> list[Method]:
     return [
         Method("memguard (bottleneck entropy)", BottleneckEntropyDetector(), EARLY_STEPS),
         Method("Wen et al. 2024 (noise magnitude)", NoiseMagnitudeDetector(), EARLY_STEPS),
-        Method("Ren et al. 2024 E (entropy, first layer)", AttentionEntropyDetector(), (1,)),
+        Method("Ren et al. 2024 E (entropy, first layer)", AttentionEntropyDetector(), (1, 3)),
+        # Jeon's and Asthana's scores are defined on the starting noise x_T: step 1 only
         Method("Jeon et al. 2025 (Hessian, 1 JVP)", HessianDetector(), (1,)),
         # SD 1.4's weights (the authors' 1 and 2); one extra CFG-batch call at the first step
         Method("Asthana & Belagiannis 2026 (anisotropy)", AnisotropyDetector(), (1,)),
@@ -72,23 +76,53 @@ def methods(total_steps: int) -> list[Method]:
     ]
 
 
-def _standardized_method(pipe, steps: int, guidance: float) -> Method:
-    """memguard's standardized bottleneck entropy, fitted at step 1 on the testbed's calibration prompts
-    (200 benign scenes drawn apart from the evaluation sets), as `memguard.calibrate` fits it."""
-    from memguard import calibrate
-    from memguard.testbed.data import calibration_prompts
+def _fit_prompts(is_testbed: bool, count: int) -> list[str]:
+    """Benign prompts to fit standardized scores on: the testbed's calibration prompts (benign scenes drawn
+    apart from the evaluation sets), or memguard's benign corpus for any other model."""
+    if is_testbed:
+        from memguard.testbed.data import calibration_prompts
 
-    fitted = calibrate(  # only its per-layer statistics are used; a 5% target needs no more than 200 prompts
-        pipe,
-        calibration_prompts(),
-        target_fpr=0.05,
-        detector="bottleneck_entropy_standardized",
-        num_inference_steps=steps,
-        guidance_scale=guidance,
-        progress=False,
-    )
-    detector = StandardizedBottleneckEntropyDetector().with_calibration(fitted)
-    return Method("memguard (standardized bottleneck entropy)", detector, (1,))
+        return calibration_prompts(n=count)
+    from memguard import benign_prompts
+
+    return benign_prompts()[:count]
+
+
+def _fitted(pipe, detector, prompts: list[str], steps: int, guidance: float, decision_step: int = 1):
+    """`detector` fitted at `decision_step` on `prompts` (one generation each, seed 7), as `memguard.calibrate`
+    fits it: the statistics of the benign prompts' features."""
+    features: dict[str, list[torch.Tensor]] = {}
+    for start in range(0, len(prompts), 25):
+        batch = prompts[start : start + 25]
+        trace = record_trace(
+            pipe,
+            batch,
+            detector.needs,
+            upto_step=decision_step,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=_generators(7, start, len(batch)),
+        )
+        for name, values in detector.features(trace, decision_step).items():
+            features.setdefault(name, []).append(values)
+    return detector.fit({name: torch.cat(values) for name, values in features.items()})
+
+
+def _fitted_methods(pipe, prompts: list[str], steps: int, guidance: float, is_testbed: bool) -> list[Method]:
+    """memguard's calibrated score, fitted at each early step it is scored at (a calibration fits the
+    statistics at its decision step), and on the testbed the standardized bottleneck entropy."""
+    combined = [
+        Method(
+            "memguard (attention + noise, calibrated)",
+            _fitted(pipe, AttentionNoiseDetector(), prompts, steps, guidance, k),
+            (k,),
+        )
+        for k in (1, 3)
+    ]
+    if not is_testbed:
+        return combined
+    standardized = _fitted(pipe, StandardizedBottleneckEntropyDetector(), prompts, steps, guidance)
+    return [*combined, Method("memguard (standardized bottleneck entropy)", standardized, (1,))]
 
 
 def testbed_prompts(n_benign: int) -> tuple[list[str], list[str]]:
@@ -195,6 +229,7 @@ def main(
     steps: int = typer.Option(50, min=10),
     guidance: float = typer.Option(7.5),
     batch_size: int = typer.Option(25, min=1),
+    fit_prompts: int = typer.Option(200, min=3, help="benign prompts memguard's calibrated score is fitted on"),
     post_hoc: bool = typer.Option(True, help="also run the full-run methods (Ren D, Chen)"),
     device: str = typer.Option("cuda" if torch.cuda.is_available() else "cpu"),
     out: Path = typer.Option(RESULTS / "detection.json"),
@@ -205,18 +240,20 @@ def main(
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)  # the literature's protocol
     # a retrained testbed folder (python -m memguard.testbed.train --out DIR) is scored on the testbed's prompts
     is_testbed = model in ("testbed", "testbed-xl") or (Path(model) / "truth").is_dir()
-    if is_testbed and memorized is None and benign is None:
+    if is_testbed:  # the testbed's own sets unless a file replaces one (e.g. --memorized a perturbation suite)
         mem_prompts, ben_prompts = testbed_prompts(n_benign)
+        if memorized is not None:
+            mem_prompts = load_prompt_file(memorized, limit)
+        if benign is not None:
+            ben_prompts = load_prompt_file(benign, limit)
     elif memorized is None or benign is None:
         raise typer.BadParameter("pass both --memorized and --benign (or neither, on the testbed)")
     else:
         mem_prompts, ben_prompts = load_prompt_file(memorized, limit), load_prompt_file(benign, limit)
     seed_list = list(range(seeds))
     all_methods = methods(steps)
-    if is_testbed:
-        all_methods.insert(1, _standardized_method(pipe, steps, guidance))
-    else:
-        print("memguard (standardized bottleneck entropy): testbed only (fitted on the testbed's calibration prompts)")
+    all_methods[:0] = _fitted_methods(pipe, _fit_prompts(is_testbed, fit_prompts), steps, guidance, is_testbed)
+    combined_at_1 = all_methods[0].detector  # memguard's calibrated score, fitted at step 1
     early = [m for m in all_methods if not m.post_hoc]
     late = [m for m in all_methods if m.post_hoc] if post_hoc else []
     layers = sorted(cross_attention_layers(pipe.unet))
@@ -233,6 +270,11 @@ def main(
         for layer in layers:  # the ablation: every layer alone, at step 1
             scores[f"layer:{layer}"] = AttentionEntropyDetector(layer=layer).score(trace, 1)
         scores["bottleneck:" + ",".join(bottleneck_layers(trace))] = BottleneckEntropyDetector().score(trace, 1)
+        # the calibrated score's parts, each alone, and max instead of sum
+        attention, noise = combined_at_1.parts(combined_at_1.features(trace, 1))
+        scores["memguard part: attention entropy, every layer standardized"] = attention
+        scores["memguard part: log noise RMS, standardized"] = noise
+        scores["memguard parts combined by max instead of sum"] = torch.maximum(attention, noise)
         return scores
 
     def score_late(trace):
@@ -272,6 +314,8 @@ def main(
     probe = mem_prompts[: min(batch_size, len(mem_prompts))]
     costs = {}
     for m in all_methods if post_hoc else early:
+        if m.label in costs:  # memguard's score fitted at another step: the cost to its first step is shown
+            continue
         step = m.steps[0]
         costs[m.label] = {"step": step, **_cost(pipe, probe, m, step, steps, guidance)}
 

@@ -234,7 +234,10 @@ def test_registry_alias_fan_out_is_refused_at_once(tmp_path):
         ({"num_scores": "1" + "0" * 4999}, "num_scores must be an integer, got an integer of 5,000 digits"),
         ({"threshold": True}, "threshold must be a number, got bool"),
         ({"threshold": 1e308}, r"threshold must be a finite number with \|threshold\| <= 1e\+06"),
-        ({"threshold": 2.0}, r"threshold 2.0 is outside the scores detector 'bottleneck_entropy' can give \[0, 1\]"),
+        (
+            {"detector": "bottleneck_entropy", "detector_state": None, "threshold": 2.0},
+            r"threshold 2.0 is outside the scores detector 'bottleneck_entropy' can give \[0, 1\]",
+        ),
         ({"decision_step": 1.5}, "decision_step must be an integer, got float"),
         ({"num_inference_steps": "50"}, "num_inference_steps must be an integer, got str"),
         ({"guidance_scale": "x"}, "guidance_scale must be a number, got str"),

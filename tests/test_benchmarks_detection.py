@@ -7,12 +7,13 @@ import pytest
 from helpers import run_script
 
 EARLY = {
-    "memguard (bottleneck entropy)": [1, 5, 10],
-    "Wen et al. 2024 (noise magnitude)": [1, 5, 10],
-    "Ren et al. 2024 E (entropy, first layer)": [1],
+    "memguard (attention + noise, calibrated)": [1, 3],
+    "memguard (bottleneck entropy)": [1, 3, 5, 10],
+    "Wen et al. 2024 (noise magnitude)": [1, 3, 5, 10],
+    "Ren et al. 2024 E (entropy, first layer)": [1, 3],
     "Jeon et al. 2025 (Hessian, 1 JVP)": [1],
     "Asthana & Belagiannis 2026 (anisotropy)": [1],
-    "Huang et al. 2026 (latent update norm)": [1, 5, 10],
+    "Huang et al. 2026 (latent update norm)": [1, 3, 5, 10],
 }
 EXTRA_CALL = {"Jeon et al. 2025 (Hessian, 1 JVP)", "Asthana & Belagiannis 2026 (anisotropy)"}  # 2 UNet calls to a score
 
@@ -28,6 +29,7 @@ def result(tmp_path_factory):
         "benchmarks/detection.py",
         *("--model", "tiny", "--memorized", memorized, "--benign", benign, "--limit", 2, "--seeds", 2),
         *("--steps", 10, "--batch-size", 2, "--no-post-hoc", "--device", "cpu", "--out", out, "--plot", plot),
+        *("--fit-prompts", 6),
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert plot.stat().st_size > 0
@@ -48,5 +50,5 @@ def test_every_early_method_is_scored_at_its_steps_pooled_and_averaged(result):
         assert pooled["positives"] == pooled["negatives"] == 4 and averaged["positives"] == averaged["negatives"] == 2
         for figures in (pooled, averaged):
             assert 0 <= figures["auc"] <= 1 and 0 <= figures["tpr_at_1pct_fpr"] <= figures["tpr_at_3pct_fpr"] <= 1
-    assert steps == EARLY  # --no-post-hoc; the standardized score is fitted on the testbed only
+    assert steps == EARLY  # --no-post-hoc; the standardized bottleneck score is fitted on the testbed only
     assert {m: c["unet_calls"] for m, c in result["costs"].items()} == {m: 1 + (m in EXTRA_CALL) for m in EARLY}

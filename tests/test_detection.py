@@ -109,10 +109,10 @@ def test_calibrate_picks_a_threshold_for_the_target_rate_and_guards_with_it(shar
     assert calibration.benign_scores[calibration.threshold_rank - 1] == pytest.approx(calibration.threshold)
     assert (calibration.dtype, calibration.height, calibration.width) == ("float32", 32, 32)
     assert calibration.model_fingerprint == memguard.model_fingerprint(shared_base_pipe)
-    assert calibration.detector == "bottleneck_entropy"  # memguard's own score by default
+    assert calibration.detector == "attention_noise"  # memguard's calibrated score by default
     guarded = memguard.guard(shared_base_pipe, GuardConfig(calibration=calibration))
     reports = guarded.score(BENIGN, num_inference_steps=STEPS, progress=False)
-    assert {r.detector for r in reports} == {"bottleneck_entropy"}
+    assert {r.detector for r in reports} == {"attention_noise"}
     scores = [r.score for r in reports]
     assert sum(s > calibration.threshold for s in scores) == calibration.threshold_rank - 1
     path = tmp_path / "calibration.json"
@@ -147,6 +147,28 @@ def test_the_standardized_detector_is_fitted_by_its_calibration_and_refused_with
     # a format-1 calibration with layer_stats fits the detector just the same
     old = Calibration(**{**calibration.to_dict(), "detector_state": None, "layer_stats": stats})
     assert GuardConfig(calibration=old).effective_detector == guarded.guard_config.effective_detector
+
+
+def test_the_combined_detector_is_fitted_saved_and_loaded_by_its_calibration(shared_base_pipe, tmp_path):
+    name = "attention_noise"
+    calibration = memguard.calibrate(
+        shared_base_pipe, BENIGN, target_fpr=0.2, num_inference_steps=STEPS, detector=name, progress=False
+    )
+    state = calibration.detector_state
+    assert calibration.detector == name and set(state) == {"layer_stats", "attention_stats", "noise_stats"}
+    path = tmp_path / "calibration.json"
+    calibration.save(path)
+    assert Calibration.load(path) == calibration
+    guarded = memguard.guard(shared_base_pipe, GuardConfig(calibration=path))
+    assert guarded.guard_config.effective_detector.fitted
+    scores = [r.score for r in guarded.score(BENIGN, num_inference_steps=STEPS, progress=False)]
+    # both parts are standardized on these very prompts and seeds, so their sum averages 0
+    assert sum(scores) / len(scores) == pytest.approx(0.0, abs=1e-5)
+    assert sum(s > calibration.threshold for s in scores) == calibration.threshold_rank - 1
+    broken = {**calibration.to_dict(), "detector_state": {**state, "noise_stats": [0.1, -1.0]}}
+    (tmp_path / "broken.json").write_text(__import__("json").dumps(broken))
+    with pytest.raises(ValueError, match="noise_stats"):
+        GuardConfig(calibration=tmp_path / "broken.json").effective_detector
 
 
 def test_your_own_detector_is_registered_fitted_calibrated_saved_and_loaded_by_name(shared_base_pipe, tmp_path):

@@ -13,6 +13,7 @@ from memguard.detection import (
     DETECTORS,
     AnisotropyDetector,
     AttentionEntropyDetector,
+    AttentionNoiseDetector,
     BottleneckEntropyDetector,
     BrightEndingDetector,
     HessianDetector,
@@ -53,7 +54,9 @@ def test_every_detector_scores_every_image_from_one_trace(trace):
     _, recorded = trace
     for name, factory in DETECTORS.items():
         detector = factory()
-        if hasattr(detector, "with_calibration"):  # per-layer statistics, as a calibration would give
+        if isinstance(detector, AttentionNoiseDetector):  # fitted on these two images, as calibrate() would
+            detector = detector.fit(detector.features(recorded, 1))
+        elif hasattr(detector, "with_calibration"):  # per-layer statistics, as a calibration would give
             detector = replace(detector, layer_stats=(("unused", 0.0, 1.0),) + _stats(recorded, 0.5, 0.1))
         scores = detector.score(recorded, 1 if not detector.needs.full_run else STEPS)
         assert scores.shape == (2,) and torch.isfinite(scores).all(), name
@@ -93,6 +96,45 @@ def test_the_standardized_score_averages_each_bottleneck_layers_standardized_ent
         StandardizedBottleneckEntropyDetector(layer_stats=(("another.layer", 0.0, 1.0),)).score(recorded, 1)
     with pytest.raises(ValueError, match="benign spread"):
         StandardizedBottleneckEntropyDetector(layer_stats=(("mid_block", 0.5, 0.0),))
+
+
+def test_the_combined_score_adds_standardized_mean_layer_entropy_and_standardized_log_noise(trace):
+    _, recorded = trace
+    layers = sorted(recorded.layer_queries)
+    assert len(layers) > len(bottleneck_layers(recorded))  # every cross-attention layer, not the bottleneck
+    stats = tuple((name, 0.1 * k, 0.5 + k) for k, name in enumerate(layers))  # a different scale per layer
+    detector = AttentionNoiseDetector(layer_stats=stats, attention_stats=(0.2, 3.0), noise_stats=(-1.0, 0.25))
+    for upto in (1, 3):
+        per_layer = []
+        for name, mean, spread in stats:
+            mass = torch.stack([recorded.steps[s].attention_by_layer[name] for s in range(upto)]).mean(0)
+            per_layer.append((entropy(mass) / math.log(mass.shape[1]) - mean) / spread)
+        attention = (torch.stack(per_layer).mean(0) - 0.2) / 3.0
+        rms = torch.stack([recorded.steps[s].noise_rms for s in range(upto)]).mean(0)
+        expected = attention + (rms.log() + 1.0) / 0.25
+        assert detector.score(recorded, upto).tolist() == pytest.approx(expected.tolist(), rel=1e-5)
+
+
+def test_the_combined_score_is_refused_unfitted_or_on_another_models_layers(trace):
+    _, recorded = trace
+    with pytest.raises(ValueError, match="needs statistics of benign prompts"):
+        AttentionNoiseDetector().score(recorded, 1)
+    fitted = AttentionNoiseDetector().fit(AttentionNoiseDetector().features(recorded, 1))
+    assert fitted.fitted and fitted.with_state(fitted.state()) == fitted
+    other = replace(fitted, layer_stats=fitted.layer_stats[1:])
+    with pytest.raises(ValueError, match="cross-attention layers differ from the calibration"):
+        other.score(recorded, 1)
+    state = fitted.state()
+    for bad, message in (
+        ({**state, "noise_stats": [0.0, 0.0]}, "spread must be > 0"),
+        ({**state, "noise_stats": [True, 1.0]}, "two finite numbers"),
+        ({**state, "attention_stats": [float("nan"), 1.0]}, "two finite numbers"),
+        ({**state, "attention_stats": None}, "must be \\[mean, std\\]"),
+        ({**state, "layer_stats": {}}, "holds no layer_stats"),
+        ({**state, "layer_stats": {"mid": [0.5]}}, "must be \\[mean, std\\]"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            AttentionNoiseDetector().with_state(bad)
 
 
 def test_jeon_hessian_product_matches_finite_differences(trace):

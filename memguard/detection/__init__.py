@@ -1,7 +1,8 @@
 """Detection: from the signals of a call to one memorization score per image.
 
 Each detector is a small dataclass with `name`, `needs` (the signals it reads) and `score(trace,
-upto_step)`. memguard's own score is in `bottleneck.py`; the published baselines, re-implemented from
+upto_step)`. memguard's own scores are in `combined.py` (the calibrated default: every layer's
+attention entropy plus the noise magnitude) and `bottleneck.py`; the published baselines, re-implemented from
 their papers, are in `noise.py` (Wen, Jeon, Asthana), `attention.py` (Ren, Chen) and `trajectory.py`
 (Huang). The guard's detector is
 `GuardConfig.detector`; calibrated thresholds come from `memguard.calibrate` (calibration.py).
@@ -10,6 +11,7 @@ their papers, are in `noise.py` (Wen, Jeon, Asthana), `attention.py` (Ren, Chen)
 from .attention import AttentionEntropyDetector, BrightEndingDetector, LateAttentionEntropyDetector
 from .base import Decision, Detector, FittableDetector, decide, is_fittable
 from .bottleneck import BottleneckEntropyDetector, StandardizedBottleneckEntropyDetector
+from .combined import AttentionNoiseDetector
 from .noise import DEFAULT_THRESHOLD, AnisotropyDetector, HessianDetector, NoiseMagnitudeDetector
 from .record import record_trace
 from .registry import CALIBRATED_DEFAULT, DETECTORS, UNCALIBRATED_DEFAULT, get_detector, register_detector
@@ -21,6 +23,7 @@ __all__ = [
     "DETECTORS",
     "UNCALIBRATED_DEFAULT",
     "AnisotropyDetector",
+    "AttentionNoiseDetector",
     "AttentionEntropyDetector",
     "BottleneckEntropyDetector",
     "BrightEndingDetector",

@@ -15,10 +15,13 @@ from ..errors import MemguardTypeError, MemguardValueError, shown
 from .attention import AttentionEntropyDetector, BrightEndingDetector, LateAttentionEntropyDetector
 from .base import Detector, score_range
 from .bottleneck import BottleneckEntropyDetector, StandardizedBottleneckEntropyDetector
+from .combined import AttentionNoiseDetector
 from .noise import AnisotropyDetector, HessianDetector, NoiseMagnitudeDetector
 from .trajectory import LatentUpdateDetector
 
 DETECTORS: dict[str, Callable[[], Detector]] = {
+    # every layer's attention entropy plus the noise magnitude, standardized on benign prompts (combined.py)
+    "attention_noise": AttentionNoiseDetector,
     "bottleneck_entropy": BottleneckEntropyDetector,  # memguard's own score
     # the same layers, each standardized on the calibration's benign prompts (needs a calibration)
     "bottleneck_entropy_standardized": StandardizedBottleneckEntropyDetector,
@@ -31,8 +34,8 @@ DETECTORS: dict[str, Callable[[], Detector]] = {
     "bright_ending": BrightEndingDetector,  # Chen et al. 2025 (post hoc)
 }
 
-# What `memguard.calibrate` measures by default: memguard's own score (see bottleneck.py).
-CALIBRATED_DEFAULT = "bottleneck_entropy"
+# What `memguard.calibrate` measures by default: memguard's calibrated score (see combined.py).
+CALIBRATED_DEFAULT = "attention_noise"
 # Without a calibration or a threshold, only the noise magnitude has a usable model-free threshold.
 UNCALIBRATED_DEFAULT = "noise_rms"
 

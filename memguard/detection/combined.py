@@ -1,0 +1,151 @@
+"""memguard's calibrated score: attention entropy of every cross-attention layer plus the noise magnitude.
+
+Why two signals: both are free under classifier-free guidance (the taps read every layer's attention,
+the CFG batch gives eps(x_t, prompt) - eps(x_t, "")), and they fail differently. A memorized prompt is
+recalled through its words, so attention spreads over them (a high entropy over tokens) at every
+resolution, not only at the bottleneck; a caption embedded in a longer sentence or led by "a photo
+of" dilutes that spread a little, while the text-conditional noise magnitude still stands out. The
+magnitude alone has a heavy benign upper tail (fully specified benign prompts also pull hard); the
+entropy alone misses some reworded copies. Summed on a common scale they cover each other.
+
+How: each layer's entropy (normalized by log T) is standardized by its mean and spread on the
+model's own benign calibration prompts, and the layers' standardized values are averaged: one vote
+per layer, whatever layer carries the signal on a given model (benchmarks/detector_transfer.py found
+it moves between retrains). That average and log(noise RMS) are each standardized again on the same
+benign prompts, and the score is their sum. All statistics come from `memguard.calibrate` and are
+stored in the calibration; benchmarks/detection.py has the ablation behind the choice (each layer,
+the bottleneck alone, either signal alone, max instead of sum).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import ClassVar
+
+import torch
+
+from ..signals import SignalNeeds, SignalTrace
+from .base import mean_over_steps, unavailable
+from .bottleneck import layer_entropies
+
+NOISE = "noise_rms"  # the feature name of log(noise RMS)
+
+
+def _stats(values: torch.Tensor, what: str) -> tuple[float, float]:
+    values = values.double()
+    mean, spread = float(values.mean()), float(values.std())
+    if not spread > 0 or not math.isfinite(mean):
+        raise ValueError(f"calibration: {what} scores every benign prompt the same; pass varied prompts")
+    return mean, spread
+
+
+def _pair(value, what: str) -> tuple[float, float]:
+    """A stored [mean, std]: two finite numbers (not bools), std > 0."""
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise ValueError(f"{what} must be [mean, std], two numbers")
+    if any(isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) for v in value):
+        raise ValueError(f"{what} must be [mean, std], two finite numbers")
+    mean, spread = float(value[0]), float(value[1])
+    if not spread > 0:
+        raise ValueError(f"{what}: the spread must be > 0, got {spread}")
+    return mean, spread
+
+
+@dataclass(frozen=True)
+class AttentionNoiseDetector:
+    """Standardized mean attention entropy over every cross-attention layer, plus standardized
+    log noise RMS, both averaged over the first k steps; fitted on benign prompts (a
+    `FittableDetector`: `memguard.calibrate` fits it and the calibration stores the statistics)."""
+
+    layer_stats: tuple[tuple[str, float, float], ...] = ()  # (layer, benign mean, benign std) of entropy
+    attention_stats: tuple[float, float] | None = None  # benign (mean, std) of the layers' mean z
+    noise_stats: tuple[float, float] | None = None  # benign (mean, std) of log(noise RMS)
+    name: str = "attention_noise"
+    needs: SignalNeeds = field(default=SignalNeeds(attention=True, attention_by_layer=True, noise=True))
+    default_threshold: float | None = None
+    score_range: ClassVar[tuple[float, float]] = (-math.inf, math.inf)  # a sum of z-scores
+
+    @property
+    def fitted(self) -> bool:
+        return bool(self.layer_stats) and self.attention_stats is not None and self.noise_stats is not None
+
+    # --- fitting (memguard.calibrate) -----------------------------------------------------------
+    def features(self, trace: SignalTrace, upto_step: int) -> dict[str, torch.Tensor] | None:
+        entropies = layer_entropies(trace, upto_step, sorted(trace.layer_queries))
+        noise = mean_over_steps(trace, upto_step, "noise_rms")
+        if entropies is None or noise is None:
+            return None
+        return {**entropies, NOISE: noise.double().clamp_min(1e-12).log().cpu()}
+
+    def fit(self, features: dict[str, torch.Tensor]) -> AttentionNoiseDetector:
+        layers = sorted(k for k in features if k != NOISE)
+        if NOISE not in features or not layers:
+            raise ValueError(f"calibration of {self.name!r}: the traces hold no attention or no noise magnitude")
+        layer_stats = tuple((k, *_stats(features[k], f"layer {k!r}")) for k in layers)
+        fitted = replace(self, layer_stats=layer_stats)
+        attention = fitted._mean_z(features)
+        return replace(
+            fitted,
+            attention_stats=_stats(attention, "the attention entropy"),
+            noise_stats=_stats(features[NOISE], "the noise magnitude"),
+        )
+
+    def state(self) -> dict:
+        return {
+            "layer_stats": {layer: [mean, spread] for layer, mean, spread in self.layer_stats},
+            "attention_stats": list(self.attention_stats or ()),
+            "noise_stats": list(self.noise_stats or ()),
+        }
+
+    def with_state(self, state: dict) -> AttentionNoiseDetector:
+        if not isinstance(state, dict) or not isinstance(state.get("layer_stats"), dict) or not state["layer_stats"]:
+            raise ValueError(f"calibration of {self.name!r} holds no layer_stats; re-run memguard.calibrate")
+        layers = []
+        for layer, pair in state["layer_stats"].items():
+            if not isinstance(layer, str):
+                raise ValueError(f"calibration of {self.name!r}: layer_stats keys must be layer names")
+            layers.append((layer, *_pair(pair, f"calibration of {self.name!r}: layer_stats[{layer!r}]")))
+        return replace(
+            self,
+            layer_stats=tuple(sorted(layers)),
+            attention_stats=_pair(state.get("attention_stats"), f"calibration of {self.name!r}: attention_stats"),
+            noise_stats=_pair(state.get("noise_stats"), f"calibration of {self.name!r}: noise_stats"),
+        )
+
+    def with_calibration(self, calibration) -> AttentionNoiseDetector:
+        """This detector with the calibration's statistics."""
+        return self.with_state(calibration.fitted_state or {})
+
+    # --- scoring ------------------------------------------------------------------------------------
+    def _mean_z(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        stats = {layer: (mean, spread) for layer, mean, spread in self.layer_stats}
+        layers = sorted(k for k in features if k != NOISE)
+        if sorted(stats) != layers:
+            raise ValueError(
+                f"detector {self.name!r}: the model's cross-attention layers differ from the calibration's "
+                f"({len(layers)} recorded, {len(stats)} calibrated); calibrate this model"
+            )
+        # in float64, as the fit computes them: a small benign spread magnifies rounding
+        return torch.stack([(features[k].double() - stats[k][0]) / stats[k][1] for k in layers]).mean(dim=0)
+
+    def score(self, trace: SignalTrace, upto_step: int) -> torch.Tensor:
+        if not self.fitted:
+            raise ValueError(
+                f"detector {self.name!r} needs statistics of benign prompts: calibrate it "
+                f"(memguard.calibrate(pipe, prompts, detector={self.name!r})) and pass that calibration"
+            )
+        values = self.features(trace, upto_step)
+        if values is None:
+            return unavailable(trace)
+        return self.score_features(values)
+
+    def parts(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two standardized signals the score adds: (attention entropy, log noise RMS)."""
+        (attention_mean, attention_spread), (noise_mean, noise_spread) = self.attention_stats, self.noise_stats
+        attention = (self._mean_z(features) - attention_mean) / attention_spread
+        return attention, (features[NOISE].double() - noise_mean) / noise_spread
+
+    def score_features(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        attention, noise = self.parts(features)
+        return attention + noise
