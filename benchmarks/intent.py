@@ -51,6 +51,7 @@ from memguard.intent import ImplicitMatcher, IntentRegistry, IntentResolver, Int
 from memguard.intent.registry import words_with_offsets
 from memguard.prompts_file import read_prompts
 from memguard.testbed import folder as testbed_folder
+from memguard.thresholds import wilson_interval
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -162,11 +163,13 @@ def fresh_intended(pipe, prompt_seeds: list[int]) -> dict:
                 prompts.append(p.prompt)
     reports = pipe.score(prompts, seed=0, progress=False, num_inference_steps=STEPS, guidance_scale=GUIDANCE)
     verdicts = Counter(r.intent for r in reports)
+    left_alone = verdicts.get("intended", 0) + verdicts.get("none", 0)
     return dict(
         prompt_seeds=prompt_seeds,
         prompts=len(prompts),
         verdicts={v: verdicts.get(v, 0) for v in CLASSES},
-        left_alone=(verdicts.get("intended", 0) + verdicts.get("none", 0)) / len(prompts),
+        left_alone=left_alone / len(prompts),
+        left_alone_wilson_95=list(wilson_interval(left_alone, len(prompts))),
         judged_mixed=[
             dict(prompt=p, score=_finite(r.score), residual_score=_finite(r.residual_score))
             for p, r in zip(prompts, reports, strict=True)
@@ -333,7 +336,8 @@ def _print(payload: dict) -> None:
     if fresh:
         print(
             f"\nfresh intended prompts ({fresh['prompts']}, prompt seeds {fresh['prompt_seeds'][0]}-"
-            f"{fresh['prompt_seeds'][-1]}, noise seed 0): {fresh['verdicts']}; left alone {fresh['left_alone']:.3f}"
+            f"{fresh['prompt_seeds'][-1]}, noise seed 0): {fresh['verdicts']}; left alone {fresh['left_alone']:.3f} "
+            f"(Wilson 95% {fresh['left_alone_wilson_95'][0]:.3f}-{fresh['left_alone_wilson_95'][1]:.3f})"
         )
         for r in fresh["judged_mixed"]:
             print(f"  mixed: {r['prompt']!r} score {r['score']:.4f} residual {r['residual_score']:.4f}")
@@ -436,7 +440,7 @@ def main() -> None:
         "--fresh-intended-seeds",
         type=int,
         nargs="*",
-        default=list(range(2000, 2012)),
+        default=list(range(2000, 2024)),  # about 320 distinct prompts
         help="prompt seeds for part 3 (none: skip it)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "intent.json")

@@ -194,12 +194,12 @@ def build_suite(captions: dict[str, str], variants: int, seed: int = SUITE_SEED)
     return suite
 
 
-def _generate(pipe, prompts: list[str], seed: int, batch_size: int):
+def _generate(pipe, prompts: list[str], seed: int, batch_size: int, steps: int = STEPS):
     images, reports = [], []
     for start in range(0, len(prompts), batch_size):
         batch = prompts[start : start + batch_size]
         generators = [torch.Generator().manual_seed(seed * 100_003 + start + j) for j in range(len(batch))]
-        out = pipe(batch, num_inference_steps=STEPS, guidance_scale=GUIDANCE, generator=generators, output_type="np")
+        out = pipe(batch, num_inference_steps=steps, guidance_scale=GUIDANCE, generator=generators, output_type="np")
         images += list((out.images * 255).round().astype(np.uint8))
         reports += out.memorization
     return images, reports
@@ -227,9 +227,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="testbed", help="testbed, testbed-xl or a testbed folder")
     parser.add_argument("--variants", type=int, default=2, help="variants of each kind per caption")
+    parser.add_argument(
+        "--suite-seed",
+        type=int,
+        default=SUITE_SEED,
+        help="another draw of variants (e.g. to develop on, apart from the suite)",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[500, 501, 502, 503], help="noise seeds")
     parser.add_argument("--items", nargs="+", default=None, help="only these item ids (default: all)")
     parser.add_argument("--batch-size", type=int, default=24)
+    parser.add_argument("--steps", type=int, default=STEPS, help="denoising steps (the calibration's: 50)")
     parser.add_argument("--no-policy-run", action="store_true", help="skip the default-policy pass")
     parser.add_argument("--write-suite", type=Path, default=None, help="write the suite as JSONL and stop")
     parser.add_argument("--out", type=Path, default=RESULTS / "perturbations.json")
@@ -245,7 +252,7 @@ def main() -> None:
         if unknown:
             parser.error(f"unknown item id(s) {', '.join(unknown)}; the testbed has {', '.join(sorted(captions))}")
         captions = {k: v for k, v in captions.items() if k in args.items}
-    suite = build_suite(captions, args.variants)
+    suite = build_suite(captions, args.variants, args.suite_seed)
     if args.write_suite is not None:
         args.write_suite.parent.mkdir(parents=True, exist_ok=True)
         lines = [json.dumps({"caption": v.prompt, "item": v.item, "kind": v.kind}) for v in suite]
@@ -261,11 +268,11 @@ def main() -> None:
     rows = []
     for seed in args.seeds:
         pipe.guard_config = config.replace(policy=Policy.uniform("flag"))  # the parent's image, and the verdict
-        images, reports = _generate(pipe, prompts, seed, args.batch_size)
+        images, reports = _generate(pipe, prompts, seed, args.batch_size, args.steps)
         returned = None
         if not args.no_policy_run:
             pipe.guard_config = config
-            returned, _ = _generate(pipe, prompts, seed, args.batch_size)
+            returned, _ = _generate(pipe, prompts, seed, args.batch_size, args.steps)
         for j, (variant, image, report) in enumerate(zip(suite, images, reports, strict=True)):
             item = items[variant.item]
             row = {
@@ -291,12 +298,12 @@ def main() -> None:
         "date": date.today().isoformat(),
         "model": model_label(args.model),
         "settings": {
-            "suite_seed": SUITE_SEED,
+            "suite_seed": args.suite_seed,
             "variants_per_kind": args.variants,
             "captions": len(captions),
             "variants": len(suite),
             "noise_seeds": args.seeds,
-            "steps": STEPS,
+            "steps": args.steps,
             "guidance": GUIDANCE,
             "threshold": config.calibration.threshold if config.calibration is not None else None,
             "detector": config.effective_detector.name,

@@ -4,7 +4,7 @@ caps each file, every early method is scored at its steps, the figures and costs
 import json
 
 import pytest
-from helpers import run_script
+from helpers import run_script_here as run_script
 
 EARLY = {
     "memguard (attention + noise, calibrated)": [1, 3],

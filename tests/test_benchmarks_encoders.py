@@ -2,7 +2,7 @@
 
 import json
 
-from helpers import run_script
+from helpers import run_script_here as run_script
 
 
 def test_tiny_run_measures_every_encoder(tmp_path):

@@ -2,7 +2,7 @@
 
 import json
 
-from helpers import run_script
+from helpers import run_script_here as run_script
 
 
 def test_the_smoke_run_times_every_mode_of_both_families(tmp_path):

@@ -6,7 +6,7 @@ import json
 import re
 
 import pytest
-from helpers import run_script
+from helpers import run_script_here as run_script
 
 SECTIONS = ("memorized_style", "control", "near_miss")  # the prompts file's sets, in file order
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from helpers import run_script
+from helpers import run_script_here as run_script
 
 from memguard.testbed.peak_memory import PeakMemory
 

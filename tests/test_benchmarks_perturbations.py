@@ -6,7 +6,7 @@ import json
 import subprocess
 
 import pytest
-from helpers import run_script
+from helpers import run_script_here as run_script
 
 KINDS = {"word_drop", "word_insert", "word_swap", "typo", "leading", "trailing", "embedded", "paraphrase"}
 
@@ -52,10 +52,11 @@ def test_embedded_and_leading_variants_keep_the_whole_caption(suite):
 
 def test_a_one_item_run_reports_each_kind_and_every_copy(tmp_path):
     out = tmp_path / "perturbations.json"
-    done = _run("--items", "m01", "--variants", "1", "--seeds", "500", "--out", str(out))
+    done = _run("--items", "m01", "--variants", "1", "--seeds", "500", "--steps", "12", "--out", str(out))
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())
     assert result["settings"]["captions"] == 1 and result["settings"]["noise_seeds"] == [500]
+    assert result["settings"]["steps"] == 12
     assert set(result["by_kind"]) == KINDS and result["overall"]["images"] == 8
     total_copies = sum(kind["copies"] for kind in result["by_kind"].values())
     assert total_copies == result["overall"]["copies"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import run_script
+from helpers import run_script_here as run_script
 
 SCRIPT = "benchmarks/resample_copies.py"
 

@@ -1,5 +1,7 @@
 """Decisions at step k, flag and block actions, early stopping, scoring and calibration."""
 
+import json
+
 import numpy as np
 import pytest
 from helpers import PROMPTS, UNetCallCounter, seeded
@@ -166,9 +168,9 @@ def test_the_combined_detector_is_fitted_saved_and_loaded_by_its_calibration(sha
     assert sum(scores) / len(scores) == pytest.approx(0.0, abs=1e-5)
     assert sum(s > calibration.threshold for s in scores) == calibration.threshold_rank - 1
     broken = {**calibration.to_dict(), "detector_state": {**state, "noise_stats": [0.1, -1.0]}}
-    (tmp_path / "broken.json").write_text(__import__("json").dumps(broken))
+    (tmp_path / "broken.json").write_text(json.dumps(broken))
     with pytest.raises(ValueError, match="noise_stats"):
-        GuardConfig(calibration=tmp_path / "broken.json").effective_detector
+        _ = GuardConfig(calibration=tmp_path / "broken.json").effective_detector
 
 
 def test_your_own_detector_is_registered_fitted_calibrated_saved_and_loaded_by_name(shared_base_pipe, tmp_path):
