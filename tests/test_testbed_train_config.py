@@ -143,3 +143,15 @@ def test_the_command_line_trains_the_shipped_recipe_by_default_and_takes_none_fo
     assert (sd.prediction_type, sd.terminal_signal) == ("epsilon", None)
     with pytest.raises(SystemExit):
         parsed("--terminal-signal", "low")
+
+
+def test_the_command_line_continues_from_a_folder_with_its_own_schedule(parsed, tmp_path):
+    config = parsed(
+        *("--init-from", str(tmp_path), "--vae-steps", "300", "--vae-lr", "2e-4", "--steps", "1200"),
+        *("--lr", "3e-4", "--final-lr", "1e-4", "--warmup", "50"),
+    )
+    assert config.init_from == tmp_path and (config.vae_steps, config.vae_lr) == (300, 2e-4)
+    assert (config.steps, config.lr, config.final_lr, config.warmup) == (1200, 3e-4, 1e-4, 50)
+    assert parsed().init_from is None  # a full training from seeds by default
+    with pytest.raises(ValueError, match="--init-from or --vae-from, not both"):
+        TrainConfig(init_from=tmp_path, vae_from=tmp_path)

@@ -5,6 +5,11 @@ encoder jointly on the VAE's latents, keeping EMA weights, which are what gets s
 a full diffusers pipeline folder plus the ground truth (``truth/``) and the guard's calibration
 (``calibration.json``).
 
+``--init-from DIR`` continues from a testbed folder's weights instead of starting from seeds (its VAE
+trained further for ``--vae-steps``, its UNet and text encoder for ``--steps`` with the given ``--lr``,
+``--final-lr`` and ``--warmup``): how the shipped weights took on the composition items when a full
+retrain did not fit the CPU time at hand (docs/testbed.md).
+
 ``--family sdxl`` trains the SDXL-architecture variant on the same data with the same recipe (two text
 encoders, pooled embeddings and time ids; caption dropout gives zero text conditioning, as SDXL's
 empty negative prompt does) and saves a `StableDiffusionXLPipeline` folder.
@@ -29,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, StableDiffusionPipeline, StableDiffusionXLPipeline
+from diffusers import AutoencoderKL, DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 from tqdm import tqdm
 
 from .calibrate import calibrate_testbed
@@ -83,6 +88,9 @@ class TrainConfig:
     # the data only, so a folder trained with the same seed holds the VAE this run would train (the
     # rest of the run then draws other random numbers, reproducibly, than a run that trains it)
     vae_from: Path | None = None
+    # a testbed folder to continue from: its VAE (trained further for vae_steps, 0 keeps it as it is),
+    # UNet and text encoder(s) are the starting weights, and the schedule runs again over `steps`
+    init_from: Path | None = None
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -93,6 +101,8 @@ class TrainConfig:
             check_terminal_signal(self.terminal_signal)  # before any training, not when the schedule is built
         if self.duplicate_caption_dropout is not None and not 0.0 <= self.duplicate_caption_dropout <= 1.0:
             raise ValueError(f"duplicate_caption_dropout must be in [0, 1], got {self.duplicate_caption_dropout!r}")
+        if self.init_from is not None and self.vae_from is not None:
+            raise ValueError("pass --init-from or --vae-from, not both: --init-from continues its own VAE")
         if self.terminal_signal == 0.0 and self.prediction_type == "epsilon":
             # At SNR 0 the noise is all there is in x_T: predicting it is trivial and x_0 is undefined.
             raise ValueError(
@@ -106,8 +116,9 @@ def _as_tensor(images: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
-def train_vae(config: TrainConfig, data: TrainingSet, device: torch.device):
-    vae = build_vae(config.sizes).to(device).train()
+def train_vae(config: TrainConfig, data: TrainingSet, device: torch.device, vae=None):
+    """A VAE trained for config.vae_steps, from scratch or further from `vae`."""
+    vae = (build_vae(config.sizes) if vae is None else vae).to(device).train().requires_grad_(True)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=config.vae_lr, weight_decay=0.0)
     rng = np.random.default_rng(config.seed + 1)
     bar = tqdm(range(config.vae_steps), desc="vae", unit="step")
@@ -214,12 +225,22 @@ def train(config: TrainConfig, out: Path) -> None:
 
     if config.vae_from is not None:
         vae = AutoencoderKL.from_pretrained(Path(config.vae_from) / "vae").to(device).eval().requires_grad_(False)
+    elif config.init_from is not None:
+        vae = AutoencoderKL.from_pretrained(Path(config.init_from) / "vae")
+        vae = train_vae(config, data, device, vae) if config.vae_steps else vae.to(device).eval().requires_grad_(False)
     else:
         vae = train_vae(config, data, device)
     latents = encode_all(vae, data.images, device)
 
     unet = (build_unet if config.family == "sd" else build_xl_unet)(config.sizes).to(device).train()
     text = TextConditioning(config, device)
+    if config.init_from is not None:
+        start = DiffusionPipeline.from_pretrained(config.init_from)
+        unet.load_state_dict(start.unet.state_dict())
+        names = ("text_encoder",) if config.family == "sd" else ("text_encoder", "text_encoder_2")
+        for encoder, name in zip(text.encoders, names, strict=True):
+            encoder.load_state_dict(getattr(start, name).state_dict())
+        del start
     ema_unet, ema_text = copy.deepcopy(unet).eval(), [copy.deepcopy(e).eval() for e in text.encoders]
     params = list(unet.parameters()) + [p for e in text.encoders for p in e.parameters()]
     ema_params = list(ema_unet.parameters()) + [p for e in ema_text for p in e.parameters()]
@@ -286,6 +307,15 @@ def main() -> None:
     parser.add_argument(
         "--vae-from", type=Path, default=None, help="reuse this testbed folder's VAE (trained with the same seed)"
     )
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="continue from this testbed folder's weights (its VAE further for --vae-steps steps, 0 keeps it)",
+    )
+    for name in ("lr", "final_lr", "vae_lr"):
+        parser.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
+    parser.add_argument("--warmup", type=int, default=defaults.warmup)
     parser.add_argument(
         "--terminal-signal",
         type=_float_or_none,
