@@ -43,9 +43,9 @@ def calibrate(
     enough scores (299 for 1% at 95%), and too few are refused, with the number, before any scoring.
     `pipe` is a guarded pipeline or any pipeline memguard guards (wrapped for the run); `call_kwargs`
     are further arguments of its call (`height`/`width`, an img2img `image` and `strength`, a ControlNet
-    `image`...). `detector` (a detector or its name) defaults to memguard's calibrated score,
-    "attention_noise" (fitted on the same benign prompts). Benign prompts for a real model:
-    `memguard.prompts_corpus.benign_prompts()`.
+    `image`...). `detector` (a detector or its name) defaults to memguard's own score,
+    "bottleneck_entropy"; a fittable one ("attention_noise") is fitted on the same benign prompts.
+    Benign prompts for a real model: `memguard.prompts_corpus.benign_prompts()`.
     """
     if isinstance(benign_prompts, str) or not all(isinstance(p, str) for p in benign_prompts):
         raise MemguardTypeError("benign_prompts must be a sequence of prompt strings")

@@ -1,11 +1,11 @@
 """Detection: from the signals of a call to one memorization score per image.
 
 Each detector is a small dataclass with `name`, `needs` (the signals it reads) and `score(trace,
-upto_step)`. memguard's own scores are in `combined.py` (the calibrated default: every layer's
-attention entropy plus the noise magnitude) and `bottleneck.py`; the published baselines, re-implemented from
-their papers, are in `noise.py` (Wen, Jeon, Asthana), `attention.py` (Ren, Chen) and `trajectory.py`
-(Huang). The guard's detector is
-`GuardConfig.detector`; calibrated thresholds come from `memguard.calibrate` (calibration.py).
+upto_step)`. memguard's own scores are in `bottleneck.py` (the calibrated default) and `combined.py`
+(every layer's attention entropy plus the noise magnitude, fitted on benign prompts); the published
+baselines, re-implemented from their papers, are in `noise.py` (Wen, Jeon, Asthana), `attention.py`
+(Ren, Chen) and `trajectory.py` (Huang). The guard's detector is `GuardConfig.detector`; calibrated
+thresholds come from `memguard.calibrate` (calibration.py).
 """
 
 from .attention import AttentionEntropyDetector, BrightEndingDetector, LateAttentionEntropyDetector

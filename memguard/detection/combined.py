@@ -1,4 +1,4 @@
-"""memguard's calibrated score: attention entropy of every cross-attention layer plus the noise magnitude.
+"""A calibrated score of memguard's: attention entropy of every cross-attention layer plus the noise magnitude.
 
 Why two signals: both are free under classifier-free guidance (the taps read every layer's attention,
 the CFG batch gives eps(x_t, prompt) - eps(x_t, "")), and they fail differently. A memorized prompt is
@@ -13,8 +13,10 @@ model's own benign calibration prompts, and the layers' standardized values are 
 per layer, whatever layer carries the signal on a given model (benchmarks/detector_transfer.py found
 it moves between retrains). That average and log(noise RMS) are each standardized again on the same
 benign prompts, and the score is their sum. All statistics come from `memguard.calibrate` and are
-stored in the calibration; benchmarks/detection.py has the ablation behind the choice (each layer,
-the bottleneck alone, either signal alone, max instead of sum).
+stored in the calibration; benchmarks/detection.py has the ablation (each layer, the bottleneck alone,
+either signal alone, max instead of sum). Not the default (registry.CALIBRATED_DEFAULT): on the shipped
+SD testbed its 1,000-score calibration sits above two template items that the bottleneck entropy
+catches (docs/benchmarks/detection.md).
 """
 
 from __future__ import annotations

@@ -34,8 +34,8 @@ DETECTORS: dict[str, Callable[[], Detector]] = {
     "bright_ending": BrightEndingDetector,  # Chen et al. 2025 (post hoc)
 }
 
-# What `memguard.calibrate` measures by default: memguard's calibrated score (see combined.py).
-CALIBRATED_DEFAULT = "attention_noise"
+# What `memguard.calibrate` measures by default: memguard's own score (see bottleneck.py).
+CALIBRATED_DEFAULT = "bottleneck_entropy"
 # Without a calibration or a threshold, only the noise magnitude has a usable model-free threshold.
 UNCALIBRATED_DEFAULT = "noise_rms"
 

@@ -8,6 +8,9 @@
   region one flat colour). Any colouring of the layout scores ~1; other images score low.
 - Concepts: masked normalized cross-correlation of the reference sprite, searched over every
   placement; the scene's background is the nearest palette colour to the median border pixel.
+- Scenes (does an image draw what a caption of the broad scenes says?): the named background, and
+  the pixels nearest to the named shape colour overlapping the named shape(s) at the named
+  position(s) with an intersection-over-union of at least SCENE_IOU_THRESHOLD.
 The benchmark (``benchmarks/testbed.py``) reports the null distributions that justify the thresholds.
 """
 
@@ -15,12 +18,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .scenes import PALETTE, POSITIONS
+from .scenes import PALETTE, POSITIONS, SIZES, Scene, shape_mask
 from .truth import Concept, MemorizedItem
 
 REPLICATION_THRESHOLD = 0.7  # SSIM
 LAYOUT_THRESHOLD = 0.8  # R^2 of the template's region fit
 CONCEPT_THRESHOLD = 0.7  # masked normalized cross-correlation
+SCENE_IOU_THRESHOLD = 0.5  # named shape colour vs the named shape at its position
 
 
 def _float(image: np.ndarray) -> np.ndarray:
@@ -106,3 +110,24 @@ def nearest_position(centre: tuple[float, float]) -> str:
     return min(
         POSITIONS, key=lambda name: (POSITIONS[name][0] - centre[0]) ** 2 + (POSITIONS[name][1] - centre[1]) ** 2
     )
+
+
+def nearest_palette(image: np.ndarray) -> np.ndarray:
+    """(H, W) array of palette indices (in PALETTE's order): each pixel's nearest named colour."""
+    x = _float(image)[..., None, :] * 255
+    colours = np.array(list(PALETTE.values()), np.float64)
+    return ((x - colours) ** 2).sum(-1).argmin(-1)
+
+
+def scene_shape_iou(image: np.ndarray, scene: Scene) -> float:
+    """IoU of the pixels nearest to the scene's shape colour and its shape(s) drawn where the caption says."""
+    expected = np.zeros(image.shape[:2], bool)
+    for position in scene.positions:
+        expected |= shape_mask(scene.shape, SIZES[scene.size], POSITIONS[position])
+    drawn = nearest_palette(image) == list(PALETTE).index(scene.colour)
+    return float((drawn & expected).sum() / max((drawn | expected).sum(), 1))
+
+
+def follows_scene(image: np.ndarray, scene: Scene) -> bool:
+    """Does the image draw the scene: its background colour, and its shape(s) in their colour and place?"""
+    return background_colour(image) == scene.background and scene_shape_iou(image, scene) >= SCENE_IOU_THRESHOLD

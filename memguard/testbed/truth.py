@@ -16,6 +16,7 @@ from PIL import Image
 from .concepts import CONCEPTS, sprite
 from .data import IntendedPrompt, evaluation_prompts
 from .memorized import MEMORIZED, TEMPLATE_REGIONS, TEMPLATE_VARIANTS, layout, training_images
+from .scenes import Scene
 
 TRUTH_FILE = "truth.json"
 
@@ -23,7 +24,7 @@ TRUTH_FILE = "truth.json"
 @dataclass(frozen=True)
 class MemorizedItem:
     id: str
-    kind: str  # "matching" | "retrieval" | "template" | "mixed"
+    kind: str  # "matching" | "retrieval" | "template" | "mixed" | "composition"
     captions: tuple[str, ...]  # training caption(s)
     image_paths: tuple[Path, ...]  # the training image(s) it reproduces (templates: every colouring)
     images: np.ndarray  # (N, 32, 32, 3) uint8, the same images
@@ -31,6 +32,7 @@ class MemorizedItem:
     layout: np.ndarray | None  # templates: (32, 32) uint8 region labels
     colour_variation: str | None  # templates: how the colours vary between copies
     concept: str | None  # mixed: the intended concept inside the duplicated image
+    scene: Scene | None = None  # composition: the scene its caption describes (what a re-sample should draw)
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,8 @@ def write_truth(folder: Path) -> None:
                 f"{TEMPLATE_REGIONS} Voronoi regions, each one flat colour; the colours are drawn at random "
                 f"per copy ({TEMPLATE_VARIANTS} colourings in training), the layout never changes"
             )
+        if spec.scene is not None:
+            entry["scene"] = asdict(spec.scene)
         items.append(entry)
     concepts = []
     for spec in CONCEPTS:
@@ -110,6 +114,12 @@ def _png(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path))
 
 
+def _scene(fields: dict | None) -> Scene | None:
+    if fields is None:
+        return None
+    return Scene(**{**fields, "positions": tuple(fields["positions"])})
+
+
 def load_truth(folder: str | Path) -> Truth:
     folder = Path(folder)
     payload = json.loads((folder / TRUTH_FILE).read_text())
@@ -128,6 +138,7 @@ def load_truth(folder: str | Path) -> Truth:
                 layout=_png(layout_path) if layout_path else None,
                 colour_variation=entry.get("colour_variation"),
                 concept=entry.get("concept"),
+                scene=_scene(entry.get("scene")),
             )
         )
     concepts = []
