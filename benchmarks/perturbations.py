@@ -238,6 +238,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=24)
     parser.add_argument("--steps", type=int, default=STEPS, help="denoising steps (the calibration's: 50)")
     parser.add_argument("--no-policy-run", action="store_true", help="skip the default-policy pass")
+    parser.add_argument(
+        "--calibration", type=Path, default=None, help="a calibration file to guard with (default: the testbed's)"
+    )
     parser.add_argument("--write-suite", type=Path, default=None, help="write the suite as JSONL and stop")
     parser.add_argument("--out", type=Path, default=RESULTS / "perturbations.json")
     args = parser.parse_args()
@@ -262,6 +265,8 @@ def main() -> None:
 
     pipe, truth = testbed.load(model_dir=folder)
     pipe.set_progress_bar_config(disable=True)
+    if args.calibration is not None:  # another detector's calibration of these weights
+        pipe.guard_config = pipe.guard_config.replace(calibration=args.calibration)
     config = pipe.guard_config
     items = {m.id: m for m in truth.memorized}
     prompts = [v.prompt for v in suite]
@@ -299,6 +304,8 @@ def main() -> None:
         "model": model_label(args.model),
         "settings": {
             "suite_seed": args.suite_seed,
+            "detector": config.effective_detector.name,
+            "threshold": config.calibration.threshold if config.calibration else None,
             "variants_per_kind": args.variants,
             "captions": len(captions),
             "variants": len(suite),
