@@ -440,7 +440,7 @@ def main() -> None:
         "--fresh-intended-seeds",
         type=int,
         nargs="*",
-        default=list(range(2000, 2024)),  # about 320 distinct prompts
+        default=list(range(2000, 2036)),  # 36 prompt seeds: over 300 distinct prompts
         help="prompt seeds for part 3 (none: skip it)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "intent.json")
