@@ -16,7 +16,7 @@ benign prompts, and the score is their sum. All statistics come from `memguard.c
 stored in the calibration; benchmarks/detection.py has the ablation (each layer, the bottleneck alone,
 either signal alone, max instead of sum). Not the default (registry.CALIBRATED_DEFAULT): on the shipped
 SD testbed its 1,000-score calibration sits above two template items that the bottleneck entropy
-catches (docs/benchmarks/detection.md).
+catches (docs/benchmarks/perturbations.md).
 """
 
 from __future__ import annotations
