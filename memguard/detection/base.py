@@ -110,3 +110,17 @@ def mean_over_steps(trace: SignalTrace, upto_step: int, attribute: str) -> torch
 
 def unavailable(trace: SignalTrace) -> torch.Tensor:
     return torch.full((trace.num_images,), math.nan)
+
+
+def score_fitted(detector, trace: SignalTrace, upto_step: int, needs: str) -> torch.Tensor:
+    """A `FittableDetector`'s scores of a trace: refused until fitted (`needs` names what it lacks), NaN
+    where a signal was not recorded, else `score_features` of its features."""
+    if not detector.fitted:
+        raise ValueError(
+            f"detector {detector.name!r} needs {needs} of benign prompts: calibrate it "
+            f"(memguard.calibrate(pipe, prompts, detector={detector.name!r})) and pass that calibration"
+        )
+    values = detector.features(trace, upto_step)
+    if values is None:
+        return unavailable(trace)
+    return detector.score_features(values)

@@ -18,7 +18,7 @@ from typing import ClassVar
 import torch
 
 from ..signals import SignalNeeds, SignalTrace
-from .base import entropy, unavailable
+from .base import entropy, score_fitted, unavailable
 
 
 def bottleneck_layers(trace: SignalTrace) -> list[str]:
@@ -125,15 +125,7 @@ class StandardizedBottleneckEntropyDetector:
 
     # --- scoring ------------------------------------------------------------------------------------
     def score(self, trace: SignalTrace, upto_step: int) -> torch.Tensor:
-        if not self.layer_stats:
-            raise ValueError(
-                f"detector {self.name!r} needs per-layer statistics of benign prompts: calibrate it "
-                f"(memguard.calibrate(pipe, prompts, detector={self.name!r})) and pass that calibration"
-            )
-        values = self.features(trace, upto_step)
-        if values is None:
-            return unavailable(trace)
-        return self.score_features(values)
+        return score_fitted(self, trace, upto_step, "per-layer statistics")
 
     def score_features(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         stats = {layer: (mean, spread) for layer, mean, spread in self.layer_stats}

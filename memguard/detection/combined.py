@@ -28,7 +28,7 @@ from typing import ClassVar
 import torch
 
 from ..signals import SignalNeeds, SignalTrace
-from .base import mean_over_steps, unavailable
+from .base import mean_over_steps, score_fitted
 from .bottleneck import layer_entropies
 
 NOISE = "noise_rms"  # the feature name of log(noise RMS)
@@ -132,15 +132,7 @@ class AttentionNoiseDetector:
         return torch.stack([(features[k].double() - stats[k][0]) / stats[k][1] for k in layers]).mean(dim=0)
 
     def score(self, trace: SignalTrace, upto_step: int) -> torch.Tensor:
-        if not self.fitted:
-            raise ValueError(
-                f"detector {self.name!r} needs statistics of benign prompts: calibrate it "
-                f"(memguard.calibrate(pipe, prompts, detector={self.name!r})) and pass that calibration"
-            )
-        values = self.features(trace, upto_step)
-        if values is None:
-            return unavailable(trace)
-        return self.score_features(values)
+        return score_fitted(self, trace, upto_step, "statistics")
 
     def parts(self, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """The two standardized signals the score adds: (attention entropy, log noise RMS)."""
