@@ -8,9 +8,10 @@
 Prompt files: one prompt per line, or JSONL with a `caption` field. Every method scores the same
 generations: one recording pass per batch and seed reads the union of the signals all methods need
 (`memguard.detection.record_trace`). n = 1 pools every (prompt, seed) generation; n = 4 averages a
-prompt's scores over its 4 seeds (Wen et al.'s protocol). memguard's calibrated score ("attention_noise") is
-fitted, as `memguard.calibrate` fits it, on benign prompts apart from both sets (the testbed's calibration
-prompts, or the first `--fit-prompts` of memguard's benign corpus). Post hoc methods (Ren D, Chen) need the
+prompt's scores over its 4 seeds (Wen et al.'s protocol). memguard's fitted scores ("attention_noise", and
+on the testbed the standardized bottleneck entropy) are fitted, as `memguard.calibrate` fits them, on benign
+prompts apart from both sets (the testbed's calibration prompts, or the first `--fit-prompts` of memguard's
+benign corpus). Post hoc methods (Ren D, Chen) need the
 whole run and are scored at step 50 only. Costs are timed separately, per method, on the first batch.
 
 Writes benchmarks/results/detection.json and docs/assets/detection_roc.png; prints the tables.
@@ -91,26 +92,23 @@ def _fit_prompts(is_testbed: bool, count: int) -> list[str]:
 def _fitted(pipe, detector, prompts: list[str], steps: int, guidance: float, decision_step: int = 1):
     """`detector` fitted at `decision_step` on `prompts` (one generation each, seed 7), as `memguard.calibrate`
     fits it: the statistics of the benign prompts' features."""
-    features: dict[str, list[torch.Tensor]] = {}
-    for start in range(0, len(prompts), 25):
-        batch = prompts[start : start + 25]
-        trace = record_trace(
-            pipe,
-            batch,
-            detector.needs,
-            upto_step=decision_step,
-            num_inference_steps=steps,
-            guidance_scale=guidance,
-            generator=_generators(7, start, len(batch)),
-        )
-        for name, values in detector.features(trace, decision_step).items():
-            features.setdefault(name, []).append(values)
-    return detector.fit({name: torch.cat(values) for name, values in features.items()})
+    features = _record(
+        pipe,
+        prompts,
+        [7],
+        detector.needs,
+        decision_step,
+        steps,
+        guidance,
+        25,
+        lambda t: detector.features(t, decision_step),
+    )
+    return detector.fit({name: values[0] for name, values in features.items()})
 
 
 def _fitted_methods(pipe, prompts: list[str], steps: int, guidance: float, is_testbed: bool) -> list[Method]:
-    """memguard's calibrated score, fitted at each early step it is scored at (a calibration fits the
-    statistics at its decision step), and on the testbed the standardized bottleneck entropy."""
+    """attention_noise, fitted at each early step it is scored at (a calibration fits the statistics at
+    its decision step), and on the testbed the standardized bottleneck entropy."""
     combined = [
         Method(
             "memguard (attention + noise, calibrated)",
@@ -163,7 +161,9 @@ def _record(pipe, prompts, seeds, needs, upto, steps, guidance, batch_size, scor
                 generator=_generators(seed, start, len(batch)),
             )
             for key, values in score(trace).items():
-                columns.setdefault(key, [[] for _ in seeds])[s_index].append(values.float().cpu())
+                columns.setdefault(key, [[] for _ in seeds])[s_index].append(
+                    (values if values.dtype == torch.float64 else values.float()).cpu()
+                )
     return {key: torch.stack([torch.cat(per_seed) for per_seed in rows]) for key, rows in columns.items()}
 
 
@@ -253,7 +253,7 @@ def main(
     seed_list = list(range(seeds))
     all_methods = methods(steps)
     all_methods[:0] = _fitted_methods(pipe, _fit_prompts(is_testbed, fit_prompts), steps, guidance, is_testbed)
-    combined_at_1 = all_methods[0].detector  # memguard's calibrated score, fitted at step 1
+    combined_at_1 = all_methods[0].detector  # attention_noise, fitted at step 1
     early = [m for m in all_methods if not m.post_hoc]
     late = [m for m in all_methods if m.post_hoc] if post_hoc else []
     layers = sorted(cross_attention_layers(pipe.unet))

@@ -304,8 +304,6 @@ def main() -> None:
         "model": model_label(args.model),
         "settings": {
             "suite_seed": args.suite_seed,
-            "detector": config.effective_detector.name,
-            "threshold": config.calibration.threshold if config.calibration else None,
             "variants_per_kind": args.variants,
             "captions": len(captions),
             "variants": len(suite),
