@@ -8,11 +8,12 @@
 Prompt files: one prompt per line, or JSONL with a `caption` field. Every method scores the same
 generations: one recording pass per batch and seed reads the union of the signals all methods need
 (`memguard.detection.record_trace`). n = 1 pools every (prompt, seed) generation; n = 4 averages a
-prompt's scores over its 4 seeds (Wen et al.'s protocol). memguard's fitted scores ("attention_noise", and
-on the testbed the standardized bottleneck entropy) are fitted, as `memguard.calibrate` fits them, on benign
-prompts apart from both sets (the testbed's calibration prompts, or the first `--fit-prompts` of memguard's
-benign corpus). Post hoc methods (Ren D, Chen) need the
-whole run and are scored at step 50 only. Costs are timed separately, per method, on the first batch.
+prompt's scores over its 4 seeds (Wen et al.'s protocol). memguard's fitted scores (its calibrated default
+"top_layer_entropy", "attention_noise", and on the testbed the standardized bottleneck entropy) are
+fitted, as `memguard.calibrate` fits them, on benign prompts apart from both sets (the testbed's
+calibration prompts, or the first `--fit-prompts` of memguard's benign corpus). Post hoc methods (Ren D,
+Chen) need the whole run and are scored at step 50 only. Costs are timed separately, per method, on the
+first batch.
 
 Writes benchmarks/results/detection.json and docs/assets/detection_roc.png; prints the tables.
 """
@@ -42,6 +43,7 @@ from memguard.detection import (
     LatentUpdateDetector,
     NoiseMagnitudeDetector,
     StandardizedBottleneckEntropyDetector,
+    TopLayerEntropyDetector,
     record_trace,
 )
 from memguard.detection.bottleneck import bottleneck_layers
@@ -107,8 +109,17 @@ def _fitted(pipe, detector, prompts: list[str], steps: int, guidance: float, dec
 
 
 def _fitted_methods(pipe, prompts: list[str], steps: int, guidance: float, is_testbed: bool) -> list[Method]:
-    """attention_noise, fitted at each early step it is scored at (a calibration fits the statistics at
-    its decision step), and on the testbed the standardized bottleneck entropy."""
+    """memguard's calibrated default (top_layer_entropy) and attention_noise, each fitted at each early step
+    it is scored at (a calibration fits the statistics at its decision step), and on the testbed the
+    standardized bottleneck entropy."""
+    top_layers = [
+        Method(
+            "memguard (top layers' entropy, calibrated)",
+            _fitted(pipe, TopLayerEntropyDetector(), prompts, steps, guidance, k),
+            (k,),
+        )
+        for k in (1, 3)
+    ]
     combined = [
         Method(
             "memguard (attention + noise, calibrated)",
@@ -118,9 +129,9 @@ def _fitted_methods(pipe, prompts: list[str], steps: int, guidance: float, is_te
         for k in (1, 3)
     ]
     if not is_testbed:
-        return combined
+        return [*top_layers, *combined]
     standardized = _fitted(pipe, StandardizedBottleneckEntropyDetector(), prompts, steps, guidance)
-    return [*combined, Method("memguard (standardized bottleneck entropy)", standardized, (1,))]
+    return [*top_layers, *combined, Method("memguard (standardized bottleneck entropy)", standardized, (1,))]
 
 
 def testbed_prompts(n_benign: int) -> tuple[list[str], list[str]]:
@@ -253,7 +264,7 @@ def main(
     seed_list = list(range(seeds))
     all_methods = methods(steps)
     all_methods[:0] = _fitted_methods(pipe, _fit_prompts(is_testbed, fit_prompts), steps, guidance, is_testbed)
-    combined_at_1 = all_methods[0].detector  # attention_noise, fitted at step 1
+    top_at_1, combined_at_1 = all_methods[0].detector, all_methods[2].detector  # both fitted at step 1
     early = [m for m in all_methods if not m.post_hoc]
     late = [m for m in all_methods if m.post_hoc] if post_hoc else []
     layers = sorted(cross_attention_layers(pipe.unet))
@@ -270,7 +281,11 @@ def main(
         for layer in layers:  # the ablation: every layer alone, at step 1
             scores[f"layer:{layer}"] = AttentionEntropyDetector(layer=layer).score(trace, 1)
         scores["bottleneck:" + ",".join(bottleneck_layers(trace))] = BottleneckEntropyDetector().score(trace, 1)
-        # the calibrated score's parts, each alone, and max instead of sum
+        # the default with one layer (the maximum) or every layer (the mean) instead of a quarter of them
+        z = top_at_1.standardized(top_at_1.features(trace, 1))
+        scores["memguard default with the single most raised layer (max)"] = z.max(dim=0).values
+        scores["memguard default with every layer (mean)"] = z.mean(dim=0)
+        # attention_noise's parts, each alone, and max instead of sum
         attention, noise = combined_at_1.parts(combined_at_1.features(trace, 1))
         scores["memguard part: attention entropy, every layer standardized"] = attention
         scores["memguard part: log noise RMS, standardized"] = noise

@@ -44,7 +44,7 @@ def calibrate(
     `pipe` is a guarded pipeline or any pipeline memguard guards (wrapped for the run); `call_kwargs`
     are further arguments of its call (`height`/`width`, an img2img `image` and `strength`, a ControlNet
     `image`...). `detector` (a detector or its name) defaults to memguard's own score,
-    "bottleneck_entropy"; a fittable one ("attention_noise") is fitted on the same benign prompts.
+    "top_layer_entropy", which, like any fittable detector, is fitted on the same benign prompts.
     Benign prompts for a real model: `memguard.prompts_corpus.benign_prompts()`.
     """
     if isinstance(benign_prompts, str) or not all(isinstance(p, str) for p in benign_prompts):

@@ -37,7 +37,7 @@ class GuardConfig:
         attribution: how trigger words are found: "attention" (free) or "gradient" (one backward
             pass per memorized image).
         residual_draws: starting noises used to score a prompt without its intended spans.
-        detector: the score (a `memguard.detection` detector or its name, e.g. "bottleneck_entropy",
+        detector: the score (a `memguard.detection` detector or its name, e.g. "top_layer_entropy",
             memguard's own, or "noise_rms", Wen et al.). None takes the calibration's detector, or
             "noise_rms" without a calibration (the only score with a model-free default threshold).
         decision_step: the 1-based denoising step at which the detector decides, averaging the

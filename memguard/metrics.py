@@ -37,7 +37,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from .report import OUTCOMES, MemorizationReport
 
 # wide enough for every detector: noise RMS (~0.01-1), normalized entropies (0-1, benign ~0.9) and the
-# upper range of standardized scores (attention_noise: memorized about 2-6). No negative bound:
+# upper range of standardized scores (top_layer_entropy, attention_noise: memorized about 2-6). No negative bound:
 # prometheus_client then stops exporting _sum, and scores at or below 0.01 land in the first bucket.
 SCORE_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 0.85, 0.9, 0.95, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 STEP_BUCKETS = (1, 2, 3, 5, 10, 20, 50)

@@ -7,6 +7,7 @@ import pytest
 from helpers import run_script_here as run_script
 
 EARLY = {
+    "memguard (top layers' entropy, calibrated)": [1, 3],
     "memguard (attention + noise, calibrated)": [1, 3],
     "memguard (bottleneck entropy)": [1, 3, 5, 10],
     "Wen et al. 2024 (noise magnitude)": [1, 3, 5, 10],
@@ -52,3 +53,12 @@ def test_every_early_method_is_scored_at_its_steps_pooled_and_averaged(result):
             assert 0 <= figures["auc"] <= 1 and 0 <= figures["tpr_at_1pct_fpr"] <= figures["tpr_at_3pct_fpr"] <= 1
     assert steps == EARLY  # --no-post-hoc; the standardized bottleneck score is fitted on the testbed only
     assert {m: c["unet_calls"] for m, c in result["costs"].items()} == {m: 1 + (m in EXTRA_CALL) for m in EARLY}
+
+
+def test_the_ablation_scores_the_default_with_one_layer_and_with_every_layer(result):
+    rows = {row["signal"]: row for row in result["ablation"]}
+    for signal in (
+        "memguard default with the single most raised layer (max)",
+        "memguard default with every layer (mean)",
+    ):
+        assert rows[signal]["n=1"]["positives"] == 4 and 0 <= rows[signal]["n=1"]["auc"] <= 1

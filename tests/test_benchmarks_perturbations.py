@@ -56,7 +56,7 @@ def test_a_one_item_run_reports_each_kind_and_every_copy(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())
     assert result["settings"]["captions"] == 1 and result["settings"]["noise_seeds"] == [500]
-    assert result["settings"]["steps"] == 12 and result["settings"]["detector"] == "bottleneck_entropy"
+    assert result["settings"]["steps"] == 12 and result["settings"]["detector"] == "top_layer_entropy"
     assert set(result["by_kind"]) == KINDS and result["overall"]["images"] == 8
     total_copies = sum(kind["copies"] for kind in result["by_kind"].values())
     assert total_copies == result["overall"]["copies"]

@@ -111,10 +111,11 @@ def test_calibrate_picks_a_threshold_for_the_target_rate_and_guards_with_it(shar
     assert calibration.benign_scores[calibration.threshold_rank - 1] == pytest.approx(calibration.threshold)
     assert (calibration.dtype, calibration.height, calibration.width) == ("float32", 32, 32)
     assert calibration.model_fingerprint == memguard.model_fingerprint(shared_base_pipe)
-    assert calibration.detector == "bottleneck_entropy"  # memguard's own score by default
+    assert calibration.detector == "top_layer_entropy"  # memguard's own score by default
+    assert set(calibration.detector_state) == {"layer_stats", "top_layers"}  # fitted on BENIGN, and stored
     guarded = memguard.guard(shared_base_pipe, GuardConfig(calibration=calibration))
     reports = guarded.score(BENIGN, num_inference_steps=STEPS, progress=False)
-    assert {r.detector for r in reports} == {"bottleneck_entropy"}
+    assert {r.detector for r in reports} == {"top_layer_entropy"}
     scores = [r.score for r in reports]
     assert sum(s > calibration.threshold for s in scores) == calibration.threshold_rank - 1
     path = tmp_path / "calibration.json"

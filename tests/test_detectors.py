@@ -21,6 +21,7 @@ from memguard.detection import (
     LatentUpdateDetector,
     NoiseMagnitudeDetector,
     StandardizedBottleneckEntropyDetector,
+    TopLayerEntropyDetector,
     get_detector,
     record_trace,
 )
@@ -54,7 +55,7 @@ def test_every_detector_scores_every_image_from_one_trace(trace):
     _, recorded = trace
     for name, factory in DETECTORS.items():
         detector = factory()
-        if isinstance(detector, AttentionNoiseDetector):  # fitted on these two images, as calibrate() would
+        if isinstance(detector, AttentionNoiseDetector | TopLayerEntropyDetector):  # fitted as calibrate() would
             detector = detector.fit(detector.features(recorded, 1))
         elif hasattr(detector, "with_calibration"):  # per-layer statistics, as a calibration would give
             detector = replace(detector, layer_stats=(("unused", 0.0, 1.0),) + _stats(recorded, 0.5, 0.1))
@@ -135,6 +136,77 @@ def test_the_combined_score_is_refused_unfitted_or_on_another_models_layers(trac
     ):
         with pytest.raises(ValueError, match=message):
             AttentionNoiseDetector().with_state(bad)
+
+
+def _layer_z(recorded, stats, upto):
+    """(layers, N) each layer's normalized entropy over the first `upto` steps, standardized by hand."""
+    rows = []
+    for name, mean, spread in stats:
+        mass = torch.stack([recorded.steps[s].attention_by_layer[name] for s in range(upto)]).mean(0)
+        rows.append((entropy(mass) / math.log(mass.shape[1]) - mean) / spread)
+    return torch.stack(rows)
+
+
+def test_the_default_score_averages_the_most_raised_standardized_layers(trace):
+    _, recorded = trace
+    layers = sorted(recorded.layer_queries)
+    stats = tuple((name, 0.1 * k, 0.5 + k) for k, name in enumerate(layers))  # a different scale per layer
+    for upto in (1, 3):
+        z = _layer_z(recorded, stats, upto)
+        for top in (1, 2, len(layers)):
+            expected = z.sort(dim=0, descending=True).values[:top].mean(0)
+            score = TopLayerEntropyDetector(layer_stats=stats, top_layers=top).score(recorded, upto)
+            assert score.tolist() == pytest.approx(expected.tolist(), rel=1e-5)
+        # one layer is the maximum, all layers the plain mean: the default sits between them
+        top2 = TopLayerEntropyDetector(layer_stats=stats, top_layers=2).score(recorded, upto)
+        assert (top2 <= z.max(0).values + 1e-6).all() and (top2 >= z.mean(0) - 1e-6).all()
+
+
+@pytest.mark.parametrize("layers, expected", [(1, 1), (2, 2), (7, 2), (8, 2), (9, 3), (16, 4), (70, 18)])
+def test_the_default_score_averages_a_quarter_of_the_layers_and_at_least_two(layers, expected):
+    from memguard.detection.top_layers import top_layer_count
+
+    assert top_layer_count(layers) == expected
+
+
+def test_a_layer_outside_the_top_ones_cannot_move_the_default_score():
+    detector = TopLayerEntropyDetector(layer_stats=tuple((f"l{k}", 0.0, 1.0) for k in range(5)), top_layers=2)
+    features = {f"l{k}": torch.tensor([float(k), 4.0 - k]) for k in range(5)}
+    base = detector.score_features(features)
+    assert base.tolist() == pytest.approx([3.5, 3.5])
+    lowered = {**features, "l1": torch.tensor([-50.0, 3.0])}  # l1 is not among image 0's top two
+    assert detector.score_features(lowered).tolist() == pytest.approx([3.5, 3.5])
+    raised = {**features, "l0": torch.tensor([9.0, 5.0])}  # raising a layer into the top two raises the score
+    assert detector.score_features(raised).tolist() == pytest.approx([6.5, 4.0])
+
+
+def test_the_default_score_is_fitted_saved_and_refused_unfitted_or_on_another_model(trace):
+    _, recorded = trace
+    with pytest.raises(ValueError, match="needs per-layer statistics of benign prompts"):
+        TopLayerEntropyDetector().score(recorded, 1)
+    features = TopLayerEntropyDetector().features(recorded, 1)
+    fitted = TopLayerEntropyDetector().fit(features)
+    assert fitted.fitted and fitted.with_state(fitted.state()) == fitted
+    assert fitted.top_layers == 2 and [name for name, _, _ in fitted.layer_stats] == sorted(recorded.layer_queries)
+    for name, mean, spread in fitted.layer_stats:
+        values = features[name].double()
+        assert (mean, spread) == pytest.approx((float(values.mean()), float(values.std())))
+    other = replace(fitted, layer_stats=fitted.layer_stats[1:])
+    with pytest.raises(ValueError, match="cross-attention layers differ from the calibration"):
+        other.score(recorded, 1)
+    state = fitted.state()
+    for bad, message in (
+        ({**state, "top_layers": 0}, "top_layers must be a whole number from 1"),
+        ({**state, "top_layers": len(fitted.layer_stats) + 1}, "top_layers must be a whole number from 1"),
+        ({**state, "top_layers": True}, "top_layers must be a whole number"),
+        ({k: v for k, v in state.items() if k != "top_layers"}, "top_layers must be a whole number"),
+        ({**state, "layer_stats": {}}, "holds no layer_stats"),
+        ({**state, "layer_stats": {"mid": [0.5, 0.0]}}, "spread must be > 0"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            TopLayerEntropyDetector().with_state(bad)
+    with pytest.raises(ValueError, match="top_fraction must be in"):
+        TopLayerEntropyDetector(top_fraction=0.0)
 
 
 def test_jeon_hessian_product_matches_finite_differences(trace):

@@ -1,11 +1,12 @@
 """Detection: from the signals of a call to one memorization score per image.
 
 Each detector is a small dataclass with `name`, `needs` (the signals it reads) and `score(trace,
-upto_step)`. memguard's own scores are in `bottleneck.py` (the calibrated default) and `combined.py`
-(every layer's attention entropy plus the noise magnitude, fitted on benign prompts); the published
-baselines, re-implemented from their papers, are in `noise.py` (Wen, Jeon, Asthana), `attention.py`
-(Ren, Chen) and `trajectory.py` (Huang). The guard's detector is `GuardConfig.detector`; calibrated
-thresholds come from `memguard.calibrate` (calibration.py).
+upto_step)`. memguard's own scores are in `top_layers.py` (the calibrated default: the attention
+entropy of the layers that rise most, fitted on benign prompts), `bottleneck.py` (the bottleneck's
+raw attention entropy, no fit) and `combined.py` (every layer's attention entropy plus the noise
+magnitude, fitted); the published baselines, re-implemented from their papers, are in `noise.py`
+(Wen, Jeon, Asthana), `attention.py` (Ren, Chen) and `trajectory.py` (Huang). The guard's detector is
+`GuardConfig.detector`; calibrated thresholds come from `memguard.calibrate` (calibration.py).
 """
 
 from .attention import AttentionEntropyDetector, BrightEndingDetector, LateAttentionEntropyDetector
@@ -15,6 +16,7 @@ from .combined import AttentionNoiseDetector
 from .noise import DEFAULT_THRESHOLD, AnisotropyDetector, HessianDetector, NoiseMagnitudeDetector
 from .record import record_trace
 from .registry import CALIBRATED_DEFAULT, DETECTORS, UNCALIBRATED_DEFAULT, get_detector, register_detector
+from .top_layers import TopLayerEntropyDetector
 from .trajectory import LatentUpdateDetector
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "LatentUpdateDetector",
     "NoiseMagnitudeDetector",
     "StandardizedBottleneckEntropyDetector",
+    "TopLayerEntropyDetector",
     "decide",
     "get_detector",
     "is_fittable",

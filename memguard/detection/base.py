@@ -13,6 +13,7 @@ from ..signals.trace import entropy
 
 __all__ = [
     "UNBOUNDED",
+    "benign_stats",
     "Decision",
     "Detector",
     "FittableDetector",
@@ -22,6 +23,7 @@ __all__ = [
     "mean_over_steps",
     "score_range",
     "steps_upto",
+    "stored_stats",
     "unavailable",
 ]
 
@@ -124,3 +126,25 @@ def score_fitted(detector, trace: SignalTrace, upto_step: int, needs: str) -> to
     if values is None:
         return unavailable(trace)
     return detector.score_features(values)
+
+
+def benign_stats(values: torch.Tensor, what: str) -> tuple[float, float]:
+    """(mean, std) of a feature over the benign calibration images, in float64; refuses a feature
+    every benign prompt gives the same value (nothing to standardize by)."""
+    values = values.double()
+    mean, spread = float(values.mean()), float(values.std())
+    if not spread > 0 or not math.isfinite(mean):
+        raise ValueError(f"calibration: {what} scores every benign prompt the same; pass varied prompts")
+    return mean, spread
+
+
+def stored_stats(value, what: str) -> tuple[float, float]:
+    """A [mean, std] read back from a calibration: two finite numbers (not bools), std > 0."""
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise ValueError(f"{what} must be [mean, std], two numbers")
+    if any(isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) for v in value):
+        raise ValueError(f"{what} must be [mean, std], two finite numbers")
+    mean, spread = float(value[0]), float(value[1])
+    if not spread > 0:
+        raise ValueError(f"{what}: the spread must be > 0, got {spread}")
+    return mean, spread

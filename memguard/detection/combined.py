@@ -28,30 +28,10 @@ from typing import ClassVar
 import torch
 
 from ..signals import SignalNeeds, SignalTrace
-from .base import mean_over_steps, score_fitted
+from .base import benign_stats, mean_over_steps, score_fitted, stored_stats
 from .bottleneck import layer_entropies
 
 NOISE = "noise_rms"  # the feature name of log(noise RMS)
-
-
-def _stats(values: torch.Tensor, what: str) -> tuple[float, float]:
-    values = values.double()
-    mean, spread = float(values.mean()), float(values.std())
-    if not spread > 0 or not math.isfinite(mean):
-        raise ValueError(f"calibration: {what} scores every benign prompt the same; pass varied prompts")
-    return mean, spread
-
-
-def _pair(value, what: str) -> tuple[float, float]:
-    """A stored [mean, std]: two finite numbers (not bools), std > 0."""
-    if not isinstance(value, list | tuple) or len(value) != 2:
-        raise ValueError(f"{what} must be [mean, std], two numbers")
-    if any(isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) for v in value):
-        raise ValueError(f"{what} must be [mean, std], two finite numbers")
-    mean, spread = float(value[0]), float(value[1])
-    if not spread > 0:
-        raise ValueError(f"{what}: the spread must be > 0, got {spread}")
-    return mean, spread
 
 
 @dataclass(frozen=True)
@@ -84,13 +64,13 @@ class AttentionNoiseDetector:
         layers = sorted(k for k in features if k != NOISE)
         if NOISE not in features or not layers:
             raise ValueError(f"calibration of {self.name!r}: the traces hold no attention or no noise magnitude")
-        layer_stats = tuple((k, *_stats(features[k], f"layer {k!r}")) for k in layers)
+        layer_stats = tuple((k, *benign_stats(features[k], f"layer {k!r}")) for k in layers)
         fitted = replace(self, layer_stats=layer_stats)
         attention = fitted._mean_z(features)
         return replace(
             fitted,
-            attention_stats=_stats(attention, "the attention entropy"),
-            noise_stats=_stats(features[NOISE], "the noise magnitude"),
+            attention_stats=benign_stats(attention, "the attention entropy"),
+            noise_stats=benign_stats(features[NOISE], "the noise magnitude"),
         )
 
     def state(self) -> dict:
@@ -107,12 +87,14 @@ class AttentionNoiseDetector:
         for layer, pair in state["layer_stats"].items():
             if not isinstance(layer, str):
                 raise ValueError(f"calibration of {self.name!r}: layer_stats keys must be layer names")
-            layers.append((layer, *_pair(pair, f"calibration of {self.name!r}: layer_stats[{layer!r}]")))
+            layers.append((layer, *stored_stats(pair, f"calibration of {self.name!r}: layer_stats[{layer!r}]")))
         return replace(
             self,
             layer_stats=tuple(sorted(layers)),
-            attention_stats=_pair(state.get("attention_stats"), f"calibration of {self.name!r}: attention_stats"),
-            noise_stats=_pair(state.get("noise_stats"), f"calibration of {self.name!r}: noise_stats"),
+            attention_stats=stored_stats(
+                state.get("attention_stats"), f"calibration of {self.name!r}: attention_stats"
+            ),
+            noise_stats=stored_stats(state.get("noise_stats"), f"calibration of {self.name!r}: noise_stats"),
         )
 
     def with_calibration(self, calibration) -> AttentionNoiseDetector:

@@ -17,12 +17,15 @@ from .base import Detector, score_range
 from .bottleneck import BottleneckEntropyDetector, StandardizedBottleneckEntropyDetector
 from .combined import AttentionNoiseDetector
 from .noise import AnisotropyDetector, HessianDetector, NoiseMagnitudeDetector
+from .top_layers import TopLayerEntropyDetector
 from .trajectory import LatentUpdateDetector
 
 DETECTORS: dict[str, Callable[[], Detector]] = {
+    # memguard's calibrated default: the most raised layers' standardized attention entropy (top_layers.py)
+    "top_layer_entropy": TopLayerEntropyDetector,
     # every layer's attention entropy plus the noise magnitude, standardized on benign prompts (combined.py)
     "attention_noise": AttentionNoiseDetector,
-    "bottleneck_entropy": BottleneckEntropyDetector,  # memguard's own score
+    "bottleneck_entropy": BottleneckEntropyDetector,  # memguard's first score: needs no fit
     # the same layers, each standardized on the calibration's benign prompts (needs a calibration)
     "bottleneck_entropy_standardized": StandardizedBottleneckEntropyDetector,
     "noise_rms": NoiseMagnitudeDetector,  # Wen et al. 2024
@@ -34,8 +37,8 @@ DETECTORS: dict[str, Callable[[], Detector]] = {
     "bright_ending": BrightEndingDetector,  # Chen et al. 2025 (post hoc)
 }
 
-# What `memguard.calibrate` measures by default: memguard's own score (see bottleneck.py).
-CALIBRATED_DEFAULT = "bottleneck_entropy"
+# What `memguard.calibrate` measures by default: memguard's own score (see top_layers.py).
+CALIBRATED_DEFAULT = "top_layer_entropy"
 # Without a calibration or a threshold, only the noise magnitude has a usable model-free threshold.
 UNCALIBRATED_DEFAULT = "noise_rms"
 
