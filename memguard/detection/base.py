@@ -13,6 +13,7 @@ from ..signals.trace import entropy
 
 __all__ = [
     "UNBOUNDED",
+    "LayerStats",
     "benign_stats",
     "Decision",
     "Detector",
@@ -20,8 +21,11 @@ __all__ = [
     "is_fittable",
     "decide",
     "entropy",
+    "fit_layer_stats",
     "mean_over_steps",
+    "read_layer_stats",
     "score_range",
+    "standardize_layers",
     "steps_upto",
     "stored_stats",
     "unavailable",
@@ -148,3 +152,39 @@ def stored_stats(value, what: str) -> tuple[float, float]:
     if not spread > 0:
         raise ValueError(f"{what}: the spread must be > 0, got {spread}")
     return mean, spread
+
+
+# Per-layer statistics of the fitted attention scores (top_layers.py, combined.py): one tuple
+# (layer, benign mean, benign std) per cross-attention layer, sorted by layer name.
+LayerStats = tuple[tuple[str, float, float], ...]
+
+
+def fit_layer_stats(features: dict[str, torch.Tensor], layers: list[str]) -> LayerStats:
+    """Each layer's benign (mean, std) of its feature (`benign_stats`), in the order of `layers`."""
+    return tuple((k, *benign_stats(features[k], f"layer {k!r}")) for k in layers)
+
+
+def read_layer_stats(state, detector_name: str) -> LayerStats:
+    """A calibration's stored `layer_stats` ({layer: [mean, std]}), checked strictly and sorted."""
+    if not isinstance(state, dict) or not isinstance(state.get("layer_stats"), dict) or not state["layer_stats"]:
+        raise ValueError(f"calibration of {detector_name!r} holds no layer_stats; re-run memguard.calibrate")
+    layers = []
+    for layer, pair in state["layer_stats"].items():
+        if not isinstance(layer, str):
+            raise ValueError(f"calibration of {detector_name!r}: layer_stats keys must be layer names")
+        layers.append((layer, *stored_stats(pair, f"calibration of {detector_name!r}: layer_stats[{layer!r}]")))
+    return tuple(sorted(layers))
+
+
+def standardize_layers(layer_stats: LayerStats, features: dict[str, torch.Tensor], detector_name: str) -> torch.Tensor:
+    """(layers, N): each layer's feature as a z-score against the benign statistics, layers sorted by
+    name; refused when the recorded layers are not exactly the calibrated ones (another model)."""
+    stats = {layer: (mean, spread) for layer, mean, spread in layer_stats}
+    layers = sorted(features)
+    if sorted(stats) != layers:
+        raise ValueError(
+            f"detector {detector_name!r}: the model's cross-attention layers differ from the calibration's "
+            f"({len(layers)} recorded, {len(stats)} calibrated); calibrate this model"
+        )
+    # in float64, as the fit computes them: a small benign spread magnifies rounding
+    return torch.stack([(features[k].double() - stats[k][0]) / stats[k][1] for k in layers])

@@ -28,7 +28,16 @@ from typing import ClassVar
 import torch
 
 from ..signals import SignalNeeds, SignalTrace
-from .base import benign_stats, mean_over_steps, score_fitted, stored_stats
+from .base import (
+    LayerStats,
+    benign_stats,
+    fit_layer_stats,
+    mean_over_steps,
+    read_layer_stats,
+    score_fitted,
+    standardize_layers,
+    stored_stats,
+)
 from .bottleneck import layer_entropies
 
 NOISE = "noise_rms"  # the feature name of log(noise RMS)
@@ -40,7 +49,7 @@ class AttentionNoiseDetector:
     log noise RMS, both averaged over the first k steps; fitted on benign prompts (a
     `FittableDetector`: `memguard.calibrate` fits it and the calibration stores the statistics)."""
 
-    layer_stats: tuple[tuple[str, float, float], ...] = ()  # (layer, benign mean, benign std) of entropy
+    layer_stats: LayerStats = ()  # (layer, benign mean, benign std) of entropy
     attention_stats: tuple[float, float] | None = None  # benign (mean, std) of the layers' mean z
     noise_stats: tuple[float, float] | None = None  # benign (mean, std) of log(noise RMS)
     name: str = "attention_noise"
@@ -64,8 +73,7 @@ class AttentionNoiseDetector:
         layers = sorted(k for k in features if k != NOISE)
         if NOISE not in features or not layers:
             raise ValueError(f"calibration of {self.name!r}: the traces hold no attention or no noise magnitude")
-        layer_stats = tuple((k, *benign_stats(features[k], f"layer {k!r}")) for k in layers)
-        fitted = replace(self, layer_stats=layer_stats)
+        fitted = replace(self, layer_stats=fit_layer_stats(features, layers))
         attention = fitted._mean_z(features)
         return replace(
             fitted,
@@ -81,16 +89,9 @@ class AttentionNoiseDetector:
         }
 
     def with_state(self, state: dict) -> AttentionNoiseDetector:
-        if not isinstance(state, dict) or not isinstance(state.get("layer_stats"), dict) or not state["layer_stats"]:
-            raise ValueError(f"calibration of {self.name!r} holds no layer_stats; re-run memguard.calibrate")
-        layers = []
-        for layer, pair in state["layer_stats"].items():
-            if not isinstance(layer, str):
-                raise ValueError(f"calibration of {self.name!r}: layer_stats keys must be layer names")
-            layers.append((layer, *stored_stats(pair, f"calibration of {self.name!r}: layer_stats[{layer!r}]")))
         return replace(
             self,
-            layer_stats=tuple(sorted(layers)),
+            layer_stats=read_layer_stats(state, self.name),
             attention_stats=stored_stats(
                 state.get("attention_stats"), f"calibration of {self.name!r}: attention_stats"
             ),
@@ -103,15 +104,8 @@ class AttentionNoiseDetector:
 
     # --- scoring ------------------------------------------------------------------------------------
     def _mean_z(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        stats = {layer: (mean, spread) for layer, mean, spread in self.layer_stats}
-        layers = sorted(k for k in features if k != NOISE)
-        if sorted(stats) != layers:
-            raise ValueError(
-                f"detector {self.name!r}: the model's cross-attention layers differ from the calibration's "
-                f"({len(layers)} recorded, {len(stats)} calibrated); calibrate this model"
-            )
-        # in float64, as the fit computes them: a small benign spread magnifies rounding
-        return torch.stack([(features[k].double() - stats[k][0]) / stats[k][1] for k in layers]).mean(dim=0)
+        layers = {k: v for k, v in features.items() if k != NOISE}
+        return standardize_layers(self.layer_stats, layers, self.name).mean(dim=0)
 
     def score(self, trace: SignalTrace, upto_step: int) -> torch.Tensor:
         return score_fitted(self, trace, upto_step, "statistics")

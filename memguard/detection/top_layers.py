@@ -25,7 +25,7 @@ from typing import ClassVar
 import torch
 
 from ..signals import SignalNeeds, SignalTrace
-from .base import benign_stats, score_fitted, stored_stats
+from .base import LayerStats, fit_layer_stats, read_layer_stats, score_fitted, standardize_layers
 from .bottleneck import layer_entropies
 
 DEFAULT_TOP_FRACTION = 0.25  # of the model's cross-attention layers
@@ -44,7 +44,7 @@ class TopLayerEntropyDetector:
     entropy over prompt tokens, divided by log T, averaged over the first k steps, standardized on
     benign prompts). Fitted by `memguard.calibrate`; refuses to score without its statistics."""
 
-    layer_stats: tuple[tuple[str, float, float], ...] = ()  # (layer, benign mean, benign std) of entropy
+    layer_stats: LayerStats = ()  # (layer, benign mean, benign std) of entropy
     top_layers: int = 0  # set by the fit from the model's layer count
     top_fraction: float = DEFAULT_TOP_FRACTION
     name: str = "top_layer_entropy"
@@ -70,7 +70,7 @@ class TopLayerEntropyDetector:
             raise ValueError(f"calibration of {self.name!r}: the traces hold no cross-attention layer")
         return replace(
             self,
-            layer_stats=tuple((k, *benign_stats(features[k], f"layer {k!r}")) for k in layers),
+            layer_stats=fit_layer_stats(features, layers),
             top_layers=top_layer_count(len(layers), self.top_fraction),
         )
 
@@ -81,19 +81,13 @@ class TopLayerEntropyDetector:
         }
 
     def with_state(self, state: dict) -> TopLayerEntropyDetector:
-        if not isinstance(state, dict) or not isinstance(state.get("layer_stats"), dict) or not state["layer_stats"]:
-            raise ValueError(f"calibration of {self.name!r} holds no layer_stats; re-run memguard.calibrate")
-        layers = []
-        for layer, pair in state["layer_stats"].items():
-            if not isinstance(layer, str):
-                raise ValueError(f"calibration of {self.name!r}: layer_stats keys must be layer names")
-            layers.append((layer, *stored_stats(pair, f"calibration of {self.name!r}: layer_stats[{layer!r}]")))
+        layers = read_layer_stats(state, self.name)
         top = state.get("top_layers")
         if isinstance(top, bool) or not isinstance(top, int) or not 0 < top <= len(layers):
             raise ValueError(
                 f"calibration of {self.name!r}: top_layers must be a whole number from 1 to {len(layers)}, got {top!r}"
             )
-        return replace(self, layer_stats=tuple(sorted(layers)), top_layers=top)
+        return replace(self, layer_stats=layers, top_layers=top)
 
     def with_calibration(self, calibration) -> TopLayerEntropyDetector:
         """This detector with the calibration's statistics."""
@@ -102,15 +96,7 @@ class TopLayerEntropyDetector:
     # --- scoring ------------------------------------------------------------------------------------
     def standardized(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """(layers, N) each layer's entropy as a z-score against the benign prompts, layers sorted by name."""
-        stats = {layer: (mean, spread) for layer, mean, spread in self.layer_stats}
-        layers = sorted(features)
-        if sorted(stats) != layers:
-            raise ValueError(
-                f"detector {self.name!r}: the model's cross-attention layers differ from the calibration's "
-                f"({len(layers)} recorded, {len(stats)} calibrated); calibrate this model"
-            )
-        # in float64, as the fit computes them: a small benign spread magnifies rounding
-        return torch.stack([(features[k].double() - stats[k][0]) / stats[k][1] for k in layers])
+        return standardize_layers(self.layer_stats, features, self.name)
 
     def score(self, trace: SignalTrace, upto_step: int) -> torch.Tensor:
         return score_fitted(self, trace, upto_step, "per-layer statistics")
