@@ -112,22 +112,12 @@ def _fitted_methods(pipe, prompts: list[str], steps: int, guidance: float, is_te
     """memguard's calibrated default (top_layer_entropy) and attention_noise, each fitted at each early step
     it is scored at (a calibration fits the statistics at its decision step), and on the testbed the
     standardized bottleneck entropy."""
-    top_layers = [
-        Method(
-            "memguard (top layers' entropy, calibrated)",
-            _fitted(pipe, TopLayerEntropyDetector(), prompts, steps, guidance, k),
-            (k,),
-        )
-        for k in (1, 3)
-    ]
-    combined = [
-        Method(
-            "memguard (attention + noise, calibrated)",
-            _fitted(pipe, AttentionNoiseDetector(), prompts, steps, guidance, k),
-            (k,),
-        )
-        for k in (1, 3)
-    ]
+
+    def at_early_steps(label: str, detector) -> list[Method]:
+        return [Method(label, _fitted(pipe, detector, prompts, steps, guidance, k), (k,)) for k in (1, 3)]
+
+    top_layers = at_early_steps("memguard (top layers' entropy, calibrated)", TopLayerEntropyDetector())
+    combined = at_early_steps("memguard (attention + noise, calibrated)", AttentionNoiseDetector())
     if not is_testbed:
         return [*top_layers, *combined]
     standardized = _fitted(pipe, StandardizedBottleneckEntropyDetector(), prompts, steps, guidance)
@@ -264,7 +254,8 @@ def main(
     seed_list = list(range(seeds))
     all_methods = methods(steps)
     all_methods[:0] = _fitted_methods(pipe, _fit_prompts(is_testbed, fit_prompts), steps, guidance, is_testbed)
-    top_at_1, combined_at_1 = all_methods[0].detector, all_methods[2].detector  # both fitted at step 1
+    fitted_at_1 = {m.detector.name: m.detector for m in all_methods if m.steps == (1,)}
+    top_at_1, combined_at_1 = fitted_at_1["top_layer_entropy"], fitted_at_1["attention_noise"]
     early = [m for m in all_methods if not m.post_hoc]
     late = [m for m in all_methods if m.post_hoc] if post_hoc else []
     layers = sorted(cross_attention_layers(pipe.unet))
