@@ -90,7 +90,7 @@ class MemorizationReport:
     action: ReportAction = "none"
     intent: Intent = "none"
     triggers: list[Trigger] = field(default_factory=list)
-    residual_score: float | None = None  # the score without the intended spans (see intent/resolver.py)
+    residual_score: float | None = None  # the score with intended spans replaced by stand-ins (intent/resolver.py)
     reference_score: float | None = None  # mixed: the score of the intended spans alone
     attempts: list[Attempt] = field(default_factory=list)
     guard_seconds: float = 0.0

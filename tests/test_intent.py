@@ -175,6 +175,40 @@ def test_verdicts_follow_the_residual_of_the_prompt_without_its_concepts():
     assert any(t.concept == "Brand X Logo" and not t.intended for t in verdict.triggers)
 
 
+def test_the_rest_is_scored_with_each_concept_replaced_by_its_stand_in():
+    registry = IntentRegistry.from_text(
+        "version: 1\nstand_in: an object\nconcepts:\n  - name: Mona Lisa\n    stand_in: a painting\n"
+        "  - name: Eiffel Tower\n"
+    )
+    assert [c.stand_in for c in registry] == ["a painting", "an object"]  # its own, else the file's
+    asked = []
+    _resolve("the Mona Lisa beside the Eiffel Tower, pink backdrop", lambda text: asked.append(text) or 0.1, registry)
+    assert asked == ["a painting beside an object, pink backdrop"]  # the stand-in brings its own article
+
+    # A remainder with no subject left reads as a complete prompt: scored as one, it can memorize
+    # where the same words around an ordinary subject do not. The stand-in decides the verdict.
+    def subjectless_memorizes(text):
+        return 0.1 if "painting" in text else 0.9
+
+    prompt = "the Mona Lisa, top, pink backdrop"
+    assert _resolve(prompt, subjectless_memorizes).intent == "mixed"  # _registry() has no stand-ins
+    assert _resolve(prompt, subjectless_memorizes, registry).intent == "intended"
+    # a prompt that is only the concept has no rest to memorize, stand-in or not
+    assert _resolve("Mona Lisa", lambda text: pytest.fail("no rest: no residual"), registry).intent == "intended"
+
+
+def test_stand_ins_survive_a_round_trip_and_bad_ones_name_their_field(tmp_path):
+    registry = IntentRegistry((IntendedConcept("Mona Lisa", stand_in="a painting"), IntendedConcept("Eiffel Tower")))
+    registry.save(tmp_path / "r.json")
+    assert IntentRegistry.load(tmp_path / "r.json").concepts == registry.concepts
+    with pytest.raises(RegistryError, match=r"line 2: stand_in: expected a string"):
+        IntentRegistry.from_text("version: 1\nstand_in: [a, b]\nconcepts: []\n")
+    with pytest.raises(RegistryError, match=r"concepts\[0\]\.stand_in: expected a string"):
+        IntentRegistry.from_text("version: 1\nconcepts:\n  - name: A\n    stand_in: 3\n")
+    with pytest.raises(RegistryError, match=r"concepts\[0\]\.stand_in: longer than 200"):
+        IntentRegistry((IntendedConcept("A", stand_in="x" * 201),))
+
+
 def test_a_mention_inside_a_flagged_prompt_splits_its_trigger_span():
     # every word carries the same share of the signal: the span around the mention keeps both sides
     prompt = "a poster of the Mona Lisa in a subway station"

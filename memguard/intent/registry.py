@@ -3,13 +3,20 @@
 A registry file is JSON or YAML (safe loaders only, never pickle)::
 
     version: 1
+    stand_in: an object                 # optional: every concept's stand-in (see below)
     concepts:
       - name: Mona Lisa                 # required, unique (case-insensitive)
         aliases: [La Gioconda]          # optional, non-empty strings
         description: Leonardo's portrait of a woman with folded hands  # optional (implicit intent)
         policy: allow                   # allow (default) | unintended
+        stand_in: a painting            # optional: this concept's own
 
 `policy: unintended` lists a concept the operator does not want reproduced even when named.
+`stand_in` (per concept, or once at the top level for every concept) is an ordinary subject the model
+draws in many ways, put in the concept's place when the intent resolver asks whether the rest of a
+prompt memorizes by itself. Without one the concept is deleted, and a remainder with no subject left
+("in a pink room") can read to a model as a complete prompt that fixes the whole image, so it scores
+like a memorized one and an intended prompt is judged mixed. "" deletes (the default).
 Every problem raises `RegistryError`, naming the file, the field (e.g. ``concepts[2].aliases[0]``)
 and, where the parser knows it, the line.
 
@@ -48,8 +55,8 @@ MAX_DESCRIPTION_CHARS = 2_000
 
 ConceptPolicy = Literal["allow", "unintended"]
 CONCEPT_POLICIES: tuple[str, ...] = ("allow", "unintended")
-_CONCEPT_FIELDS = frozenset({"name", "aliases", "description", "policy"})
-_TOP_FIELDS = frozenset({"version", "concepts"})
+_CONCEPT_FIELDS = frozenset({"name", "aliases", "description", "policy", "stand_in"})
+_TOP_FIELDS = frozenset({"version", "concepts", "stand_in"})
 
 
 class RegistryError(MemguardValueError):
@@ -76,6 +83,7 @@ class IntendedConcept:
     aliases: tuple[str, ...] = ()
     description: str = ""
     policy: ConceptPolicy = "allow"
+    stand_in: str = ""  # put in the concept's place when the rest of a prompt is scored; "": deleted
 
     @property
     def phrases(self) -> tuple[str, ...]:
@@ -214,6 +222,9 @@ class IntentRegistry:
             fail("concepts", f"expected a list of concepts, got {type(raw).__name__}")
         if len(raw) > MAX_CONCEPTS:
             fail("concepts", f"{len(raw):,} concepts; at most {MAX_CONCEPTS:,} are allowed")
+        default_stand_in = data.get("stand_in", "")
+        if not isinstance(default_stand_in, str):
+            fail("stand_in", f"expected a string, got {type(default_stand_in).__name__}")
         concepts = []
         for i, entry in enumerate(raw):
             here = f"concepts[{i}]"
@@ -235,7 +246,14 @@ class IntentRegistry:
             policy = entry.get("policy", "allow")
             if not isinstance(policy, str) or policy not in CONCEPT_POLICIES:
                 fail(f"{here}.policy", f"unknown policy {shown(policy)} (allowed: {', '.join(CONCEPT_POLICIES)})")
-            concepts.append(IntendedConcept(name.strip(), tuple(a.strip() for a in aliases), description, policy))
+            stand_in = entry.get("stand_in", default_stand_in)
+            if not isinstance(stand_in, str):
+                fail(f"{here}.stand_in", f"expected a string, got {type(stand_in).__name__}")
+            concepts.append(
+                IntendedConcept(
+                    name.strip(), tuple(a.strip() for a in aliases), description, policy, " ".join(stand_in.split())
+                )
+            )
         try:
             return cls(tuple(concepts), source=source)
         except RegistryError as error:  # checked where every registry is: place it in the file
@@ -248,6 +266,7 @@ class IntentRegistry:
             "version": 1,
             "concepts": [
                 {"name": c.name, "aliases": list(c.aliases), "description": c.description, "policy": c.policy}
+                | ({"stand_in": c.stand_in} if c.stand_in else {})
                 for c in self.concepts
             ],
         }
@@ -306,6 +325,10 @@ def _validate_concepts(
             fail(f"{here}.description", f"longer than {MAX_DESCRIPTION_CHARS:,} characters")
         if concept.policy not in CONCEPT_POLICIES:
             fail(f"{here}.policy", f"unknown policy {shown(concept.policy)}")
+        if not isinstance(concept.stand_in, str):
+            fail(f"{here}.stand_in", f"expected a string, got {type(concept.stand_in).__name__}")
+        if len(concept.stand_in) > MAX_PHRASE_CHARS:
+            fail(f"{here}.stand_in", f"longer than {MAX_PHRASE_CHARS} characters")
         if key in seen:
             fail(f"{here}.name", f"duplicate concept name {concept.name!r} (also concepts[{seen[key]}])")
         seen[key] = i

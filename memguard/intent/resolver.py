@@ -3,9 +3,10 @@
 How it decides (one place to change it):
 1. No registered concept is mentioned (explicitly, or implicitly when a matcher is set): every
    trigger span is unintended -> "unintended".
-2. Allowed concepts are mentioned: the *residual* -- the same score for the prompt with those
-   mentions removed, over a few fresh starting noises -- says whether the rest of the prompt
-   memorizes by itself. At or under the threshold, the concepts explain the signal -> "intended";
+2. Allowed concepts are mentioned: the *residual* -- the same score for the prompt with each of those
+   mentions replaced by its concept's stand-in (an ordinary subject, from the registry; deleted when
+   it has none), over a few fresh starting noises -- says whether the rest of the prompt memorizes
+   by itself. At or under the threshold, the concepts explain the signal -> "intended";
    above it, something else is being reproduced too -> "mixed".
 A mention of a concept whose registry policy is "unintended" is an unintended trigger.
 Attention shares on a small or unusual model can be near-uniform, so they describe the spans but
@@ -69,8 +70,24 @@ class IntentVerdict:
 
 def without_spans(prompt: str, spans: list[tuple[int, int]]) -> str:
     """`prompt` with the character ranges removed and the whitespace tidied."""
-    for start, end in sorted(spans, reverse=True):
-        prompt = prompt[:start] + " " + prompt[end:]
+    return with_stand_ins(prompt, [(start, end, "") for start, end in spans])
+
+
+_ARTICLE_BEFORE = re.compile(r"\b(?:the|a|an)\s*$", re.IGNORECASE)
+_ARTICLE = re.compile(r"(?:the|a|an)\b", re.IGNORECASE)
+
+
+def with_stand_ins(prompt: str, replacements: list[tuple[int, int, str]]) -> str:
+    """`prompt` with each character range [start, end) replaced by its words ("" removes it), the
+    whitespace tidied. A stand-in that brings its own article drops the one before the range ("the
+    Velmora crest" with the mention "Velmora crest" and the stand-in "a circle" reads "a circle")."""
+    for start, end, words in sorted(replacements, reverse=True):
+        before, after = prompt[:start], prompt[end:]
+        if words and _ARTICLE.match(words):
+            before = _ARTICLE_BEFORE.sub("", before)
+        if words and not re.match(r"[,.;:!?)]", after):
+            words += " "
+        prompt = before + " " + words + after
     return re.sub(r"\s+", " ", prompt).strip()
 
 
@@ -133,8 +150,11 @@ class IntentResolver:
             if not triggers:  # no attribution: the whole prompt is the trigger
                 triggers = [Trigger(prompt, 0, len(prompt), 1.0)]
             return IntentVerdict("unintended", triggers, mentions, note=note)
-        rest = without_spans(prompt, [(m.start, m.end) for m in allowed])
-        residual_score = float(residual(rest)) if rest else float("-inf")
+        # A prompt that is all concept has no rest to memorize. Otherwise each concept gives way to its
+        # stand-in, so the rest is scored as an ordinary prompt, not as a subjectless remainder.
+        has_rest = bool(without_spans(prompt, [(m.start, m.end) for m in allowed]))
+        rest = with_stand_ins(prompt, [(m.start, m.end, m.concept.stand_in) for m in allowed])
+        residual_score = float(residual(rest)) if has_rest else float("-inf")
         if residual_score <= threshold and not refused:
             return IntentVerdict("intended", [mention_span(m) for m in allowed], mentions, residual_score, note)
         if not others:  # the rest memorizes, though attention singled out no word: all of it
