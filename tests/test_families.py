@@ -140,6 +140,34 @@ def test_resample_with_the_default_mitigation(pipes, name):
     assert not is_installed(pipe.unet)
 
 
+@pytest.mark.parametrize("name", [n for n in FAMILIES if "xl" in n])
+def test_words_hidden_from_cross_attention_are_hidden_from_the_pooled_embedding_too(pipes, name):
+    # SDXL also conditions on the second encoder's pooled embedding of the whole prompt; a re-sample
+    # that masks every word would still be told the prompt through it (the SDXL testbed's re-samples
+    # copied training images that way).
+    pipe = pipes[name]
+    registry = memguard.IntentRegistry((memguard.IntendedConcept("red circle"),))
+    mitigation = memguard.mitigation.AttentionRescale(scope="all")
+    config = GuardConfig(threshold=-1.0, registry=registry, mitigation=mitigation, policy=Policy(max_attempts=1))
+    pooled = []
+    hook = pipe.unet.register_forward_pre_hook(
+        lambda module, args, kwargs: pooled.append(kwargs["added_cond_kwargs"]["text_embeds"][-1].clone()),
+        with_kwargs=True,
+    )
+    try:
+        out = call(memguard.guard(pipe, config), name, prompts=[PROMPTS[0]])
+    finally:
+        hook.remove()
+    assert out.memorization[0].intent == "mixed" and out.memorization[0].resamples == 1
+
+    def pooled_of(text):
+        return pipe.encode_prompt(text, device="cpu", do_classifier_free_guidance=False)[2][0]
+
+    assert torch.equal(pooled[0], pooled_of(PROMPTS[0]))  # the caller's own generation
+    assert torch.allclose(pooled[-1], pooled_of("red circle"))  # the re-sample: the concept alone
+    assert not torch.allclose(pooled[-1], pooled_of(PROMPTS[0]))
+
+
 @pytest.mark.parametrize("name", FAMILIES)
 def test_return_dict_false_is_the_parents_tuple(pipes, name):
     pipe = pipes[name]

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 import memguard
 from memguard import GuardConfig, IntendedConcept, IntentRegistry, Policy
+from memguard.intent.resolver import without_spans
 from memguard.metrics import GuardMetrics
 from memguard.mitigation import (
     DEFAULT_MITIGATION,
@@ -187,6 +188,7 @@ def _context(pipe, prompt=PROMPT):
         threshold=0.0,
         noise_target=0.0,
         intended_spans=((start, end),),
+        unintended_spans=tuple(tuple(tokens["offset_mapping"][k]) for k in other[-3:]),
         intended_tokens=intended,
         unintended_tokens=other[-3:],
         other_tokens=other,
@@ -216,6 +218,22 @@ def test_no_mitigation_touches_the_intended_tokens_or_embeddings(shared_base_pip
     assert torch.equal(reseeded.latents, ReSeed().apply(start, context).latents)  # deterministic per seed
     both = Compose((ReSeed(), AttentionRescale())).apply(start, context)
     assert both.applied == ("reseed", "attention_rescale") and both.edits.attention is not None
+
+
+def test_hiding_or_changing_words_also_names_the_text_left_for_a_pooled_embedding(shared_base_pipe):
+    context = _context(shared_base_pipe)
+    start = ResamplePlan(latents=context.latents, prompt=PROMPT)
+    triggers = AttentionRescale(scope="triggers").apply(start, context).pooled_text
+    assert triggers == without_spans(PROMPT, list(context.unintended_spans))  # the trigger words gone
+    hidden = [PROMPT[a:b] for a, b in context.unintended_spans]
+    assert hidden and "Velmora crest" in triggers and not set(hidden) & set(triggers.split())
+    for scope in ("unintended", "all"):  # everything outside the intended spans is masked or changed
+        assert AttentionRescale(scope=scope).apply(start, context).pooled_text == "Velmora crest"
+        peo = PromptEmbeddingOptimization(scope=scope, target=-1.0, max_iterations=1)
+        assert peo.apply(start, context).pooled_text == "Velmora crest"
+    assert start.pooled_text is None and ReSeed().apply(start, context).pooled_text is None
+    embeds_only = replace(context, prompt=None)
+    assert AttentionRescale(scope="all").apply(start, embeds_only).pooled_text is None
 
 
 def test_guidance_schedule_changes_the_effective_scale_only_early():

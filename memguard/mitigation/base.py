@@ -35,6 +35,7 @@ class MitigationContext:
     noise_target: float | None  # a first-step noise RMS to get under: the threshold when the detector is
     # the noise magnitude itself; None otherwise (optimizations then use their whole iteration budget)
     intended_spans: tuple[tuple[int, int], ...]  # character ranges of allowed concepts
+    unintended_spans: tuple[tuple[int, int], ...]  # character ranges of unintended trigger words
     intended_tokens: tuple[int, ...]  # text-encoder positions inside intended spans
     unintended_tokens: tuple[int, ...]  # positions of unintended trigger words
     other_tokens: tuple[int, ...]  # every prompt position outside intended spans (no special tokens)
@@ -63,6 +64,10 @@ class ResamplePlan:
     latents: torch.Tensor | None
     prompt: str | None
     prompt_embeds: torch.Tensor | None = None  # when set, replaces the prompt's embeddings
+    # A text whose whole-prompt embedding (SDXL's pooled `text_embeds`) replaces the prompt's; None
+    # keeps the prompt's. A mitigation that hides or changes words sets it, or the pooled embedding
+    # would still carry them unchanged. Families without such an embedding ignore it.
+    pooled_text: str | None = None
     edits: Edits = field(default_factory=Edits)
     rescored: bool = True  # False: the step-k score cannot see this mitigation's effect
     applied: tuple[str, ...] = ()

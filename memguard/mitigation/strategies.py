@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from ..intent.resolver import without_spans
 from .base import MitigationContext, ResamplePlan, fresh_noise
 from .edits import AttentionEdit, GuidanceEdit
 
@@ -56,6 +57,18 @@ def _targets(context: MitigationContext, scope: str) -> list[int]:
     return [t for t in tokens if t not in intended and t > 0]
 
 
+def _untouched_text(context: MitigationContext, scope: str) -> str | None:
+    """The words of the prompt that a mitigation of `scope` leaves as they are: the intended spans alone
+    ("unintended", "all"), or the prompt without its unintended trigger words ("triggers"). None
+    when the call passed embeddings (there is no text)."""
+    prompt = context.prompt
+    if prompt is None:
+        return None
+    if scope == "triggers":
+        return without_spans(prompt, list(context.unintended_spans))
+    return " ".join(prompt[start:end] for start, end in sorted(context.intended_spans))
+
+
 @dataclass(frozen=True)
 class AttentionRescale:
     """Ren et al. 2024: mask the unintended tokens in cross-attention (`scope`: the trigger words,
@@ -73,7 +86,8 @@ class AttentionRescale:
     def apply(self, plan: ResamplePlan, context: MitigationContext) -> ResamplePlan:
         masked = tuple(_targets(context, self.scope))
         edit = AttentionEdit(self.begin_scale, masked)
-        return plan.with_(self.name, edits=replace(plan.edits, attention=edit))
+        pooled = _untouched_text(context, self.scope) if masked else plan.pooled_text
+        return plan.with_(self.name, edits=replace(plan.edits, attention=edit), pooled_text=pooled)
 
 
 @dataclass(frozen=True)
@@ -107,7 +121,9 @@ class PromptEmbeddingOptimization:
                 optimizer.zero_grad()
                 magnitude.mean().backward(inputs=[delta])
                 optimizer.step()
-        return plan.with_(self.name, prompt_embeds=(base + delta.detach() * mask).detach())
+        # The pooled embedding (SDXL) is not optimized: it keeps only the words left unchanged.
+        embeds = (base + delta.detach() * mask).detach()
+        return plan.with_(self.name, prompt_embeds=embeds, pooled_text=_untouched_text(context, self.scope))
 
 
 @dataclass(frozen=True)

@@ -213,6 +213,7 @@ class GuardedCall:
             noise_target=first.threshold.value if isinstance(first.detector, NoiseMagnitudeDetector) else None,
             intended_spans=tuple(verdict.intended_spans),
             intended_tokens=intended_tokens,
+            unintended_spans=tuple((t.start, t.end) for t in verdict.unintended_triggers),
             unintended_tokens=_tokens_in(offsets, [(t.start, t.end) for t in verdict.unintended_triggers]),
             other_tokens=tuple(
                 k for k in _tokens_in(offsets, [(0, len(prompt or ""))]) if k not in set(intended_tokens)

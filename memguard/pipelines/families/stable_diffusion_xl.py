@@ -68,6 +68,27 @@ class StableDiffusionXLFamily(Family):
         )
         return {"encoder_hidden_states": states.to(dtype), "added_cond_kwargs": {"text_embeds": pooled.to(dtype)}}
 
+    def resample_arguments(self, pipe, arguments: dict, image: int, plan, inputs: ImageInputs, generator) -> dict:
+        """As `Family.resample_arguments`; a plan's `pooled_text` replaces the pooled embedding, so
+        words a mitigation hides from cross-attention do not reach the UNet through it."""
+        call = Family.resample_arguments(self, pipe, arguments, image, plan, inputs, generator)
+        if plan.pooled_text is None:
+            return call
+        device, dtype = inputs.cond_states.device, inputs.cond_states.dtype
+        if call.get("prompt_embeds") is None:  # the plan's prompt as text: pass it as embeddings
+            prompt_2 = call.get("prompt_2")
+            text = PromptText(plan.prompt, prompt_2[0] if isinstance(prompt_2, list) else prompt_2)
+            if text == self.prompt_text(arguments, image):  # what the UNet saw (clip_skip, LoRA scale)
+                states = inputs.cond_states
+            else:
+                states = self.encode_text(pipe, text, device, dtype).states
+            for name in self.text_arguments + self.negative_text_arguments:
+                call[name] = None
+            call.update(self.embeds_arguments(states, inputs))
+        pooled = self.encode_text(pipe, PromptText(plan.pooled_text), device, dtype)
+        call["pooled_prompt_embeds"] = pooled.extra["added_cond_kwargs"]["text_embeds"]
+        return call
+
     def embeds_arguments(self, embeds, inputs: ImageInputs) -> dict:
         uncond = inputs.uncond or {}
         return {
