@@ -35,12 +35,12 @@ class MitigationContext:
     noise_target: float | None  # a first-step noise RMS to get under: the threshold when the detector is
     # the noise magnitude itself; None otherwise (optimizations then use their whole iteration budget)
     intended_spans: tuple[tuple[int, int], ...]  # character ranges of allowed concepts
-    unintended_spans: tuple[tuple[int, int], ...]  # character ranges of unintended trigger words
     intended_tokens: tuple[int, ...]  # text-encoder positions inside intended spans
     unintended_tokens: tuple[int, ...]  # positions of unintended trigger words
     other_tokens: tuple[int, ...]  # every prompt position outside intended spans (no special tokens)
     attempt: int  # 1-based re-sample number
     seed: int  # deterministic per (image, attempt)
+    unintended_spans: tuple[tuple[int, int], ...] = ()  # character ranges of unintended trigger words
 
     @property
     def cond_embeds(self) -> torch.Tensor:
