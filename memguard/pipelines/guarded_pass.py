@@ -454,8 +454,8 @@ class GuardedPass:
     def residual_score(self, image: int, text: str) -> float:
         """The detector's score of `text` (the prompt with its intended spans replaced by their
         stand-ins) at the first step, averaged over `residual_draws` fresh starting noises of the first
-        step's scale (seeded: reproducible). Read through a second recorder, so it never mixes with this pass's signals.
-        Both text encoders of a two-encoder family see `text`."""
+        step's scale (seeded: reproducible). Read through a second recorder, so it never mixes with
+        this pass's signals. Both text encoders of a two-encoder family see `text`."""
         recorder = self.recorder
         needs = self.detector.needs
         if recorder.first_call is None or recorder.first_uncond_states is None or needs.full_run:
