@@ -201,6 +201,7 @@ class GuardedCall:
         start = None if self.family.starts_from_image else result.start_noise(image)
         mitigation = config.effective_mitigation
         intended_tokens = _tokens_in(offsets, verdict.intended_spans)
+        unintended_spans = [(t.start, t.end) for t in verdict.unintended_triggers]
         base = MitigationContext(
             pipe=self.pipe,
             unet=result.recorder.eager,
@@ -213,8 +214,8 @@ class GuardedCall:
             noise_target=first.threshold.value if isinstance(first.detector, NoiseMagnitudeDetector) else None,
             intended_spans=tuple(verdict.intended_spans),
             intended_tokens=intended_tokens,
-            unintended_spans=tuple((t.start, t.end) for t in verdict.unintended_triggers),
-            unintended_tokens=_tokens_in(offsets, [(t.start, t.end) for t in verdict.unintended_triggers]),
+            unintended_spans=tuple(unintended_spans),
+            unintended_tokens=_tokens_in(offsets, unintended_spans),
             other_tokens=tuple(
                 k for k in _tokens_in(offsets, [(0, len(prompt or ""))]) if k not in set(intended_tokens)
             ),
