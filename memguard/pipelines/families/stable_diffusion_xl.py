@@ -7,6 +7,8 @@ its concepts, a re-sample's prompt) brings its own pooled embedding; the time id
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from diffusers import (
     StableDiffusionXLControlNetPipeline,
     StableDiffusionXLImg2ImgPipeline,
@@ -71,20 +73,17 @@ class StableDiffusionXLFamily(Family):
     def resample_arguments(self, pipe, arguments: dict, image: int, plan, inputs: ImageInputs, generator) -> dict:
         """As `Family.resample_arguments`; a plan's `pooled_text` replaces the pooled embedding, so
         words a mitigation hides from cross-attention do not reach the UNet through it."""
-        call = Family.resample_arguments(self, pipe, arguments, image, plan, inputs, generator)
         if plan.pooled_text is None:
-            return call
+            return Family.resample_arguments(self, pipe, arguments, image, plan, inputs, generator)
         device, dtype = inputs.cond_states.device, inputs.cond_states.dtype
-        if call.get("prompt_embeds") is None:  # the plan's prompt as text: pass it as embeddings
-            prompt_2 = call.get("prompt_2")
-            text = PromptText(plan.prompt, prompt_2[0] if isinstance(prompt_2, list) else prompt_2)
-            if text == self.prompt_text(arguments, image):  # what the UNet saw (clip_skip, LoRA scale)
+        if plan.prompt_embeds is None:  # a pooled embedding of its own needs the prompt as embeddings
+            shown = self.prompt_text(arguments, image)
+            if plan.prompt == shown.text:  # what the UNet saw (clip_skip, LoRA scale)
                 states = inputs.cond_states
             else:
-                states = self.encode_text(pipe, text, device, dtype).states
-            for name in self.text_arguments + self.negative_text_arguments:
-                call[name] = None
-            call.update(self.embeds_arguments(states, inputs))
+                states = self.encode_text(pipe, PromptText(plan.prompt, shown.text_2), device, dtype).states
+            plan = replace(plan, prompt_embeds=states)
+        call = Family.resample_arguments(self, pipe, arguments, image, plan, inputs, generator)
         pooled = self.encode_text(pipe, PromptText(plan.pooled_text), device, dtype)
         call["pooled_prompt_embeds"] = pooled.extra["added_cond_kwargs"]["text_embeds"]
         return call
