@@ -9,7 +9,8 @@ Prompt files: one prompt per line, or JSONL with a `caption` field. Every method
 generations: one recording pass per batch and seed reads the union of the signals all methods need
 (`memguard.detection.record_trace`). n = 1 pools every (prompt, seed) generation; n = 4 averages a
 prompt's scores over its 4 seeds (Wen et al.'s protocol). memguard's fitted scores (its calibrated default
-"top_layer_entropy", "attention_noise", and on the testbed the standardized bottleneck entropy) are
+"top_layer_entropy", "attention_noise", "attention_or_updates" at its own decision step, 8, and on the
+testbed the standardized bottleneck entropy) are
 fitted, as `memguard.calibrate` fits them, on benign prompts apart from both sets (the testbed's
 calibration prompts, or the first `--fit-prompts` of memguard's benign corpus). Post hoc methods (Ren D,
 Chen) need the whole run and are scored at step 50 only. Costs are timed separately, per method, on the
@@ -36,6 +37,7 @@ from memguard.detection import (
     AnisotropyDetector,
     AttentionEntropyDetector,
     AttentionNoiseDetector,
+    AttentionOrUpdatesDetector,
     BottleneckEntropyDetector,
     BrightEndingDetector,
     HessianDetector,
@@ -54,6 +56,7 @@ from memguard.testbed.roc import auc, roc_curve, tpr_at_fpr
 
 RESULTS = Path(__file__).parent / "results"
 EARLY_STEPS = (1, 3, 5, 10)
+TWO_STAGE = "memguard (attention at 1 or latent updates to k, calibrated)"
 
 
 @dataclass(frozen=True)
@@ -118,10 +121,13 @@ def _fitted_methods(pipe, prompts: list[str], steps: int, guidance: float, is_te
 
     top_layers = at_early_steps("memguard (top layers' entropy, calibrated)", TopLayerEntropyDetector())
     combined = at_early_steps("memguard (attention + noise, calibrated)", AttentionNoiseDetector())
+    two_stage = AttentionOrUpdatesDetector()  # decides at its own step (8): attention at 1, updates to 8
+    step = two_stage.decision_step
+    both = [Method(TWO_STAGE, _fitted(pipe, two_stage, prompts, steps, guidance, step), (step,))]
     if not is_testbed:
-        return [*top_layers, *combined]
+        return [*top_layers, *combined, *both]
     standardized = _fitted(pipe, StandardizedBottleneckEntropyDetector(), prompts, steps, guidance)
-    return [*top_layers, *combined, Method("memguard (standardized bottleneck entropy)", standardized, (1,))]
+    return [*top_layers, *combined, *both, Method("memguard (standardized bottleneck entropy)", standardized, (1,))]
 
 
 def testbed_prompts(n_benign: int) -> tuple[list[str], list[str]]:
@@ -286,10 +292,11 @@ def main(
     def score_late(trace):
         return {f"{m.label}|{steps}": m.detector.score(trace, steps) for m in late}
 
+    last_early = max(k for m in early for k in m.steps)
     raw = {}
     for label, prompts in (("memorized", mem_prompts), ("benign", ben_prompts)):
         scores = _record(
-            pipe, prompts, seed_list, early_needs, max(EARLY_STEPS), steps, guidance, batch_size, score_early
+            pipe, prompts, seed_list, early_needs, last_early, steps, guidance, batch_size, score_early
         )
         if late:
             late_needs = late[0].detector.needs
@@ -378,9 +385,13 @@ def _plot(raw: dict, shown: list[Method], path: Path, steps: int) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 5))
-    for m in shown:
-        step = 1 if not m.post_hoc else steps
+    plotted = set()
+    for m in shown:  # each method at step 1, or at the one step it decides at (post hoc: the last)
+        step = steps if m.post_hoc else 1 if f"{m.label}|1" in raw["memorized"] else min(m.steps)
         key = f"{m.label}|{step}"
+        if key in plotted:
+            continue
+        plotted.add(key)
         fpr, tpr = roc_curve(raw["memorized"][key].flatten().tolist(), raw["benign"][key].flatten().tolist())
         ax.plot(fpr, tpr, label=f"{m.label}, step {step}")
     ax.plot([0, 1], [0, 1], color="grey", lw=0.5, ls="--")

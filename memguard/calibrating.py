@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 
 from .calibration import MAX_STORED_SCORES, Calibration, model_fingerprint
-from .detection import CALIBRATED_DEFAULT, get_detector, is_fittable
+from .detection import CALIBRATED_DEFAULT, default_decision_step, get_detector, is_fittable
 from .errors import MemguardTypeError, MemguardValueError
 from .pipelines import GuardedPipelineMixin, guard
 from .thresholds import DEFAULT_CONFIDENCE, guaranteed_threshold, required_scores
@@ -25,7 +25,7 @@ def calibrate(
     benign_prompts: Sequence[str],
     target_fpr: float = 0.01,
     *,
-    decision_step: int = 1,
+    decision_step: int | None = None,
     detector=None,
     num_images_per_prompt: int = 1,
     num_inference_steps: int = 50,
@@ -45,6 +45,8 @@ def calibrate(
     are further arguments of its call (`height`/`width`, an img2img `image` and `strength`, a ControlNet
     `image`...). `detector` (a detector or its name) defaults to memguard's own score,
     "top_layer_entropy", which, like any fittable detector, is fitted on the same benign prompts.
+    `decision_step` defaults to the detector's own `decision_step` where it declares one (8 for
+    "attention_or_updates"), else 1.
     Benign prompts for a real model: `memguard.prompts_corpus.benign_prompts()`.
     """
     if isinstance(benign_prompts, str) or not all(isinstance(p, str) for p in benign_prompts):
@@ -60,6 +62,8 @@ def calibrate(
         )
     guarded = pipe if isinstance(pipe, GuardedPipelineMixin) else guard(pipe)
     detector = get_detector(detector if detector is not None else CALIBRATED_DEFAULT)
+    if decision_step is None:
+        decision_step = default_decision_step(detector)
     if detector.needs.full_run:
         raise MemguardValueError(f"detector {detector.name!r} scores only after the last step; the guard decides early")
     # A fittable detector is fitted on the benign prompts first: a collector keeps their features, so

@@ -258,7 +258,9 @@ def calibrate(
     ),
     steps: int = typer.Option(50, min=1, help="denoising steps of the schedule the guard will run with"),
     guidance: float = typer.Option(7.5, callback=finite, help="classifier-free guidance scale"),
-    decision_step: int = typer.Option(1, min=1, help="1-based step at which the detector decides"),
+    decision_step: int | None = typer.Option(
+        None, min=1, help="1-based step at which the detector decides (default: the detector's own, else 1)"
+    ),
     detector: str | None = typer.Option(None, help="detector to calibrate (default: top_layer_entropy)"),
     batch_size: int = typer.Option(8, min=1, help="prompts per pipeline call"),
     seed: int = typer.Option(0, min=0, max=SEED_MAX, help="prompt i uses seed + i (0..2**63-1)"),

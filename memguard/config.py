@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from .calibration import Calibration
-from .detection import UNCALIBRATED_DEFAULT, Detector, get_detector, is_fittable
+from .detection import UNCALIBRATED_DEFAULT, Detector, default_decision_step, get_detector, is_fittable
 from .errors import MemguardTypeError, MemguardValueError, shown
 from .intent import ATTRIBUTION_METHODS, AttributionMethod, ImplicitMatcher, IntentRegistry
 from .intent.registry import as_registry
@@ -41,7 +41,8 @@ class GuardConfig:
             memguard's own, or "noise_rms", Wen et al.). None takes the calibration's detector, or
             "noise_rms" without a calibration (the only score with a model-free default threshold).
         decision_step: the 1-based denoising step at which the detector decides, averaging the
-            signals of steps 1..k. None takes the calibration's step, or 1 without a calibration.
+            signals of steps 1..k. None takes the calibration's step, or without a calibration the
+            detector's own (8 for "attention_or_updates"; 1 for the others).
         calibration: a `Calibration` or the path of a calibration JSON file (see `memguard.calibrate`).
         threshold: an explicit score threshold; overrides the calibration's.
         attention_layers: names of cross-attention layers to read (as in `unet.attn_processors`,
@@ -209,7 +210,7 @@ class GuardConfig:
             return self.decision_step
         if self.calibration is not None:
             return self.calibration.decision_step
-        return 1
+        return default_decision_step(self.effective_detector)
 
     @property
     def effective_mitigation(self) -> Mitigation:

@@ -3,6 +3,7 @@
 on every family with the parent's images where it does not act, leaves the user's step callback as it
 was, and can be calibrated."""
 
+import copy
 import math
 
 import numpy as np
@@ -15,6 +16,7 @@ import memguard
 from memguard import GuardConfig, IntendedConcept, IntentRegistry, Policy
 from memguard.calibration import Calibration
 from memguard.detection import AnisotropyDetector, LatentUpdateDetector, record_trace
+from memguard.intent.resolver import with_stand_ins
 from memguard.signals import SignalNeeds, SignalTrace
 from memguard.testbed.tiny import TINY_FAMILIES, tiny_family_pipeline
 
@@ -111,8 +113,50 @@ def test_the_intent_check_scores_the_residual_or_says_it_cannot(shared_base_pipe
         ).memorization
     # anisotropy: the prompt without the concept is scored on fresh noise, the extra call included
     assert math.isfinite(reports["anisotropy"].residual_score) and reports["anisotropy"].intent == "mixed"
-    # Broken Memories: no single UNet evaluation gives a latent update, so the concept never clears it
-    assert reports["broken_memories"].residual_score == math.inf and reports["broken_memories"].intent == "mixed"
+    # Broken Memories: the rest is rolled out through the decision step, so it gets a score of its own
+    assert math.isfinite(reports["broken_memories"].residual_score)
+
+
+@pytest.mark.parametrize("decision_step", [1, 3])
+def test_a_trajectory_residual_is_the_parent_loop_on_the_rest_of_the_prompt(shared_base_pipe, decision_step):
+    """The latent-update score of the prompt without its concept equals the parent pipeline's own loop
+    run on that text from the roll-out's starting noises, averaged over the draws."""
+    pipe = shared_base_pipe
+    registry = IntentRegistry((IntendedConcept("Velmora crest", ("the Velmora emblem",)),))
+    prompt = "a portrait of the Velmora crest on the Kettle Hill Gazette cover"
+    draws, start = 2, _initial_latents(pipe, 1, seed=5)
+    config = GuardConfig(
+        detector="broken_memories",
+        threshold=-1.0,
+        decision_step=decision_step,
+        registry=registry,
+        policy=Policy.uniform("flag"),
+        residual_draws=draws,
+    )
+    (report,) = _run(memguard.guard(pipe, config), [prompt], latents=start.clone()).memorization
+    rest = with_stand_ins(prompt, [(prompt.index("Velmora crest"), prompt.index(" on the Kettle"), "")])
+    # the roll-out's starting noises: `draws` seeded normals at the scale of the loop's own start
+    noise = torch.randn((draws, *start.shape[1:]), generator=torch.Generator("cpu").manual_seed(0))
+    x_t = noise * (start * pipe.scheduler.init_noise_sigma).float().std()
+    seen = []
+
+    def keep(p, step, timestep, kwargs):
+        seen.append(kwargs["latents"].clone())
+        return kwargs
+
+    _run(pipe, [rest] * draws, latents=x_t / pipe.scheduler.init_noise_sigma, callback_on_step_end=keep)
+    path = [x_t, *seen[:decision_step]]
+    updates = torch.stack([_rms(a, b) for a, b in zip(path, path[1:], strict=False)])  # (steps, draws)
+    assert report.residual_score == pytest.approx(float(updates.mean()), rel=1e-4)
+    assert report.intent == ("intended" if report.residual_score <= report.threshold else "mixed")
+
+
+def test_without_a_concept_to_clear_no_scheduler_is_copied(shared_base_pipe, monkeypatch):
+    copies = []
+    real = copy.deepcopy
+    monkeypatch.setattr(copy, "deepcopy", lambda value, *a: copies.append(type(value).__name__) or real(value, *a))
+    _run(memguard.guard(shared_base_pipe, GuardConfig(detector="broken_memories", threshold=1e9)))
+    assert type(shared_base_pipe.scheduler).__name__ not in copies
 
 
 # --- what they cost -----------------------------------------------------------------------------------

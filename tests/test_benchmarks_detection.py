@@ -9,6 +9,7 @@ from helpers import run_script_here as run_script
 EARLY = {
     "memguard (top layers' entropy, calibrated)": [1, 3],
     "memguard (attention + noise, calibrated)": [1, 3],
+    "memguard (attention at 1 or latent updates to k, calibrated)": [8],  # its own decision step
     "memguard (bottleneck entropy)": [1, 3, 5, 10],
     "Wen et al. 2024 (noise magnitude)": [1, 3, 5, 10],
     "Ren et al. 2024 E (entropy, first layer)": [1, 3],
@@ -52,7 +53,9 @@ def test_every_early_method_is_scored_at_its_steps_pooled_and_averaged(result):
         for figures in (pooled, averaged):
             assert 0 <= figures["auc"] <= 1 and 0 <= figures["tpr_at_1pct_fpr"] <= figures["tpr_at_3pct_fpr"] <= 1
     assert steps == EARLY  # --no-post-hoc; the standardized bottleneck score is fitted on the testbed only
-    assert {m: c["unet_calls"] for m, c in result["costs"].items()} == {m: 1 + (m in EXTRA_CALL) for m in EARLY}
+    # one UNet call per step to the method's first step, plus the extra call of two baselines
+    calls = {m: steps[0] + (m in EXTRA_CALL) for m, steps in EARLY.items()}
+    assert {m: c["unet_calls"] for m, c in result["costs"].items()} == calls
 
 
 def test_the_ablation_scores_the_default_with_one_layer_and_with_every_layer(result):

@@ -14,6 +14,7 @@ from memguard.detection import (
     AnisotropyDetector,
     AttentionEntropyDetector,
     AttentionNoiseDetector,
+    AttentionOrUpdatesDetector,
     BottleneckEntropyDetector,
     BrightEndingDetector,
     HessianDetector,
@@ -55,8 +56,8 @@ def test_every_detector_scores_every_image_from_one_trace(trace):
     _, recorded = trace
     for name, factory in DETECTORS.items():
         detector = factory()
-        if isinstance(detector, AttentionNoiseDetector | TopLayerEntropyDetector):  # fitted as calibrate() would
-            detector = detector.fit(detector.features(recorded, 1))
+        if isinstance(detector, AttentionNoiseDetector | TopLayerEntropyDetector | AttentionOrUpdatesDetector):
+            detector = detector.fit(detector.features(recorded, 1))  # fitted as calibrate() would
         elif hasattr(detector, "with_calibration"):  # per-layer statistics, as a calibration would give
             detector = replace(detector, layer_stats=(("unused", 0.0, 1.0),) + _stats(recorded, 0.5, 0.1))
         scores = detector.score(recorded, 1 if not detector.needs.full_run else STEPS)

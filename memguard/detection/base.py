@@ -20,6 +20,7 @@ __all__ = [
     "FittableDetector",
     "is_fittable",
     "decide",
+    "default_decision_step",
     "entropy",
     "fit_layer_stats",
     "mean_over_steps",
@@ -42,6 +43,8 @@ class Detector(Protocol):
     the operator gives neither a calibration nor a threshold (None: this detector needs one).
     `score_range` (optional; `UNBOUNDED` when absent) is [low, high] of the scores it can give: a
     calibration file whose threshold lies outside it is refused (it would flag all or nothing).
+    `decision_step` (optional; 1 when absent) is the step it decides at when neither the operator nor
+    a calibration says.
     """
 
     name: str
@@ -92,6 +95,12 @@ class Decision:
 def score_range(detector) -> tuple[float, float]:
     """[low, high] of the scores `detector` can give (`UNBOUNDED` when it declares none)."""
     return getattr(detector, "score_range", UNBOUNDED)
+
+
+def default_decision_step(detector) -> int:
+    """The step `detector` is meant to decide at when nobody says (its optional `decision_step`), else 1."""
+    step = getattr(detector, "decision_step", 1)
+    return step if isinstance(step, int) and not isinstance(step, bool) and step >= 1 else 1
 
 
 def decide(scores: torch.Tensor, threshold: float) -> list[Decision]:

@@ -19,12 +19,16 @@ from .combined import AttentionNoiseDetector
 from .noise import AnisotropyDetector, HessianDetector, NoiseMagnitudeDetector
 from .top_layers import TopLayerEntropyDetector
 from .trajectory import LatentUpdateDetector
+from .two_stage import AttentionOrUpdatesDetector
 
 DETECTORS: dict[str, Callable[[], Detector]] = {
     # memguard's calibrated default: the most raised layers' standardized attention entropy (top_layers.py)
     "top_layer_entropy": TopLayerEntropyDetector,
     # every layer's attention entropy plus the noise magnitude, standardized on benign prompts (combined.py)
     "attention_noise": AttentionNoiseDetector,
+    # the same attention at step 1, or the latent-update size over steps 1-8, each on its benign tail's
+    # scale: also sees memorized captions in everyday words, which attention misses (two_stage.py)
+    "attention_or_updates": AttentionOrUpdatesDetector,
     "bottleneck_entropy": BottleneckEntropyDetector,  # memguard's first score: needs no fit
     # the same layers, each standardized on the calibration's benign prompts (needs a calibration)
     "bottleneck_entropy_standardized": StandardizedBottleneckEntropyDetector,

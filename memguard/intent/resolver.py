@@ -97,6 +97,12 @@ class IntentResolver:
     implicit: ImplicitMatcher | None = None
     min_trigger_ratio: float = 1.0  # a trigger word carries >= this times the uniform share
 
+    @property
+    def can_clear(self) -> bool:
+        """Whether a memorized prompt can be judged intended or mixed (the registry allows a concept):
+        only then is a residual score ever asked for."""
+        return self.registry is not None and any(c.policy == "allow" for c in self.registry.concepts)
+
     def mentions(self, prompt: str) -> list[Mention]:
         if self.registry is None:
             return []

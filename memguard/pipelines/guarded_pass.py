@@ -28,13 +28,30 @@ from ..report import Attempt, MemorizationReport
 from ..signals import SignalRecorder, UNetTap, cross_attention_layers
 from ..signals.edits import Edits, editing
 from ..signals.replay import ImageInputs
+from ..signals.rollout import roll_out
 from ..signals.taps import eager_module, is_compiled
 from ..signals.tokens import end_token_positions
 from .families import Family, PromptText
 
-# Where a running pass collects the starting latents the pipeline's `prepare_latents` returns (the
-# guarded classes report them; see `GuardedPipelineMixin.prepare_latents`).
-latents_sink: ContextVar[list | None] = ContextVar("memguard_latents_sink", default=None)
+@dataclass
+class LoopStart:
+    """What the pipeline's `prepare_latents` left as its loop begins (the guarded classes report it;
+    see `GuardedPipelineMixin.prepare_latents`)."""
+
+    latents: torch.Tensor  # the starting latents (N, C, h, w)
+    init_noise_sigma: float  # the scheduler's scale of a pure-noise start
+    scheduler: object | None = None  # a copy of the scheduler as the loop begins, when a roll-out may need it
+
+
+@dataclass
+class LoopStartSink:
+    """Where a running pass collects its `LoopStart`s; `copy_scheduler`: keep a scheduler copy too."""
+
+    copy_scheduler: bool = False
+    starts: list[LoopStart] = field(default_factory=list)
+
+
+latents_sink: ContextVar[LoopStartSink | None] = ContextVar("memguard_latents_sink", default=None)
 
 
 @dataclass(frozen=True)
@@ -170,6 +187,7 @@ class GuardedPass:
         self.resolver = IntentResolver(config.registry, config.implicit)
         self.offsets: dict[int, list[tuple[int, int]] | None] = {}
         self._uncond_cache: dict | None = None
+        self.collected: LoopStartSink | None = None  # what prepare_latents reported while the pass ran
 
     # --- validation before anything runs ------------------------------------------------------
     def validate(self) -> None:
@@ -252,12 +270,14 @@ class GuardedPass:
         watch_latents = needs.latent_updates
         loop_inputs = asked if not watch_latents or "latents" in asked else [*asked, "latents"]
         setup_seconds = time.perf_counter() - started
-        starts: list = []
+        # a trajectory score's intent check rolls the rest of the prompt out from the loop's start
+        self.collected = collected = LoopStartSink(copy_scheduler=watch_latents and self.resolver.can_clear)
+        starts = collected.starts
 
         def on_step_end(pipe, step_index, timestep, callback_kwargs):
             latents = callback_kwargs.get("latents") if watch_latents else None
             if watch_latents:  # before the decision, which may read this step's update
-                start = starts[0][0] if step_index == 0 and starts else None
+                start = starts[0].latents if step_index == 0 and starts else None
                 self.recorder.on_step_latents(step_index, latents, start)
             self._on_step_end(pipe, step_index)
             outputs = callback_kwargs
@@ -269,7 +289,7 @@ class GuardedPass:
                 self.recorder.continue_from(step_index + 1, latents if returned is None else returned)
             return outputs
 
-        sink = latents_sink.set(starts)
+        sink = latents_sink.set(collected)
         try:
             with self._eager_for_edits(unet), UNetTap.recording(self.recorder.unet, self.recorder), editing(self.edits):
                 output = parent_call(
@@ -294,7 +314,7 @@ class GuardedPass:
         if not (self.keep_inputs and any(a == "retry" for a in self.actions)):
             self.recorder.release_first_call()  # nothing will replay them; ControlNet residuals are large
         guard_seconds = setup_seconds + self.recorder.seconds + (time.perf_counter() - finishing)
-        start, sigma = starts[0] if starts else (None, 1.0)
+        start, sigma = (starts[0].latents, starts[0].init_noise_sigma) if starts else (None, 1.0)
         return PassResult(
             output,
             reports,
@@ -453,33 +473,55 @@ class GuardedPass:
     @torch.no_grad()
     def residual_score(self, image: int, text: str) -> float:
         """The detector's score of `text` (the prompt with its intended spans replaced by their
-        stand-ins) at the first step, averaged over `residual_draws` fresh starting noises of the first
-        step's scale (seeded: reproducible). Read through a second recorder, so it never mixes with
-        this pass's signals. Both text encoders of a two-encoder family see `text`."""
+        stand-ins), averaged over `residual_draws` fresh starting noises (seeded: reproducible). A
+        first-step score reads one UNet evaluation of them; a score of the loop's own steps (the
+        latent updates) rolls them out through the decision step (`memguard.signals.rollout`). Read
+        through a second recorder, so it never mixes with this pass's signals. Both text encoders of
+        a two-encoder family see `text`. +inf (the rest cannot be cleared) without an unconditional
+        branch, for a post hoc score, or for a roll-out whose schedule could not be followed."""
         recorder = self.recorder
         needs = self.detector.needs
         if recorder.first_call is None or recorder.first_uncond_states is None or needs.full_run:
             return math.inf  # no unconditional branch, or a post hoc score: cannot clear the rest
-        if needs.latent_updates:
-            return math.inf  # a score of the loop's own steps: one UNet evaluation cannot give it
+        steps = self.decided_at or 1
+        start = self.loop_start
+        if needs.latent_updates and (start is None or start.scheduler is None):
+            return math.inf  # a score of the loop's own steps, and no copy of the schedule to roll out on
         inputs = recorder.first_call.image(image)
         latents = inputs.latents
         generator = torch.Generator("cpu").manual_seed(0)
         noise = torch.randn((self.config.residual_draws, *latents.shape[1:]), generator=generator)
-        noise = (noise * latents.float().std().cpu()).to(latents.device, latents.dtype)
         cond = self.family.encode_text(self.pipe, PromptText(text), latents.device, inputs.cond_states.dtype)
         unet = recorder.eager  # the guard's own evaluation never runs (or retraces) a compiled graph
         probe = SignalRecorder(
             unet,
             guidance_enabled=lambda: True,
-            record_until_step=1,
+            record_until_step=steps if needs.latent_updates else 1,
             attention_layers=recorder.attention_layers,
             needs=needs,
             schedule=recorder.schedule,
         )
         with UNetTap.recording(unet, probe), editing(None):
-            inputs.predict(unet, noise, cond=cond.as_kwargs())
-        return float(self.detector.score(probe.trace, 1).mean())
+            if not needs.latent_updates:
+                noise = (noise * latents.float().std().cpu()).to(latents.device, latents.dtype)
+                inputs.predict(unet, noise, cond=cond.as_kwargs())
+                return float(self.detector.score(probe.trace, 1).mean())
+            scale = start.latents[image].float().std().cpu()  # the loop's own start: pure noise or a noised image
+            followed = roll_out(
+                probe,
+                inputs,
+                start.scheduler,
+                (noise * scale).to(latents.device, start.latents.dtype),
+                steps,
+                guidance_scale=float(self.arguments["guidance_scale"]),
+                cond=cond.as_kwargs(),
+            )
+        return float(self.detector.score(probe.trace, steps).mean()) if followed else math.inf
+
+    @property
+    def loop_start(self) -> LoopStart | None:
+        """The loop's start, as `prepare_latents` reported it (None before it ran)."""
+        return self.collected.starts[0] if self.collected is not None and self.collected.starts else None
 
     def _unconditional_inputs(self) -> dict:
         if self._uncond_cache is None:

@@ -8,6 +8,7 @@ tuple, and the reports of the calling thread's last call are on `last_memorizati
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 import threading
@@ -25,7 +26,7 @@ from ..errors import MemguardTypeError, MemguardValueError
 from ..report import MemorizationReport
 from .families import Family
 from .guarded_call import GuardedCall
-from .guarded_pass import latents_sink
+from .guarded_pass import LoopStart, latents_sink
 from .outputs import parent_fields
 
 CONCURRENT_CALL = (
@@ -177,7 +178,11 @@ class GuardedPipelineMixin:
         prepared = super().prepare_latents(*args, **kwargs)
         sink = latents_sink.get()
         if sink is not None:
-            sink.append((self.family.start_of(prepared), float(self.scheduler.init_noise_sigma)))
+            # set_timesteps (and img2img's begin index) ran before prepare_latents: the copy is the loop's start
+            scheduler = copy.deepcopy(self.scheduler) if sink.copy_scheduler else None
+            sink.starts.append(
+                LoopStart(self.family.start_of(prepared), float(self.scheduler.init_noise_sigma), scheduler)
+            )
         return prepared
 
     @torch.no_grad()

@@ -152,18 +152,21 @@ class ImageInputs:
         cond: Mapping | None = None,
         uncond: Mapping | None = None,
         guided: bool = True,
+        timestep=None,
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """(eps_uncond, eps_text) of one UNet call on `latents` ((k, C, h, w), default: the first
         step's own) with the first step's inputs, `cond` / `uncond` overriding keyword arguments
-        (e.g. new text states). `guided=False` evaluates the text branch only (eps_uncond None)."""
+        (e.g. new text states) and `timestep` the first step's (a later step of a roll-out).
+        `guided=False` evaluates the text branch only (eps_uncond None)."""
         sample = self.sample if latents is None else compose_sample(latents, self.sample)
+        timestep = self.timestep if timestep is None else timestep
         draws = sample.shape[0]
         text = expand_rows(merge(self.cond, cond), draws)
         if not guided:
-            return None, unet(sample, self.timestep, **text, return_dict=False)[0]
+            return None, unet(sample, timestep, **text, return_dict=False)[0]
         if self.uncond is None and uncond is None:
             raise ValueError("no unconditional inputs: guidance was off for this call")
         plain = expand_rows(merge(self.uncond or {}, uncond), draws)
-        out = unet(torch.cat([sample, sample]), self.timestep, **_join(plain, text), return_dict=False)[0]
+        out = unet(torch.cat([sample, sample]), timestep, **_join(plain, text), return_dict=False)[0]
         eps_uncond, eps_text = out.chunk(2)
         return eps_uncond, eps_text
