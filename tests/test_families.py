@@ -4,6 +4,7 @@ signals cost no extra UNet call, the guard decides at step k, blocks, re-samples
 taps, and `from_pipe` never silently drops the guard."""
 
 import inspect
+import math
 
 import numpy as np
 import PIL.Image
@@ -22,7 +23,7 @@ from diffusers import (
 from helpers import UNetCallCounter
 
 import memguard
-from memguard import GuardConfig, Policy
+from memguard import GuardConfig, IntendedConcept, IntentRegistry, Policy
 from memguard.pipelines import GUARDED_CLASSES, guarded_class_for
 from memguard.signals import is_installed
 from memguard.testbed.tiny import TINY_FAMILIES, tiny_controlnet, tiny_family_pipeline
@@ -138,6 +139,30 @@ def test_resample_with_the_default_mitigation(pipes, name):
         assert not np.array_equal(out.images[i], first[i])  # the returned image is the re-sample
     assert same(out.images, again.images)  # re-samples are reproducible: they never use the global RNG
     assert not is_installed(pipe.unet)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_a_trajectory_score_rolls_the_rest_of_the_prompt_out_on_every_family(pipes, name):
+    # the latent-update score of the prompt without its allowed concept needs the loop's own steps: the
+    # guard steps a copy of the family's scheduler from its start (img2img's part-way start included)
+    pipe, draws, k = pipes[name], 2, 2
+    config = GuardConfig(
+        detector="broken_memories",
+        threshold=-1.0,
+        decision_step=k,
+        registry=IntentRegistry((IntendedConcept("red circle"),)),
+        policy=Policy.uniform("flag"),
+        residual_draws=draws,
+    )
+    counter = UNetCallCounter(pipe.unet)
+    out = call(memguard.guard(pipe, config), name, prompts=PROMPTS[:1])
+    counter.remove()
+    (report,) = out.memorization
+    assert report.intent == "mixed" and math.isfinite(report.residual_score)  # every score passes -1
+    assert math.isfinite(report.reference_score)  # the concept alone, rolled out the same way
+    # at the decision (step k): k guided calls of `draws` noises for the rest and k for the concept
+    loop = steps_run(name)
+    assert counter.batches == [2] * k + [2 * draws] * (2 * k) + [2] * (loop - k)
 
 
 @pytest.mark.parametrize("name", [n for n in FAMILIES if "xl" in n])

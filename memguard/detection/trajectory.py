@@ -32,9 +32,9 @@ class LatentUpdateDetector:
       stability bands fitted on benign generations; at k = 1 the two coincide (the band's upper edge
       is the threshold);
     - one-sided: a larger update is more likely memorized (instability), a smaller one never flagged;
-    - the intent check's residual score (the prompt without its intended mentions, from one UNet
-      evaluation) does not exist for a score of the loop's own steps: it is reported as +inf, so a
-      flagged prompt is never cleared as intended.
+    - the intent check's residual score (the prompt with its intended mentions replaced) needs the
+      loop's own steps: the guard rolls that text out through the decision step on a copy of the
+      scheduler (`memguard.signals.rollout`), not one UNet evaluation as for a first-step score.
     """
 
     name: str = "broken_memories"
