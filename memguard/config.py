@@ -36,7 +36,8 @@ class GuardConfig:
         mitigation: what a re-sample changes (`memguard.mitigation`); None: the default strategy.
         attribution: how trigger words are found: "attention" (free) or "gradient" (one backward
             pass per memorized image).
-        residual_draws: starting noises used to score a prompt with its intended spans replaced by stand-ins.
+        residual_draws: starting noises used to score a prompt with its intended spans replaced by stand-ins
+            (one UNet evaluation each; a score of the loop's own steps rolls each out to the decision step).
         detector: the score (a `memguard.detection` detector or its name, e.g. "top_layer_entropy",
             memguard's own, or "noise_rms", Wen et al.). None takes the calibration's detector, or
             "noise_rms" without a calibration (the only score with a model-free default threshold).
