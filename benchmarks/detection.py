@@ -295,9 +295,7 @@ def main(
     last_early = max(k for m in early for k in m.steps)
     raw = {}
     for label, prompts in (("memorized", mem_prompts), ("benign", ben_prompts)):
-        scores = _record(
-            pipe, prompts, seed_list, early_needs, last_early, steps, guidance, batch_size, score_early
-        )
+        scores = _record(pipe, prompts, seed_list, early_needs, last_early, steps, guidance, batch_size, score_early)
         if late:
             late_needs = late[0].detector.needs
             for m in late[1:]:

@@ -45,6 +45,13 @@ def test_it_decides_at_step_8_unless_told(calibration):
     assert GuardConfig(detector="noise_rms", threshold=1.0).effective_decision_step == 1
 
 
+def test_a_call_too_short_for_its_step_is_refused_naming_where_the_step_came_from(shared_base_pipe, calibration):
+    fitted = get_detector(NAME).with_state(calibration.detector_state)
+    guarded = memguard.guard(shared_base_pipe, GuardConfig(detector=fitted, threshold=1.0))
+    with pytest.raises(ValueError, match="decision_step=8 is beyond num_inference_steps=6.*the detector's own"):
+        guarded("a red circle", num_inference_steps=6, generator=seeded(1), output_type="latent")
+
+
 def test_the_score_is_the_larger_of_the_two_calibrated_parts(shared_base_pipe, calibration):
     state = calibration.detector_state
     assert set(state) == {"attention", "attention_tail", "updates_tail", "attention_steps"}

@@ -5,8 +5,9 @@ upto_step)`. memguard's own scores are in `top_layers.py` (the calibrated defaul
 entropy of the layers that rise most, fitted on benign prompts), `bottleneck.py` (the bottleneck's
 raw attention entropy, no fit), `combined.py` (every layer's attention entropy plus the noise
 magnitude, fitted) and `two_stage.py` (the top layers' attention at step 1 or the latent updates to
-step 8, fitted: also sees memorized captions in everyday words); the published baselines, re-implemented from their papers, are in `noise.py`
-(Wen, Jeon, Asthana), `attention.py` (Ren, Chen) and `trajectory.py` (Huang). The guard's detector is
+step 8, fitted: also sees memorized captions in everyday words); the published baselines,
+re-implemented from their papers, are in `noise.py` (Wen, Jeon, Asthana), `attention.py` (Ren, Chen)
+and `trajectory.py` (Huang). The guard's detector is
 `GuardConfig.detector`; calibrated thresholds come from `memguard.calibrate` (calibration.py).
 """
 

@@ -33,6 +33,7 @@ from ..signals.taps import eager_module, is_compiled
 from ..signals.tokens import end_token_positions
 from .families import Family, PromptText
 
+
 @dataclass
 class LoopStart:
     """What the pipeline's `prepare_latents` left as its loop begins (the guarded classes report it;
@@ -227,7 +228,7 @@ class GuardedPass:
             shown = f"{name}={value!r}" if name == "num_inference_steps" else f"{name} (length {steps})"
             raise MemguardValueError(
                 f"GuardConfig.decision_step={self.decision_step} is beyond {shown}; the guard decides at that "
-                "step (GuardConfig.decision_step or the calibration's): run more steps"
+                "step (GuardConfig.decision_step, else the calibration's, else the detector's own): run more steps"
             )
         raise MemguardValueError(
             f"GuardConfig.decision_step={self.decision_step} is beyond the {steps} denoising step(s) that "
