@@ -16,6 +16,14 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 
 PROMPTS = ["a small red circle at the top left", "Living in the Light with a famous author"]
+# 24 distinct benign scene captions: enough to calibrate a tiny pipeline at a 20% target
+BENIGN_SCENES = [
+    f"a {size} {colour} {shape} on a {bg} background"
+    for size in ("small", "large")
+    for colour in ("red", "blue")
+    for shape in ("circle", "square", "star")
+    for bg in ("white", "black")
+]
 
 
 def seeded(n: int = 1, seed: int = 0) -> list[torch.Generator]:

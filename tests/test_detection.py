@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import BENIGN_SCENES as BENIGN
 from helpers import PROMPTS, UNetCallCounter, seeded
 
 import memguard
@@ -11,13 +12,6 @@ from memguard import Calibration, GuardConfig, Policy
 from memguard.detection import DEFAULT_THRESHOLD
 
 STEPS = 6
-BENIGN = [
-    f"a {size} {colour} {shape} on a {bg} background"
-    for size in ("small", "large")
-    for colour in ("red", "blue")
-    for shape in ("circle", "square", "star")
-    for bg in ("white", "black")
-]
 
 
 def _run(pipe, **kwargs):

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from helpers import BENIGN_SCENES as BENIGN
 from helpers import seeded
 
 import memguard
@@ -16,13 +17,6 @@ from memguard.detection import AttentionOrUpdatesDetector, get_detector
 from memguard.detection.two_stage import UPDATES, tail_scale
 
 STEPS = 10
-BENIGN = [
-    f"a {size} {colour} {shape} on a {bg} background"
-    for size in ("small", "large")
-    for colour in ("red", "blue")
-    for shape in ("circle", "square", "star")
-    for bg in ("white", "black")
-]
 NAME = "attention_or_updates"
 
 

@@ -124,8 +124,7 @@ class PassResult:
     stopped_at: int | None = None  # the loop was ended at this step
     offsets: dict[int, list[tuple[int, int]] | None] = field(default_factory=dict)
     failure: BaseException | None = None  # the guard's own error, if it failed (see GuardConfig.on_error)
-    start: torch.Tensor | None = None  # the loop's starting latents (N, C, h, w), as prepare_latents made them
-    init_noise_sigma: float = 1.0  # the scheduler's scale of a pure-noise start
+    loop_start: LoopStart | None = None  # where the loop began, as prepare_latents reported it
 
     def inputs(self, image: int) -> ImageInputs:
         """The first step's UNet inputs of one image (for the guard's own evaluations)."""
@@ -133,9 +132,10 @@ class PassResult:
 
     def start_noise(self, image: int) -> torch.Tensor | None:
         """Image `image`'s starting noise before the scheduler's scaling (None: not captured)."""
-        if self.start is None:
+        start = self.loop_start
+        if start is None:
             return None
-        return self.start[image : image + 1] / self.init_noise_sigma
+        return start.latents[image : image + 1] / start.init_noise_sigma
 
 
 class GuardedPass:
@@ -272,13 +272,12 @@ class GuardedPass:
         loop_inputs = asked if not watch_latents or "latents" in asked else [*asked, "latents"]
         setup_seconds = time.perf_counter() - started
         # a trajectory score's intent check rolls the rest of the prompt out from the loop's start
-        self.collected = collected = LoopStartSink(copy_scheduler=watch_latents and self.resolver.can_clear)
-        starts = collected.starts
+        self.collected = LoopStartSink(copy_scheduler=watch_latents and self.resolver.can_clear)
 
         def on_step_end(pipe, step_index, timestep, callback_kwargs):
             latents = callback_kwargs.get("latents") if watch_latents else None
             if watch_latents:  # before the decision, which may read this step's update
-                start = starts[0].latents if step_index == 0 and starts else None
+                start = self.loop_start.latents if step_index == 0 and self.loop_start else None
                 self.recorder.on_step_latents(step_index, latents, start)
             self._on_step_end(pipe, step_index)
             outputs = callback_kwargs
@@ -290,7 +289,7 @@ class GuardedPass:
                 self.recorder.continue_from(step_index + 1, latents if returned is None else returned)
             return outputs
 
-        sink = latents_sink.set(collected)
+        sink = latents_sink.set(self.collected)
         try:
             with self._eager_for_edits(unet), UNetTap.recording(self.recorder.unet, self.recorder), editing(self.edits):
                 output = parent_call(
@@ -315,7 +314,6 @@ class GuardedPass:
         if not (self.keep_inputs and any(a == "retry" for a in self.actions)):
             self.recorder.release_first_call()  # nothing will replay them; ControlNet residuals are large
         guard_seconds = setup_seconds + self.recorder.seconds + (time.perf_counter() - finishing)
-        start, sigma = (starts[0].latents, starts[0].init_noise_sigma) if starts else (None, 1.0)
         return PassResult(
             output,
             reports,
@@ -326,8 +324,7 @@ class GuardedPass:
             self.stopped_at,
             self.offsets,
             failure,
-            start,
-            sigma,
+            self.loop_start,
         )
 
     @contextmanager
