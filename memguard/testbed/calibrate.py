@@ -1,9 +1,10 @@
 """Calibrate the guard on the testbed's benign prompts: ``python -m memguard.testbed.calibrate [--model DIR]``.
 
 Writes ``calibration.json`` into the model folder; `memguard.testbed.load()` applies it by default.
-Settings are the benchmarks': DDIM 50 steps, guidance 7.5, decision at step 1, 1% target FPR at 95%
-confidence, on the 200 calibration prompts with 5 starting noises each (1,000 benign scores; the
-guarantee needs at least 299).
+Settings are the benchmarks': DDIM 50 steps, guidance 7.5, the detector's own decision step (1 for
+memguard's default, 8 for "attention_or_updates"), 1% target FPR at 95% confidence, on the 200
+calibration prompts with 5 starting noises each (1,000 benign scores; the guarantee needs at least 299).
+``--detector NAME`` calibrates another registered detector (`memguard.detection.DETECTORS`).
 """
 
 from __future__ import annotations
@@ -16,17 +17,19 @@ from diffusers import DiffusionPipeline
 
 from ..calibrating import calibrate
 from ..calibration import Calibration
+from ..detection import DETECTORS
 from .data import calibration_prompts
 from .paths import MODEL_DIR
 
 CALIBRATION_FILE = "calibration.json"
 
 
-def calibrate_testbed(model_dir: Path, target_fpr: float = 0.01) -> Calibration:
+def calibrate_testbed(model_dir: Path, target_fpr: float = 0.01, detector: str | None = None) -> Calibration:
+    """`detector`: a registered detector's name; None: memguard's default."""
     pipe = DiffusionPipeline.from_pretrained(model_dir)  # the class its model_index.json names (SD or SDXL)
     pipe.set_progress_bar_config(disable=True)
     calibration = calibrate(
-        pipe, calibration_prompts(), target_fpr=target_fpr, decision_step=1, num_images_per_prompt=5, batch_size=25
+        pipe, calibration_prompts(), target_fpr=target_fpr, detector=detector, num_images_per_prompt=5, batch_size=25
     )
     # The folder's absolute path would name this machine in a file that ships; the fingerprint identifies it.
     calibration = replace(calibration, model_name=f"memguard testbed ({model_dir.name})")
@@ -37,8 +40,9 @@ def calibrate_testbed(model_dir: Path, target_fpr: float = 0.01) -> Calibration:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=MODEL_DIR, help="testbed pipeline folder")
+    parser.add_argument("--detector", choices=sorted(DETECTORS), default=None, help="default: memguard's own")
     args = parser.parse_args()
-    calibration = calibrate_testbed(args.model)
+    calibration = calibrate_testbed(args.model, detector=args.detector)
     print(
         f"threshold {calibration.threshold:.4f} at achieved FPR {calibration.achieved_fpr:.3f} "
         f"on {calibration.num_scores} benign scores -> {args.model / CALIBRATION_FILE}"
