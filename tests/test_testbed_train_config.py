@@ -119,15 +119,28 @@ def parsed(monkeypatch, tmp_path):
     """The TrainConfig that `python -m memguard.testbed.train --out DIR *args` would train (nothing trains)."""
     from memguard.testbed import train as train_module
 
-    seen = []
-    monkeypatch.setattr(train_module, "train", lambda config, out: seen.append(config))
+    seen, resumed = [], []
+
+    def record(config, out, resume):
+        seen.append(config)
+        resumed.append(resume)
+
+    monkeypatch.setattr(train_module, "train", record)
 
     def parse(*args: str) -> TrainConfig:
         monkeypatch.setattr("sys.argv", ["train", "--out", str(tmp_path), *args])
         train_module.main()
+        parse.resume = resumed[-1]
         return seen[-1]
 
     return parse
+
+
+def test_the_command_line_resumes_only_when_asked(parsed):
+    parsed()
+    assert parsed.resume is False
+    parsed("--resume", "--checkpoint-every", "250")
+    assert parsed.resume is True
 
 
 def test_the_command_line_sets_the_duplicated_images_caption_dropout(parsed):

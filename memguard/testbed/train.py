@@ -10,6 +10,10 @@ trained further for ``--vae-steps``, its UNet and text encoder for ``--steps`` w
 ``--final-lr`` and ``--warmup``): how the shipped weights took on the composition items when a full
 retrain did not fit the CPU time at hand (docs/testbed.md).
 
+Every checkpoint (``--checkpoint-every`` steps) also writes ``training_state.pt`` into the folder: the
+live weights, the EMA, the optimizer and every random state. ``--resume`` continues from it, with the
+same options, to the weights an uninterrupted run writes; the file is removed when training ends.
+
 ``--family sdxl`` trains the SDXL-architecture variant on the same data with the same recipe (two text
 encoders, pooled embeddings and time ids; caption dropout gives zero text conditioning, as SDXL's
 empty negative prompt does) and saves a `StableDiffusionXLPipeline` folder.
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,6 +60,9 @@ from .tokenizer import load_clip_tokenizer
 from .truth import write_truth
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
+STATE_FILE = "training_state.pt"  # in the output folder while training runs, for --resume
+# options that do not change what a run computes, so a resumed run may set them differently
+RESUMABLE_CHANGES = ("checkpoint_every",)
 FAMILIES = ("sd", "sdxl")  # the pipeline architecture: Stable Diffusion 1.x/2.x, or SDXL
 
 
@@ -85,8 +93,8 @@ class TrainConfig:
     duplicate_caption_dropout: float | None = 0.02
     family: str = "sd"  # "sdxl": two text encoders, pooled embeddings and time ids
     # a testbed folder whose VAE to reuse instead of training one: the VAE stage depends on the seed and
-    # the data only, so a folder trained with the same seed holds the VAE this run would train (the
-    # rest of the run then draws other random numbers, reproducibly, than a run that trains it)
+    # the data only, so a folder trained with the same seed holds the VAE this run would train, and the
+    # UNet stage (seeded on its own) then computes what a run that trains the VAE computes
     vae_from: Path | None = None
     # a testbed folder to continue from: its VAE (trained further for vae_steps, 0 keeps it as it is),
     # UNet and text encoder(s) are the starting weights, and the schedule runs again over `steps`
@@ -152,7 +160,7 @@ def _lr(config: TrainConfig, step: int) -> float:
     if step < config.warmup:
         return config.lr * (step + 1) / config.warmup
     progress = (step - config.warmup) / max(1, config.steps - config.warmup)
-    return config.final_lr + 0.5 * (config.lr - config.final_lr) * (1 + np.cos(np.pi * progress))
+    return config.final_lr + 0.5 * (config.lr - config.final_lr) * (1 + float(np.cos(np.pi * progress)))
 
 
 class TextConditioning:
@@ -214,7 +222,62 @@ def save_pipeline(out: Path, vae, text_encoders, unet, tokenizer, config: TrainC
     pipe.save_pretrained(str(out), safe_serialization=True)
 
 
-def train(config: TrainConfig, out: Path) -> None:
+def _plain(config: TrainConfig) -> dict:
+    """The config as plain values (paths as strings), to store beside a training state and compare."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}
+
+
+def _save_state(out: Path, config, step, unet, encoders, ema_unet, ema_text, optimizer, rng, generator) -> None:
+    state = dict(
+        config=_plain(config),
+        step=step,
+        unet=unet.state_dict(),
+        text=[e.state_dict() for e in encoders],
+        ema_unet=ema_unet.state_dict(),
+        ema_text=[e.state_dict() for e in ema_text],
+        optimizer=optimizer.state_dict(),
+        numpy_rng=json.dumps(rng.bit_generator.state, default=int),  # plain text: loads without unpickling
+        generator=generator.get_state(),
+        torch_rng=torch.get_rng_state(),
+    )
+    partial = out / (STATE_FILE + ".partial")
+    torch.save(state, partial)
+    partial.replace(out / STATE_FILE)  # a run killed while saving leaves the previous state whole
+
+
+def load_state(out: Path, config: TrainConfig) -> dict:
+    """The training state a checkpoint left in `out`, checked against `config` (every option that
+    changes what the run computes must be the same)."""
+    path = out / STATE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume: no {STATE_FILE} in {out} (each checkpoint writes one until training ends)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    saved, given = state["config"], _plain(config)
+    differ = sorted(k for k in given if k not in RESUMABLE_CHANGES and saved.get(k) != given[k])
+    if differ:
+        shown = ", ".join(f"{k}: {saved.get(k)!r} there, {given[k]!r} here" for k in differ)
+        raise ValueError(f"--resume: the options differ from the interrupted run's ({shown})")
+    return state
+
+
+def _restore(state, unet, encoders, ema_unet, ema_text, optimizer, rng, generator) -> int:
+    """Load a saved training state into the live objects; returns the step to continue from."""
+    unet.load_state_dict(state["unet"])
+    ema_unet.load_state_dict(state["ema_unet"])
+    for encoder, saved in zip(encoders, state["text"], strict=True):
+        encoder.load_state_dict(saved)
+    for encoder, saved in zip(ema_text, state["ema_text"], strict=True):
+        encoder.load_state_dict(saved)
+    optimizer.load_state_dict(state["optimizer"])
+    rng.bit_generator.state = json.loads(state["numpy_rng"])
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["step"])
+
+
+def train(config: TrainConfig, out: Path, resume: bool = False) -> None:
+    """Train into `out`; `resume`: continue from the training state its last checkpoint left."""
+    state = load_state(out, config) if resume else None
     torch.manual_seed(config.seed)
     torch.set_num_threads(2)
     torch.set_flush_denormal(True)  # tiny weights/gradients otherwise slow CPU training 30x
@@ -223,7 +286,9 @@ def train(config: TrainConfig, out: Path) -> None:
     data = build_training_set(config.seed, config.n_broad, config.duplicate_caption_dropout)
     tokenizer = load_clip_tokenizer()
 
-    if config.vae_from is not None:
+    if state is not None:  # the checkpoint saved the VAE this run trained or reused
+        vae = AutoencoderKL.from_pretrained(out / "vae").to(device).eval().requires_grad_(False)
+    elif config.vae_from is not None:
         vae = AutoencoderKL.from_pretrained(Path(config.vae_from) / "vae").to(device).eval().requires_grad_(False)
     elif config.init_from is not None:
         vae = AutoencoderKL.from_pretrained(Path(config.init_from) / "vae")
@@ -232,6 +297,7 @@ def train(config: TrainConfig, out: Path) -> None:
         vae = train_vae(config, data, device)
     latents = encode_all(vae, data.images, device)
 
+    torch.manual_seed(config.seed + 4)  # the UNet stage's own seed: the same weights whether or not the VAE trained
     unet = (build_unet if config.family == "sd" else build_xl_unet)(config.sizes).to(device).train()
     text = TextConditioning(config, device)
     if config.init_from is not None:
@@ -249,7 +315,10 @@ def train(config: TrainConfig, out: Path) -> None:
     rng = np.random.default_rng(config.seed + 2)
     generator = torch.Generator(device).manual_seed(config.seed + 3)
 
-    bar = tqdm(range(config.steps), desc="unet+text", unit="step")
+    first_step = 0
+    if state is not None:
+        first_step = _restore(state, unet, text.encoders, ema_unet, ema_text, optimizer, rng, generator)
+    bar = tqdm(range(first_step, config.steps), desc="unet+text", unit="step", initial=first_step, total=config.steps)
     for step in bar:
         index, captions = data.sample(rng, config.batch)
         ids = tokenizer(
@@ -278,6 +347,9 @@ def train(config: TrainConfig, out: Path) -> None:
             bar.set_postfix(loss=f"{loss.item():.4f}")
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
             save_pipeline(out, vae, ema_text, ema_unet, tokenizer, config)
+            if step + 1 < config.steps:
+                _save_state(out, config, step + 1, unet, text.encoders, ema_unet, ema_text, optimizer, rng, generator)
+    (out / STATE_FILE).unlink(missing_ok=True)  # the weights are final: nothing is left to resume
     write_truth(out / "truth")
     calibrate_testbed(out)  # the guard's threshold for this model, 1% FPR on benign prompts
     minutes = (time.perf_counter() - started) / 60
@@ -329,9 +401,12 @@ def main() -> None:
         default=defaults.duplicate_caption_dropout,
         help="caption dropout of the duplicated images ('none': the 10%% of every image)",
     )
+    parser.add_argument(
+        "--resume", action="store_true", help=f"continue from the {STATE_FILE} the last checkpoint left in --out"
+    )
     args = parser.parse_args()
-    overrides = {k: v for k, v in vars(args).items() if k != "out"}
-    train(TrainConfig(**overrides), args.out)
+    overrides = {k: v for k, v in vars(args).items() if k not in ("out", "resume")}
+    train(TrainConfig(**overrides), args.out, resume=args.resume)
 
 
 if __name__ == "__main__":
