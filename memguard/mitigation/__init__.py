@@ -5,10 +5,11 @@ To add one: a frozen dataclass with `name` and `apply(plan, context) -> Resample
 """
 
 from .base import Compose, Mitigation, MitigationContext, ResamplePlan, derive_seed, fresh_noise
-from .edits import AttentionEdit, Edits, GuidanceEdit
+from .edits import AttentionEdit, Edits, GuidanceEdit, RepulsionEdit
 from .strategies import (
     AttentionRescale,
     ByIntent,
+    Dissimilarity,
     GuidanceSchedule,
     InitialNoiseOptimization,
     KeepIntendedPrefix,
@@ -32,6 +33,7 @@ __all__ = [
     "AttentionRescale",
     "ByIntent",
     "Compose",
+    "Dissimilarity",
     "Edits",
     "GuidanceEdit",
     "GuidanceSchedule",
@@ -42,6 +44,7 @@ __all__ = [
     "PromptEmbeddingOptimization",
     "RandomTokenAddition",
     "ReSeed",
+    "RepulsionEdit",
     "ResamplePlan",
     "derive_seed",
     "fresh_noise",

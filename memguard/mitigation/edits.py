@@ -10,7 +10,7 @@ import torch
 from ..cross_attention import project
 from ..signals.edits import Edits, current, editing
 
-__all__ = ["AttentionEdit", "Edits", "GuidanceEdit", "current", "editing"]
+__all__ = ["AttentionEdit", "Edits", "GuidanceEdit", "RepulsionEdit", "chain", "clean_estimate", "current", "editing"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,21 @@ class AttentionEdit:
         return out / attn.rescale_output_factor
 
 
+def _prediction(output) -> torch.Tensor:
+    """The predicted tensor of a UNet output (tuple, list or output object)."""
+    return output[0] if isinstance(output, (tuple, list)) else output.sample
+
+
+def _with_prediction(output, prediction: torch.Tensor):
+    """`output` in its own form, carrying `prediction` instead."""
+    if isinstance(output, tuple):
+        return (prediction, *output[1:])
+    if isinstance(output, list):
+        return [prediction, *output[1:]]
+    output.sample = prediction
+    return output
+
+
 @dataclass(frozen=True)
 class GuidanceEdit:
     """Jain et al.: while the timestep is above `until_timestep`, classifier-free guidance uses
@@ -62,18 +77,112 @@ class GuidanceEdit:
     early_scale: float = 0.0
     until_timestep: float = 650.0
 
-    def __call__(self, timestep: float, output):
+    def __call__(self, timestep: float, output, sample: torch.Tensor | None = None):
         if timestep <= self.until_timestep or self.guidance_scale == 0:
             return output
-        eps = output[0] if isinstance(output, (tuple, list)) else output.sample
+        eps = _prediction(output)
         if eps.shape[0] % 2:
             return output
         eps_uncond, eps_text = eps.chunk(2)
         ratio = self.early_scale / self.guidance_scale
-        edited = torch.cat([eps_uncond, eps_uncond + ratio * (eps_text - eps_uncond)])
-        if isinstance(output, tuple):
-            return (edited, *output[1:])
-        if isinstance(output, list):
-            return [edited, *output[1:]]
-        output.sample = edited
-        return output
+        return _with_prediction(output, torch.cat([eps_uncond, eps_uncond + ratio * (eps_text - eps_uncond)]))
+
+
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
+def clean_estimate(prediction: torch.Tensor, sample: torch.Tensor, alpha_bar: float, prediction_type: str):
+    """The predicted clean latents x0 from a model prediction at x_t, sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) eps."""
+    a, s = alpha_bar**0.5, (1 - alpha_bar) ** 0.5
+    if prediction_type == "epsilon":
+        return (sample - s * prediction) / a
+    if prediction_type == "v_prediction":
+        return a * sample - s * prediction
+    return prediction
+
+
+def alpha_bar_at(alphas_cumprod: torch.Tensor, timestep: float) -> float:
+    """The noise schedule's alpha-bar at a UNet timestep (rounded to the training timestep)."""
+    return float(alphas_cumprod[min(max(int(round(timestep)), 0), len(alphas_cumprod) - 1)])
+
+
+def _prediction_shift(x0_shift: torch.Tensor, alpha_bar: float, prediction_type: str) -> torch.Tensor:
+    """The change of a model prediction at a fixed x_t that moves its clean estimate by `x0_shift`."""
+    a, s = alpha_bar**0.5, (1 - alpha_bar) ** 0.5
+    if prediction_type == "epsilon":
+        return -(a / s) * x0_shift
+    if prediction_type == "v_prediction":
+        return -x0_shift / s
+    return x0_shift
+
+
+def _centred(x: torch.Tensor) -> torch.Tensor:
+    return x - x.mean(dim=(-2, -1), keepdim=True)
+
+
+@dataclass(frozen=True, eq=False)
+class RepulsionEdit:
+    """Dissimilarity guidance (Chen et al. 2024) towards nothing in particular, away from an anchor:
+    at every step whose clean estimate x0 is still similar to `anchor` (cosine of the two with each
+    latent channel's mean removed above `similarity_floor`), x0 is moved away from the anchor by
+    `strength` x the anchor's size x how far the similarity exceeds the floor (0 at the floor, 1 at
+    identity). Channel means are left alone: they carry the picture's overall colours, which the
+    prompt asks for; a copy repeats the arrangement of detail. The shift is put on the text branch,
+    so the pipeline's guidance formula carries it whole into the guided prediction."""
+
+    anchor: torch.Tensor  # (1, C, h, w) clean latents to move away from
+    alphas_cumprod: torch.Tensor  # the scheduler's, per training timestep
+    prediction_type: str  # what the UNet predicts: one of PREDICTION_TYPES
+    guidance_scale: float
+    strength: float = 2.0
+    similarity_floor: float = 0.7
+
+    def similarity(self, x0: torch.Tensor) -> torch.Tensor:
+        """(B,) cosine similarity of each image's channel-centred clean estimate with the anchor's."""
+        x, a = _centred(x0.float()).flatten(1), _centred(self.anchor.float().to(x0.device)).flatten(1)
+        return (x * a).sum(1) / (x.norm(dim=1) * a.norm(dim=1)).clamp_min(1e-12)
+
+    def __call__(self, timestep: float, output, sample: torch.Tensor | None = None):
+        if sample is None:
+            return output
+        prediction = _prediction(output)
+        channels = self.anchor.shape[1]
+        guided = self.guidance_scale > 1 and prediction.shape[0] % 2 == 0
+        pred = prediction[:, :channels].float()
+        if guided:
+            uncond, text = pred.chunk(2)
+            pred = uncond + self.guidance_scale * (text - uncond)
+        x_t = sample[-pred.shape[0] :, :channels].float()  # under guidance the text rows come last
+        alpha_bar = alpha_bar_at(self.alphas_cumprod, float(timestep))
+        x0 = clean_estimate(pred, x_t, alpha_bar, self.prediction_type)
+        excess = ((self.similarity(x0) - self.similarity_floor) / (1 - self.similarity_floor)).clamp_min(0)
+        if not bool((excess > 0).any()):
+            return output
+        anchor = _centred(self.anchor.float().to(x0.device))
+        away = _centred(x0) - anchor
+        size = away.flatten(1).norm(dim=1).clamp_min(1e-12)
+        shift = (self.strength * excess * anchor.flatten(1).norm(dim=1) / size)[:, None, None, None] * away
+        change = _prediction_shift(shift, alpha_bar, self.prediction_type)
+        edited = prediction.clone()
+        rows = slice(prediction.shape[0] - change.shape[0], None)  # the text rows (all rows without guidance)
+        scale = self.guidance_scale if guided else 1.0
+        edited[rows, :channels] += (change / scale).to(prediction.dtype)
+        return _with_prediction(output, edited)
+
+
+@dataclass(frozen=True)
+class ChainedOutputEdit:
+    """Two output edits in order (a guidance schedule and a repulsion on one re-sample)."""
+
+    first: object
+    second: object
+
+    def __call__(self, timestep: float, output, sample: torch.Tensor | None = None):
+        return self.second(timestep, self.first(timestep, output, sample), sample)
+
+
+def chain(first, second):
+    """`second` after `first`; either may be None."""
+    if first is None or second is None:
+        return second if first is None else first
+    return ChainedOutputEdit(first, second)

@@ -11,7 +11,7 @@ import torch
 
 from ..intent.resolver import without_spans
 from .base import MitigationContext, ResamplePlan, fresh_noise
-from .edits import AttentionEdit, GuidanceEdit
+from .edits import PREDICTION_TYPES, AttentionEdit, GuidanceEdit, RepulsionEdit, alpha_bar_at, chain, clean_estimate
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -170,6 +170,62 @@ class GuidanceSchedule:
     def apply(self, plan: ResamplePlan, context: MitigationContext) -> ResamplePlan:
         edit = GuidanceEdit(context.guidance_scale, self.early_scale, self.until_timestep)
         return plan.with_(self.name, edits=replace(plan.edits, guidance=edit), rescored=False)
+
+
+@dataclass(frozen=True)
+class Dissimilarity:
+    """A re-sample that keeps the whole prompt and moves away from the flagged image: new starting
+    noise, and at each step dissimilarity guidance (Chen et al. 2024) away from the flagged
+    generation's own first clean estimate, for as long as the new one still resembles it
+    (`RepulsionEdit`: the strength and the similarity floor). Chen et al. push away from the nearest
+    training image, which needs an index of the training set; the flagged generation's first
+    estimate is what the model was about to copy, and costs one UNet call. Nothing is removed from
+    the prompt, so a memorized caption that is also an ordinary request keeps being drawn. The
+    first-step score cannot see the edit (the prompt is unchanged), so the re-sample is not
+    re-scored: pair it with copy verification (`GuardConfig.verification`) to check the result."""
+
+    strength: float = 2.0
+    similarity_floor: float = 0.7
+    name: str = "dissimilarity"
+
+    def __post_init__(self) -> None:
+        if not self.strength > 0:
+            raise ValueError(f"Dissimilarity.strength must be > 0, got {self.strength}")
+        if not -1 <= self.similarity_floor < 1:  # a cosine similarity; -1: push at every step
+            raise ValueError(f"Dissimilarity.similarity_floor must be in [-1, 1), got {self.similarity_floor}")
+
+    def apply(self, plan: ResamplePlan, context: MitigationContext) -> ResamplePlan:
+        if context.latents is None:
+            return plan.with_(self.name + "(no anchor: this pipeline starts from an image)")
+        config = context.pipe.scheduler.config
+        alphas = getattr(context.pipe.scheduler, "alphas_cumprod", None)
+        prediction_type = config.get("prediction_type", "epsilon")
+        if alphas is None or prediction_type not in PREDICTION_TYPES:
+            return plan.with_(self.name + "(scheduler without a diffusion noise schedule)")
+        inputs = context.inputs
+        with torch.no_grad():
+            guided = context.guidance_scale > 1 and inputs.uncond is not None
+            eps_uncond, eps_text = inputs.predict(context.unet, guided=guided)
+            prediction = eps_text
+            if eps_uncond is not None:
+                prediction = eps_uncond + context.guidance_scale * (eps_text - eps_uncond)
+            timestep = float(torch.as_tensor(inputs.timestep).flatten()[0])
+            alpha_bar = alpha_bar_at(alphas, timestep)
+            anchor = clean_estimate(prediction.float(), inputs.latents.float(), alpha_bar, prediction_type)
+        edit = RepulsionEdit(
+            anchor.detach(),
+            alphas.detach().float().cpu(),
+            prediction_type,
+            context.guidance_scale,
+            self.strength,
+            self.similarity_floor,
+        )
+        return plan.with_(
+            self.name,
+            latents=fresh_noise(context.seed, context.latents),
+            edits=replace(plan.edits, guidance=chain(plan.edits.guidance, edit)),
+            rescored=False,
+        )
 
 
 @dataclass(frozen=True)

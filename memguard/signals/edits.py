@@ -28,8 +28,9 @@ class AttentionLogitsEdit(Protocol):
 
 
 class OutputEdit(Protocol):
-    def __call__(self, timestep: float, output):
-        """The UNet's output (tuple, list or output object) at `timestep`, edited."""
+    def __call__(self, timestep: float, output, sample: torch.Tensor | None = None):
+        """The UNet's output (tuple, list or output object) at `timestep`, edited; `sample` is the
+        UNet's input batch (the taps pass it; an edit that needs no x_t ignores it)."""
         ...
 
 

@@ -183,7 +183,8 @@ def _post_hook(module, args, kwargs, output):
         edit = _edits.current()
         if edit is not None and edit.guidance is not None and not recorder.in_extra_pass:
             # Runs after the recorder read the output: signals stay those of the model itself.
-            return edit.guidance(recorder.current_timestep, output)
+            sample = args[0] if args else kwargs.get("sample")
+            return edit.guidance(recorder.current_timestep, output, sample)
     return None
 
 
