@@ -10,7 +10,17 @@ import torch
 from ..cross_attention import project
 from ..signals.edits import Edits, current, editing
 
-__all__ = ["AttentionEdit", "Edits", "GuidanceEdit", "RepulsionEdit", "chain", "clean_estimate", "current", "editing"]
+__all__ = [
+    "AttentionEdit",
+    "Edits",
+    "GuidanceEdit",
+    "RepulsionEdit",
+    "chain",
+    "clean_estimate",
+    "current",
+    "editing",
+    "guided_clean_estimate",
+]
 
 
 @dataclass(frozen=True)
@@ -106,6 +116,23 @@ def alpha_bar_at(alphas_cumprod: torch.Tensor, timestep: float) -> float:
     return float(alphas_cumprod[min(max(int(round(timestep)), 0), len(alphas_cumprod) - 1)])
 
 
+def guided_clean_estimate(
+    uncond: torch.Tensor | None,
+    text: torch.Tensor,
+    x_t: torch.Tensor,
+    timestep: float,
+    alphas_cumprod: torch.Tensor,
+    prediction_type: str,
+    guidance_scale: float,
+) -> tuple[torch.Tensor, float]:
+    """(x0, alpha_bar): the clean estimate of the guided prediction (the text one alone when `uncond`
+    is None) at x_t and `timestep`, and the schedule's alpha-bar there."""
+    text = text.float()
+    prediction = text if uncond is None else uncond.float() + guidance_scale * (text - uncond.float())
+    alpha_bar = alpha_bar_at(alphas_cumprod, timestep)
+    return clean_estimate(prediction, x_t.float(), alpha_bar, prediction_type), alpha_bar
+
+
 def _prediction_shift(x0_shift: torch.Tensor, alpha_bar: float, prediction_type: str) -> torch.Tensor:
     """The change of a model prediction at a fixed x_t that moves its clean estimate by `x0_shift`."""
     a, s = alpha_bar**0.5, (1 - alpha_bar) ** 0.5
@@ -148,13 +175,11 @@ class RepulsionEdit:
         prediction = _prediction(output)
         channels = self.anchor.shape[1]
         guided = self.guidance_scale > 1 and prediction.shape[0] % 2 == 0
-        pred = prediction[:, :channels].float()
-        if guided:
-            uncond, text = pred.chunk(2)
-            pred = uncond + self.guidance_scale * (text - uncond)
-        x_t = sample[-pred.shape[0] :, :channels].float()  # under guidance the text rows come last
-        alpha_bar = alpha_bar_at(self.alphas_cumprod, float(timestep))
-        x0 = clean_estimate(pred, x_t, alpha_bar, self.prediction_type)
+        uncond, text = prediction[:, :channels].chunk(2) if guided else (None, prediction[:, :channels])
+        x_t = sample[-text.shape[0] :, :channels]  # under guidance the text rows come last
+        x0, alpha_bar = guided_clean_estimate(
+            uncond, text, x_t, float(timestep), self.alphas_cumprod, self.prediction_type, self.guidance_scale
+        )
         excess = ((self.similarity(x0) - self.similarity_floor) / (1 - self.similarity_floor)).clamp_min(0)
         if not bool((excess > 0).any()):
             return output

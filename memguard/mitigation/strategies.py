@@ -11,7 +11,7 @@ import torch
 
 from ..intent.resolver import without_spans
 from .base import MitigationContext, ResamplePlan, fresh_noise
-from .edits import PREDICTION_TYPES, AttentionEdit, GuidanceEdit, RepulsionEdit, alpha_bar_at, chain, clean_estimate
+from .edits import PREDICTION_TYPES, AttentionEdit, GuidanceEdit, RepulsionEdit, chain, guided_clean_estimate
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -206,12 +206,10 @@ class Dissimilarity:
         with torch.no_grad():
             guided = context.guidance_scale > 1 and inputs.uncond is not None
             eps_uncond, eps_text = inputs.predict(context.unet, guided=guided)
-            prediction = eps_text
-            if eps_uncond is not None:
-                prediction = eps_uncond + context.guidance_scale * (eps_text - eps_uncond)
             timestep = float(torch.as_tensor(inputs.timestep).flatten()[0])
-            alpha_bar = alpha_bar_at(alphas, timestep)
-            anchor = clean_estimate(prediction.float(), inputs.latents.float(), alpha_bar, prediction_type)
+            anchor, _ = guided_clean_estimate(
+                eps_uncond, eps_text, inputs.latents, timestep, alphas, prediction_type, context.guidance_scale
+            )
         edit = RepulsionEdit(
             anchor.detach(),
             alphas.detach().float().cpu(),
