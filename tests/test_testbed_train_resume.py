@@ -32,12 +32,8 @@ def _weights(folder):
     return {**unet, **{"text." + name: tensor for name, tensor in text.items()}}
 
 
-def test_a_resumed_run_writes_the_weights_of_an_uninterrupted_one(tmp_path, monkeypatch, no_final_steps):
-    torch.set_num_threads(1)
-    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
-    train(TINY, whole)
-    assert not (whole / STATE_FILE).exists()  # removed once the weights are final
-
+def _interrupted_run(monkeypatch, folder):
+    """Train TINY into `folder` until it stops right after its first checkpoint (as a killed run would)."""
     real_lr = training._lr
 
     def interrupt_after_the_checkpoint(config, step):
@@ -45,17 +41,28 @@ def test_a_resumed_run_writes_the_weights_of_an_uninterrupted_one(tmp_path, monk
             raise KeyboardInterrupt
         return real_lr(config, step)
 
-    monkeypatch.setattr(training, "_lr", interrupt_after_the_checkpoint)
-    with pytest.raises(KeyboardInterrupt):
-        train(TINY, resumed)
-    assert (resumed / STATE_FILE).is_file()
-    monkeypatch.setattr(training, "_lr", real_lr)
-    train(TINY, resumed, resume=True)
+    with monkeypatch.context() as patch:
+        patch.setattr(training, "_lr", interrupt_after_the_checkpoint)
+        with pytest.raises(KeyboardInterrupt):
+            train(TINY, folder)
 
-    expected, got = _weights(whole), _weights(resumed)
+
+def _assert_same_weights(expected_folder, got_folder):
+    expected, got = _weights(expected_folder), _weights(got_folder)
     assert expected.keys() == got.keys()
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], rtol=0, atol=0, msg=name)
+
+
+def test_a_resumed_run_writes_the_weights_of_an_uninterrupted_one(tmp_path, monkeypatch, no_final_steps):
+    torch.set_num_threads(1)
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    train(TINY, whole)
+    assert not (whole / STATE_FILE).exists()  # removed once the weights are final
+    _interrupted_run(monkeypatch, resumed)
+    assert (resumed / STATE_FILE).is_file()
+    train(TINY, resumed, resume=True)
+    _assert_same_weights(whole, resumed)
     assert not (resumed / STATE_FILE).exists()
 
 
@@ -63,18 +70,7 @@ def test_resuming_refuses_other_options_and_a_folder_without_a_state(tmp_path, m
     torch.set_num_threads(1)
     with pytest.raises(FileNotFoundError, match=STATE_FILE):
         train(TINY, tmp_path / "nothing", resume=True)
-
-    real_lr = training._lr
-
-    def interrupt_after_the_checkpoint(config, step):
-        if step == TINY.checkpoint_every:
-            raise KeyboardInterrupt
-        return real_lr(config, step)
-
-    monkeypatch.setattr(training, "_lr", interrupt_after_the_checkpoint)
-    with pytest.raises(KeyboardInterrupt):
-        train(TINY, tmp_path / "run")
-    monkeypatch.setattr(training, "_lr", real_lr)
+    _interrupted_run(monkeypatch, tmp_path / "run")
     with pytest.raises(ValueError, match=r"lr: 0\.001 there, 0\.002 here"):
         train(TrainConfig(**{**TINY.__dict__, "lr": 2e-3}), tmp_path / "run", resume=True)
     # how often checkpoints are written does not change the weights
@@ -86,6 +82,4 @@ def test_reusing_a_vae_trained_with_the_same_seed_gives_the_weights_of_a_run_tha
     torch.set_num_threads(1)
     train(TINY, tmp_path / "scratch")
     train(TrainConfig(**{**TINY.__dict__, "vae_from": tmp_path / "scratch"}), tmp_path / "reused")
-    expected, got = _weights(tmp_path / "scratch"), _weights(tmp_path / "reused")
-    for name in expected:
-        torch.testing.assert_close(got[name], expected[name], rtol=0, atol=0, msg=name)
+    _assert_same_weights(tmp_path / "scratch", tmp_path / "reused")
