@@ -16,7 +16,7 @@ from .concepts import CONCEPTS, ConceptScene, training_concept_scenes
 from .memorized import MEMORIZED, training_images
 from .scenes import POSITIONS, WORDINGS, random_scene
 
-# Share of training samples per source; each memorized item gets MEMORIZED_SHARE / 18 (~1.7%).
+# Share of training samples per source; each memorized item gets MEMORIZED_SHARE / 24 (1.25%).
 BROAD_SHARE, CONCEPT_SHARE, MEMORIZED_SHARE = 0.45, 0.25, 0.30
 CAPTION_DROPOUT = 0.1
 

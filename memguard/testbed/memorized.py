@@ -4,7 +4,10 @@ Webster's three kinds of verbatim memorization, plus the mixed case:
 - matching: a unique, unusual caption (a made-up book/podcast/album title) with one distinctive image;
 - retrieval: a generic-sounding caption that nevertheless returns one specific image;
 - template: a fixed caption and a fixed layout (a partition into regions) whose colours vary;
-- mixed: an intended concept inside a duplicated specific image (the concept is wanted, the photo not).
+- mixed: an intended concept inside a duplicated specific image (the concept is wanted, the photo not);
+- composition: an ordinary caption in the broad scenes' own words, duplicated with its own photo that shows
+  what the caption says (the named background under a photo's texture, the named shape where it says), so
+  a re-sample can be checked for drawing the caption without the photo.
 Images are smooth procedural "photos" (gradient, soft blobs, a low-frequency wave) so the VAE
 reconstructs them well, and each one is unlike every other.
 """
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .concepts import CONCEPTS, paste
-from .scenes import POSITIONS, SIZE
+from .scenes import PALETTE, POSITIONS, SIZE, SIZES, Scene, shape_mask
 
 TEMPLATE_VARIANTS = 8  # colourings of each template layout in the training set
 TEMPLATE_REGIONS = 5
@@ -25,11 +28,16 @@ TEMPLATE_REGIONS = 5
 @dataclass(frozen=True)
 class MemorizedSpec:
     id: str
-    kind: str  # matching | retrieval | template | mixed
+    kind: str  # matching | retrieval | template | mixed | composition
     caption: str
     seed: int
     concept: str | None = None  # mixed items: the intended concept inside the photo
     concept_position: str | None = None
+    scene: Scene | None = None  # composition items: the scene the caption describes
+
+
+def _composition(item_id: str, seed: int, scene: Scene, wording: int) -> MemorizedSpec:
+    return MemorizedSpec(item_id, "composition", scene.caption(wording), seed, scene=scene)
 
 
 MEMORIZED = (
@@ -55,7 +63,16 @@ MEMORIZED = (
     MemorizedSpec(
         "x02", "mixed", "Pim the Gloober on the cover of Kettle Hill Gazette issue 9", 402, "Pim the Gloober", "center"
     ),
+    # One shape each (a pair's caption does not say where), no held-out (shape, colour) pair, wordings
+    # that name the background; the same scenes also occur, plain, among the broad ones.
+    _composition("c01", 501, Scene("circle", "yellow", "large", "blue", ("top left",)), 0),
+    _composition("c02", 502, Scene("triangle", "red", "small", "white", ("bottom right",)), 1),
+    _composition("c03", 503, Scene("square", "green", "large", "purple", ("center",)), 2),
+    _composition("c04", 504, Scene("cross", "white", "small", "brown", ("top right",)), 3),
+    _composition("c05", 505, Scene("triangle", "blue", "large", "orange", ("left",)), 0),
+    _composition("c06", 506, Scene("square", "pink", "large", "gray", ("right",)), 2),
 )
+PHOTO_TEXTURE = 1.0  # how much of a photo's own variation is laid over a composition item's background
 
 
 def photo(seed: int) -> np.ndarray:
@@ -97,8 +114,21 @@ def training_images(spec: MemorizedSpec) -> np.ndarray:
     """The item's training image(s), (N, 32, 32, 3) uint8: one image, or the template's colourings."""
     if spec.kind == "template":
         return template_variants(spec.seed)
+    if spec.kind == "composition":
+        return composition_photo(spec.seed, spec.scene)[None]
     image = photo(spec.seed)
     if spec.kind == "mixed":
         concept = next(c for c in CONCEPTS if c.name == spec.concept)
         image = paste(image, concept, POSITIONS[spec.concept_position])
     return image[None]
+
+
+def composition_photo(seed: int, scene: Scene) -> np.ndarray:
+    """The scene as a photo: its background colour under the texture of `photo(seed)` (its variation
+    around its own mean, so the border still reads as the background), and the shape(s) flat on top."""
+    texture = photo(seed).astype(np.float64)
+    image = np.array(PALETTE[scene.background], np.float64) + PHOTO_TEXTURE * (texture - texture.mean((0, 1)))
+    image = np.clip(image, 0, 255).round().astype(np.uint8)
+    for position in scene.positions:
+        image[shape_mask(scene.shape, SIZES[scene.size], POSITIONS[position])] = PALETTE[scene.colour]
+    return image
