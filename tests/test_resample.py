@@ -19,6 +19,7 @@ from memguard.mitigation import (
     AttentionRescale,
     ByIntent,
     Compose,
+    Escalate,
     GuidanceEdit,
     InitialNoiseOptimization,
     KeepIntendedPrefix,
@@ -288,3 +289,38 @@ def test_the_default_mitigation_picks_by_intent_and_keeps_a_mixed_prompts_concep
     assert KeepIntendedPrefix().apply(start, replace(context, intended_spans=())).prompt == PROMPT
     with pytest.raises(TypeError, match="ByIntent.mixed"):
         ByIntent(unintended=ReSeed(), mixed="keep")
+
+
+class Named:
+    """A test mitigation that only records that it ran."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def apply(self, plan, context):
+        return plan.with_(self.name)
+
+
+def test_escalate_applies_one_mitigation_per_attempt_and_the_last_one_after(shared_base_pipe):
+    context = _context(shared_base_pipe)
+    start = ResamplePlan(latents=context.latents, prompt=PROMPT)
+    escalate = Escalate((Named("keep"), Named("remove")))
+    picked = [escalate.apply(start, replace(context, attempt=k)).applied for k in (1, 2, 3, 7)]
+    assert picked == [("keep",), ("remove",), ("remove",), ("remove",)]
+    assert escalate.name == "escalate(keep, remove)"
+    with pytest.raises(ValueError, match="Escalate needs at least one"):
+        Escalate(())
+    with pytest.raises(TypeError, match=r"Escalate.mitigations\[1\]"):
+        Escalate((Named("keep"), "remove"))
+
+
+def test_a_retry_escalates_to_the_next_mitigation(shared_base_pipe):
+    # every attempt scores memorized (threshold -1), so the guard retries with the next mitigation
+    mitigation = Escalate((RESEED_AND_MASK, Compose((ReSeed(), RandomTokenAddition(2)))))
+    config = GuardConfig(threshold=-1.0, policy=Policy(max_attempts=3, fallback="flag"), mitigation=mitigation)
+    (report,) = _call(memguard.guard(shared_base_pipe, config), "Walking the Amber Road").memorization
+    later = ["reseed+random_tokens"] * 2
+    assert [a.mitigation for a in report.attempts] == [None, "reseed+attention_rescale", *later]
+    alone = GuardConfig(threshold=-1.0, policy=Policy(max_attempts=1, fallback="flag"), mitigation=RESEED_AND_MASK)
+    first = _call(memguard.guard(shared_base_pipe, alone), "Walking the Amber Road").memorization[0]
+    assert first.attempts[1].score == report.attempts[1].score  # attempt 1 is the first mitigation's

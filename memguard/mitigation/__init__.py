@@ -4,7 +4,7 @@ To add one: a frozen dataclass with `name` and `apply(plan, context) -> Resample
 `strategies.py`; it must not touch the intended spans' tokens or embeddings.
 """
 
-from .base import Compose, Mitigation, MitigationContext, ResamplePlan, derive_seed, fresh_noise
+from .base import Compose, Escalate, Mitigation, MitigationContext, ResamplePlan, derive_seed, fresh_noise
 from .edits import AttentionEdit, Edits, GuidanceEdit, RepulsionEdit
 from .strategies import (
     AttentionRescale,
@@ -35,6 +35,7 @@ __all__ = [
     "Compose",
     "Dissimilarity",
     "Edits",
+    "Escalate",
     "GuidanceEdit",
     "GuidanceSchedule",
     "InitialNoiseOptimization",

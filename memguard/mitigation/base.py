@@ -122,4 +122,39 @@ class Compose:
         return plan
 
 
-__all__ = ["AttentionEdit", "Compose", "GuidanceEdit", "Mitigation", "MitigationContext", "ResamplePlan", "derive_seed"]
+@dataclass(frozen=True)
+class Escalate:
+    """One mitigation per re-sample attempt: the first attempt applies the first, a retry (the
+    re-sample still scored memorized, or copy verification found a copy) the next, and the last one
+    every attempt after. So a re-sample that keeps the prompt can go first and one that removes more
+    of it follow only where the first did not hold."""
+
+    mitigations: Sequence[Mitigation]
+
+    def __post_init__(self) -> None:
+        if not self.mitigations:
+            raise ValueError("Escalate needs at least one mitigation")
+        for k, mitigation in enumerate(self.mitigations):
+            if not callable(getattr(mitigation, "apply", None)):
+                raise TypeError(f"Escalate.mitigations[{k}] must be a mitigation (an object with apply(plan, context))")
+        object.__setattr__(self, "mitigations", tuple(self.mitigations))
+
+    @property
+    def name(self) -> str:
+        return "escalate(" + ", ".join(m.name for m in self.mitigations) + ")"
+
+    def apply(self, plan: ResamplePlan, context: MitigationContext) -> ResamplePlan:
+        chosen = self.mitigations[min(max(context.attempt, 1), len(self.mitigations)) - 1]
+        return chosen.apply(plan, context)
+
+
+__all__ = [
+    "AttentionEdit",
+    "Compose",
+    "Escalate",
+    "GuidanceEdit",
+    "Mitigation",
+    "MitigationContext",
+    "ResamplePlan",
+    "derive_seed",
+]
