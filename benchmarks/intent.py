@@ -98,10 +98,9 @@ def _finite(value) -> float | None:
 def testbed_rows(pipe, truth, seeds: list[int], model_dir: Path) -> tuple[list[dict], dict]:
     """Every evaluation prompt and seed scored by `pipe` (the testbed loaded from `model_dir`)."""
     from memguard import testbed
-    from memguard.testbed.data import evaluation_prompts
 
     config = pipe.guard_config
-    ev = evaluation_prompts()
+    ev = truth.evaluation_prompts()  # the model's own items (an older testbed has fewer)
     items = (
         [("intended", f"i{k:02d}", p.prompt, p.concept) for k, p in enumerate(ev.intended)]
         + [("unintended", key, prompt, None) for key, prompt in ev.memorized.items()]

@@ -40,7 +40,10 @@ from memguard import Policy, testbed
 from memguard.mitigation import (
     DEFAULT_MITIGATION,
     AttentionRescale,
+    ByIntent,
     Compose,
+    Dissimilarity,
+    Escalate,
     GuidanceSchedule,
     InitialNoiseOptimization,
     KeepIntendedPrefix,
@@ -79,7 +82,17 @@ SWEEPS = {
         (t, Compose((GuidanceSchedule(-2.0, t), AttentionRescale(1.25, scope="all")))) for t in (300.0, 500.0, 650.0)
     ],
     "keep_intended_prefix": [("-", KeepIntendedPrefix())],
+    "dissimilarity (unintended), strength": [
+        (k, ByIntent(Dissimilarity(strength=k), KeepIntendedPrefix())) for k in (2.0, 3.0)
+    ],
     "default: by_intent": [("-", DEFAULT_MITIGATION)],
+}
+# Strategies that only make sense with copy verification as the last step: a retry follows a copy.
+VERIFIED_SWEEPS = {
+    "verified: dissimilarity, then the default on a copy": [
+        ("-", ByIntent(Escalate((Dissimilarity(), DEFAULT_MITIGATION.unintended)), KeepIntendedPrefix()))
+    ],
+    "verified: default": [("-", DEFAULT_MITIGATION)],
 }
 
 
@@ -102,6 +115,21 @@ def has_concept(image, truth, concept: str | None) -> bool | None:
     return None if concept is None else bool(concept_match(image, truth.concept(concept))[0] >= CONCEPT_THRESHOLD)
 
 
+def copy_verification(guarded, truth) -> CopyVerification:
+    """Copy verification against the testbed's training images, its threshold calibrated on benign
+    generations (VERIFY_TARGET_FPR of them may reach it)."""
+    config = guarded.guard_config
+    index = testbed.verification_index(truth)
+    guarded.guard_config = config.replace(enabled=False)
+    calibration_set = evaluation_prompts(seed=VERIFY_PROMPT_SEED, n_novel=100)
+    benign_prompts = calibration_set.novel + [p.prompt for p in calibration_set.intended]
+    benign, _ = generate(guarded, benign_prompts, VERIFY_CALIBRATION_SEED)
+    guarded.guard_config = config
+    threshold = calibrate_copy_threshold(index, benign, VERIFY_TARGET_FPR)
+    print(f"copy threshold {threshold:.4f} ({VERIFY_TARGET_FPR:.0%} of {len(benign)} benign generations reach it)")
+    return CopyVerification(index, threshold)
+
+
 def acceptance(guarded, truth, ev, seeds: list[int], started: float):
     config = guarded.guard_config
     plain = config.replace(enabled=False)
@@ -117,17 +145,8 @@ def acceptance(guarded, truth, ev, seeds: list[int], started: float):
         "novel": (list(ev.novel), [None] * len(ev.novel), [None] * len(ev.novel)),
     }
     rows = {name: [] for name in sets}
-    index = testbed.verification_index(truth)
-    guarded.guard_config = plain
-    calibration_set = evaluation_prompts(seed=VERIFY_PROMPT_SEED, n_novel=100)
-    benign_prompts = calibration_set.novel + [p.prompt for p in calibration_set.intended]
-    benign, _ = generate(guarded, benign_prompts, VERIFY_CALIBRATION_SEED)
-    verify_threshold = calibrate_copy_threshold(index, benign, VERIFY_TARGET_FPR)
-    print(
-        f"copy threshold {verify_threshold:.4f} ({VERIFY_TARGET_FPR:.0%} of {len(benign)} benign generations reach it)",
-        flush=True,
-    )
-    verification = CopyVerification(index, verify_threshold)
+    verification = copy_verification(guarded, truth)
+    verify_threshold = verification.threshold
     verified = config.replace(verification=verification)
     benign_findings = []  # the guard's own copy rule on unguarded benign images
     for seed in seeds:
@@ -266,9 +285,19 @@ def _sweep_rows(
     ]
 
 
-def sweep(guarded, truth, ev, seeds: list[int], intended_per_concept: int):
-    """Each strategy alone, knob by knob: memorized, mixed and (forced) intended prompts."""
+def sweep(guarded, truth, ev, seeds: list[int], intended_per_concept: int, only: list[str] | None = None):
+    """Each strategy alone, knob by knob: memorized, mixed and (forced) intended prompts. `only`: the
+    strategies whose names start with one of these (default: all)."""
+    selected = {
+        **{name: (points, False) for name, points in SWEEPS.items()},
+        **{name: (points, True) for name, points in VERIFIED_SWEEPS.items()},
+    }
+    if only:
+        selected = {name: v for name, v in selected.items() if any(name.startswith(prefix) for prefix in only)}
+        if not selected:
+            raise SystemExit(f"--only {only}: no strategy name starts with that; names: {sorted(SWEEPS)}")
     config = guarded.guard_config
+    verification = copy_verification(guarded, truth) if any(v for _, v in selected.values()) else None
     composition_ids = [i for i in ev.memorized if truth.item(i).kind == "composition"]
     memorized = (
         [ev.memorized[i] for i in ev.memorized if i not in composition_ids],
@@ -283,19 +312,20 @@ def sweep(guarded, truth, ev, seeds: list[int], intended_per_concept: int):
             per_concept[p.concept] = per_concept.get(p.concept, 0) + 1
     forced = Policy(intended="resample")
     results = {}
-    for strategy, points in SWEEPS.items():
+    for strategy, (points, verified) in selected.items():
         results[strategy] = []
         for knob, mitigation in points:
             t0, rows = time.perf_counter(), []
+            run_config = config.replace(mitigation=mitigation, verification=verification if verified else None)
             for seed in seeds:
-                guarded.guard_config = config.replace(mitigation=mitigation)
+                guarded.guard_config = run_config
                 for (prompts, ids), kind in ((memorized, "memorized"), (composition, "composition"), (mixed, "mixed")):
                     if not ids:
                         continue
                     concepts = [truth.item(item_id).concept for item_id in ids]
                     scenes = [truth.item(item_id).scene for item_id in ids]
                     rows += _sweep_rows(guarded, truth, kind, prompts, concepts, seed, scenes)
-                guarded.guard_config = config.replace(mitigation=mitigation, policy=forced)
+                guarded.guard_config = run_config.replace(policy=forced)
                 rows += _sweep_rows(
                     guarded, truth, "intended", [p.prompt for p in chosen], [p.concept for p in chosen], seed
                 )
@@ -368,6 +398,8 @@ def main() -> None:
     parser.add_argument("--strategy-seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--intended-per-concept", type=int, default=2)
     parser.add_argument("--skip-sweep", action="store_true")
+    parser.add_argument("--skip-acceptance", action="store_true", help="only the sweep")
+    parser.add_argument("--only", nargs="+", default=None, help="sweep only strategies whose names start so")
     parser.add_argument(
         "--model", type=testbed_folder, default=testbed.MODEL_DIR, help="testbed, testbed-xl or a testbed folder"
     )
@@ -376,9 +408,11 @@ def main() -> None:
     started = time.perf_counter()
 
     guarded, truth = testbed.load(model_dir=args.model)
-    ev = evaluation_prompts()
-    checks, rows = acceptance(guarded, truth, ev, args.seeds, started)
-    strategies = {} if args.skip_sweep else sweep(guarded, truth, ev, args.strategy_seeds, args.intended_per_concept)
+    ev = truth.evaluation_prompts()  # the model's own items (an older testbed has fewer)
+    checks, rows = ({}, {}) if args.skip_acceptance else acceptance(guarded, truth, ev, args.seeds, started)
+    strategies = (
+        {} if args.skip_sweep else sweep(guarded, truth, ev, args.strategy_seeds, args.intended_per_concept, args.only)
+    )
     config = guarded.guard_config
     result = dict(
         settings=dict(

@@ -30,9 +30,9 @@ def _judged(result) -> dict[str, list[dict]]:
 
 
 def test_the_testbed_part_scores_every_evaluation_prompt_once_per_seed(result):
-    from memguard.testbed.data import evaluation_prompts
+    from memguard import testbed as shipped
 
-    ev = evaluation_prompts()
+    ev = shipped.load_truth(shipped.MODEL_DIR / "truth").evaluation_prompts()  # the shipped model's own items
     testbed = result["testbed"]
     settings = testbed["settings"]
     assert settings["seeds"] == [0] and settings["registry"] == "memguard/testbed/registry.yaml"

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from memguard.testbed.data import build_training_set
+from memguard.testbed.data import build_training_set, evaluation_prompts
 from memguard.testbed.memorized import MEMORIZED, training_images
 from memguard.testbed.scenes import HELD_OUT_PAIRS, WORDINGS
 from memguard.testbed.similarity import REPLICATION_THRESHOLD, background_colour, follows_scene, ssim
@@ -58,3 +58,5 @@ def test_the_truth_keeps_a_composition_item_s_scene_and_photo(tmp_path):
         assert np.array_equal(item.images, training_images(spec))
     assert all(truth.item(spec.id).scene is None for spec in MEMORIZED if spec.kind != "composition")
     assert {spec.id for spec in COMPOSITION} <= set(truth.memorized_prompts)
+    # benchmarks read a model's evaluation prompts from its truth: the same as the code's for this recipe
+    assert truth.evaluation_prompts() == evaluation_prompts()

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from .concepts import CONCEPTS, sprite
-from .data import IntendedPrompt, evaluation_prompts
+from .data import EvaluationPrompts, IntendedPrompt, evaluation_prompts
 from .memorized import MEMORIZED, TEMPLATE_REGIONS, TEMPLATE_VARIANTS, layout, training_images
 from .scenes import Scene
 
@@ -60,6 +60,16 @@ class Truth:
 
     def concept(self, name: str) -> Concept:
         return next(c for c in self.concepts if c.name == name)
+
+    def evaluation_prompts(self) -> EvaluationPrompts:
+        """The evaluation prompts this model's truth was written with (a model trained on an older
+        recipe keeps its own items, whatever today's code would write)."""
+        return EvaluationPrompts(
+            novel=list(self.novel),
+            intended=list(self.intended),
+            memorized=dict(self.memorized_prompts),
+            mixed=dict(self.mixed_prompts),
+        )
 
 
 def _save_png(array: np.ndarray, path: Path) -> str:
