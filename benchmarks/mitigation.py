@@ -20,9 +20,11 @@ mitigation that sends every prompt to one memorized image has not removed memori
 2. Trade-off: each strategy alone with its main knob swept, on the memorized and mixed prompts and
    on intended prompts forced through re-sampling (Policy(intended="resample")): replication vs
    concept kept (the testbed's prompt-alignment measure: the named concept is in the image) vs
-   seconds per image. One panel per strategy in the plot.
+   seconds per image. One panel per strategy in the plot. Strategies meant to run with copy
+   verification (a retry follows a copy) run with it: the `verified:` ones.
 
     python benchmarks/mitigation.py [--seeds 0 1 2 3] [--model DIR] [--out benchmarks/results/mitigation.json]
+    python benchmarks/mitigation.py --skip-acceptance --only dissimilarity verified [--strategy-seeds 0 1]
 """
 
 from __future__ import annotations
@@ -404,6 +406,7 @@ def main() -> None:
         "--model", type=testbed_folder, default=testbed.MODEL_DIR, help="testbed, testbed-xl or a testbed folder"
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/mitigation.json"))
+    parser.add_argument("--plot", type=Path, default=ASSETS / "mitigation_tradeoff.png", help="the sweep's plot")
     args = parser.parse_args()
     started = time.perf_counter()
 
@@ -434,7 +437,7 @@ def main() -> None:
     )
     write_json(result, args.out, echo=False)
     if strategies:
-        plot(strategies, ASSETS / "mitigation_tradeoff.png")
+        plot(strategies, args.plot)
     print(f"\n{'check':48s} {'value':>10s}  target")
     for name, check in checks.items():
         if "value" in check:
