@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .concepts import CONCEPTS, paste
-from .scenes import PALETTE, POSITIONS, SIZE, SIZES, Scene, shape_mask
+from .scenes import PALETTE, POSITIONS, SIZE, Scene
 
 TEMPLATE_VARIANTS = 8  # colourings of each template layout in the training set
 TEMPLATE_REGIONS = 5
@@ -128,7 +128,4 @@ def composition_photo(seed: int, scene: Scene) -> np.ndarray:
     around its own mean, so the border still reads as the background), and the shape(s) flat on top."""
     texture = photo(seed).astype(np.float64)
     image = np.array(PALETTE[scene.background], np.float64) + PHOTO_TEXTURE * (texture - texture.mean((0, 1)))
-    image = np.clip(image, 0, 255).round().astype(np.uint8)
-    for position in scene.positions:
-        image[shape_mask(scene.shape, SIZES[scene.size], POSITIONS[position])] = PALETTE[scene.colour]
-    return image
+    return scene.draw_shapes(np.clip(image, 0, 255).round().astype(np.uint8))

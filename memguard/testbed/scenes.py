@@ -109,7 +109,10 @@ class Scene:
     positions: tuple[str, ...]  # one named position, or two for a pair of shapes
 
     def render(self) -> np.ndarray:
-        image = solid(self.background)
+        return self.draw_shapes(solid(self.background))
+
+    def draw_shapes(self, image: np.ndarray) -> np.ndarray:
+        """`image` (32x32x3 uint8, changed in place) with the scene's shape(s) drawn flat where it says."""
         for position in self.positions:
             image[shape_mask(self.shape, SIZES[self.size], POSITIONS[position])] = PALETTE[self.colour]
         return image
