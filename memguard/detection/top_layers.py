@@ -6,9 +6,11 @@ on the begin and padding tokens. Which layers carry it differs between models (t
 on the shipped SD testbed, a down-block and an up-block layer on the SDXL one), and the other layers
 do not move or even move the other way. So each layer's entropy is standardized by its mean and
 spread on the model's own benign calibration prompts, and the score is the mean of the few largest
-standardized values (a quarter of the layers, at least two): whichever layers respond carry the
-score, the rest cannot dilute it, and averaging a few keeps one layer's benign outlier from raising
-the benign tail as a single maximum does. Measured in benchmarks/detection.py and
+standardized values (a quarter of the layers, at least three): whichever layers respond carry the
+score, the rest cannot dilute it, and averaging a few keeps a benign outlier from raising the benign
+tail. The benign prompts that score highest raise one or two layers sharply while memorized ones
+raise most layers (on both testbeds), so three is the fewest that a two-layer benign spike cannot
+carry alone. Measured in benchmarks/detection.py and
 benchmarks/perturbations.py against the bottleneck's raw entropy (bottleneck.py), every layer's
 mean and the maximum (docs/benchmarks/detection.md).
 
@@ -29,7 +31,7 @@ from .base import LayerStats, fit_layer_stats, read_layer_stats, score_fitted, s
 from .bottleneck import layer_entropies
 
 DEFAULT_TOP_FRACTION = 0.25  # of the model's cross-attention layers
-MIN_TOP_LAYERS = 2  # one layer alone lets a single benign outlier decide
+MIN_TOP_LAYERS = 3  # benign outliers spike one or two layers; three keep them from deciding
 
 
 def top_layer_count(num_layers: int, fraction: float = DEFAULT_TOP_FRACTION) -> int:
