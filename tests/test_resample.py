@@ -314,6 +314,15 @@ def test_escalate_applies_one_mitigation_per_attempt_and_the_last_one_after(shar
         Escalate((Named("keep"), "remove"))
 
 
+def test_compose_checks_its_parts_when_built_not_at_the_first_re_sample():
+    composed = Compose([Named("a"), Named("b")])  # a list is kept as a tuple: the config stays hashable
+    assert isinstance(composed.mitigations, tuple) and composed.name == "a+b"
+    with pytest.raises(ValueError, match="Compose needs at least one"):
+        Compose(())
+    with pytest.raises(TypeError, match=r"Compose.mitigations\[0\] must be a mitigation.*str"):
+        Compose(("reseed", Named("b")))
+
+
 def test_a_retry_escalates_to_the_next_mitigation(shared_base_pipe):
     # every attempt scores memorized (threshold -1), so the guard retries with the next mitigation
     mitigation = Escalate((RESEED_AND_MASK, Compose((ReSeed(), RandomTokenAddition(2)))))

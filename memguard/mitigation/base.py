@@ -101,6 +101,22 @@ def derive_seed(latents: torch.Tensor, attempt: int) -> int:
     return int.from_bytes(digest.digest(), "little") & (2**63 - 1)
 
 
+def require_mitigation(value: object, where: str) -> None:
+    """Raise TypeError naming `where` unless `value` has a callable `apply(plan, context)`."""
+    if not callable(getattr(value, "apply", None)):
+        kind = type(value).__name__
+        raise TypeError(f"{where} must be a mitigation (an object with apply(plan, context)), got a {kind}")
+
+
+def _mitigations(owner: str, mitigations: Sequence[Mitigation]) -> tuple[Mitigation, ...]:
+    """`mitigations` as a tuple, checked: at least one, each a mitigation (named by its place)."""
+    if not mitigations:
+        raise ValueError(f"{owner} needs at least one mitigation")
+    for k, mitigation in enumerate(mitigations):
+        require_mitigation(mitigation, f"{owner}.mitigations[{k}]")
+    return tuple(mitigations)
+
+
 @dataclass(frozen=True)
 class Compose:
     """Several mitigations applied in order on one re-sample."""
@@ -108,9 +124,7 @@ class Compose:
     mitigations: Sequence[Mitigation]
 
     def __post_init__(self) -> None:
-        if not self.mitigations:
-            raise ValueError("Compose needs at least one mitigation")
-        object.__setattr__(self, "mitigations", tuple(self.mitigations))
+        object.__setattr__(self, "mitigations", _mitigations("Compose", self.mitigations))
 
     @property
     def name(self) -> str:
@@ -132,12 +146,7 @@ class Escalate:
     mitigations: Sequence[Mitigation]
 
     def __post_init__(self) -> None:
-        if not self.mitigations:
-            raise ValueError("Escalate needs at least one mitigation")
-        for k, mitigation in enumerate(self.mitigations):
-            if not callable(getattr(mitigation, "apply", None)):
-                raise TypeError(f"Escalate.mitigations[{k}] must be a mitigation (an object with apply(plan, context))")
-        object.__setattr__(self, "mitigations", tuple(self.mitigations))
+        object.__setattr__(self, "mitigations", _mitigations("Escalate", self.mitigations))
 
     @property
     def name(self) -> str:

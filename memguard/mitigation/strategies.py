@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from ..intent.resolver import without_spans
-from .base import MitigationContext, ResamplePlan, fresh_noise
+from .base import MitigationContext, ResamplePlan, fresh_noise, require_mitigation
 from .edits import PREDICTION_TYPES, AttentionEdit, GuidanceEdit, RepulsionEdit, chain, guided_clean_estimate
 
 
@@ -288,8 +288,7 @@ class ByIntent:
 
     def __post_init__(self) -> None:
         for label in ("unintended", "mixed"):
-            if not callable(getattr(getattr(self, label), "apply", None)):
-                raise TypeError(f"ByIntent.{label} must be a mitigation (an object with apply(plan, context))")
+            require_mitigation(getattr(self, label), f"ByIntent.{label}")
 
     @property
     def name(self) -> str:
