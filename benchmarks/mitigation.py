@@ -84,8 +84,8 @@ SWEEPS = {
         (t, Compose((GuidanceSchedule(-2.0, t), AttentionRescale(1.25, scope="all")))) for t in (300.0, 500.0, 650.0)
     ],
     "keep_intended_prefix": [("-", KeepIntendedPrefix())],
-    "dissimilarity (unintended), strength": [
-        (k, ByIntent(Dissimilarity(strength=k), KeepIntendedPrefix())) for k in (2.0, 3.0)
+    "dissimilarity (unintended), layout share": [
+        (k, ByIntent(Dissimilarity(layout_share=k), KeepIntendedPrefix())) for k in (0.0, 0.45)
     ],
     "default: by_intent": [("-", DEFAULT_MITIGATION)],
 }

@@ -12,7 +12,7 @@ from test_resample import _context
 import memguard
 from memguard import GuardConfig, Policy
 from memguard.mitigation import Dissimilarity, GuidanceEdit, RepulsionEdit, ResamplePlan, ReSeed
-from memguard.mitigation.edits import PREDICTION_TYPES, chain, clean_estimate
+from memguard.mitigation.edits import PREDICTION_TYPES, chain, clean_estimate, detail, layout_kernel
 
 ALPHAS = DDIMScheduler().alphas_cumprod
 T = 500.0
@@ -65,6 +65,52 @@ def test_repulsion_moves_a_similar_estimate_away_and_keeps_its_colours(predictio
         assert torch.equal(edited[0].chunk(2)[0], output[0].chunk(2)[0])
 
 
+def _layout(seed, size=16):
+    """Four flat quadrants per channel: a picture's layout and colours, no detail."""
+    coarse = torch.randn(1, 4, 2, 2, generator=torch.Generator().manual_seed(seed))
+    return torch.nn.functional.interpolate(coarse, size=(size, size), mode="nearest")
+
+
+def _fine(seed, size=16):
+    return torch.randn(1, 4, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def test_the_layout_box_is_an_odd_share_of_the_latent_side():
+    assert [layout_kernel(0.45, side) for side in (16, 64, 128)] == [7, 29, 57]
+    assert layout_kernel(0.0, 64) == 1 and layout_kernel(0.05, 16) == 1
+    x = _layout(0) + 0.3 * _fine(1)
+    torch.testing.assert_close(detail(x, 1), x - x.mean(dim=(2, 3), keepdim=True))
+    # a flat colour per large region is layout: the detail of the layout alone is small away from its edges
+    flat = detail(_layout(0), 3)
+    assert float(flat[..., 2:6, 2:6].abs().max()) < 1e-5
+    assert float(detail(x, 3)[..., 2:6, 2:6].abs().mean()) > 0.1
+
+
+def test_with_a_layout_share_the_repulsion_compares_and_moves_only_detail():
+    layout, anchor_detail = _layout(0), _fine(1)
+    anchor = layout + 0.3 * anchor_detail
+    # the same layout with other detail: the prompt's picture, not the anchor's copy
+    same_layout = layout + 0.3 * _fine(2)
+    whole = RepulsionEdit(anchor, ALPHAS, "epsilon", 7.5)
+    detail_only = RepulsionEdit(anchor, ALPHAS, "epsilon", 7.5, layout_share=0.45)
+    assert float(whole.similarity(same_layout)) > 0.7 > float(detail_only.similarity(same_layout))
+    output, x_t = _output(same_layout, "epsilon", 7.5)
+    assert detail_only(T, output, x_t) is output  # nothing to push: the layout is the prompt's
+    # a near copy of the anchor's detail is pushed, and less of the push lands on the layout (the
+    # average per 4x4 block) than with channel means alone kept
+    near = layout + 0.3 * (0.95 * anchor_detail + 0.05 * _fine(3))
+    output, x_t = _output(near, "epsilon", 7.5)
+    layout_share_of_change = {}
+    for edit in (whole, detail_only):
+        before = float(edit.similarity(near))
+        after = _guided_x0(edit(T, (output[0].clone(),), x_t), x_t, "epsilon", 7.5)
+        assert float(edit.similarity(after)) < before - 0.2
+        change = after - near
+        block_means = torch.nn.functional.avg_pool2d(change, 4)
+        layout_share_of_change[edit] = 4 * float(block_means.norm()) / float(change.norm())
+    assert layout_share_of_change[detail_only] < 0.8 * layout_share_of_change[whole]
+
+
 def test_repulsion_leaves_a_dissimilar_estimate_and_a_call_without_its_input_alone():
     anchor = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     edit = RepulsionEdit(anchor, ALPHAS, "epsilon", 7.5)
@@ -102,7 +148,16 @@ def test_the_mitigation_keeps_the_prompt_draws_new_noise_and_is_not_rescored(sha
     assert from_image.edits.guidance is None
 
 
-@pytest.mark.parametrize("bad", [dict(strength=0.0), dict(similarity_floor=1.0), dict(similarity_floor=-1.1)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(strength=0.0),
+        dict(similarity_floor=1.0),
+        dict(similarity_floor=-1.1),
+        dict(layout_share=1.0),
+        dict(layout_share=-0.1),
+    ],
+)
 def test_bad_knobs_name_the_field(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         Dissimilarity(**bad)

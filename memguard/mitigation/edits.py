@@ -143,8 +143,21 @@ def _prediction_shift(x0_shift: torch.Tensor, alpha_bar: float, prediction_type:
     return x0_shift
 
 
-def _centred(x: torch.Tensor) -> torch.Tensor:
-    return x - x.mean(dim=(-2, -1), keepdim=True)
+def layout_kernel(layout_share: float, side: int) -> int:
+    """The odd box width, in latent pixels, of `layout_share` of a latent side of `side` (1: no box)."""
+    return 2 * int(layout_share * side / 2) + 1
+
+
+def detail(x: torch.Tensor, kernel: int = 1) -> torch.Tensor:
+    """`x` (..., h, w) without each channel's mean and, for `kernel` > 1, without its local average over
+    a `kernel` x `kernel` box (edges replicated): the arrangement of detail, not the layout."""
+    x = x - x.mean(dim=(-2, -1), keepdim=True)
+    if kernel <= 1:
+        return x
+    flat = x.reshape(-1, 1, *x.shape[-2:])
+    pad = kernel // 2
+    local = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(flat, (pad,) * 4, mode="replicate"), kernel, 1)
+    return (flat - local).reshape(x.shape)
 
 
 @dataclass(frozen=True, eq=False)
@@ -154,8 +167,11 @@ class RepulsionEdit:
     latent channel's mean removed above `similarity_floor`), x0 is moved away from the anchor by
     `strength` x the anchor's size x how far the similarity exceeds the floor (0 at the floor, 1 at
     identity). Channel means are left alone: they carry the picture's overall colours, which the
-    prompt asks for; a copy repeats the arrangement of detail. The shift is put on the text branch,
-    so the pipeline's guidance formula carries it whole into the guided prediction."""
+    prompt asks for; a copy repeats the arrangement of detail. With `layout_share` > 0 each latent
+    pixel's average over a box of that share of the latent's side is left alone too (the layout:
+    where the prompt's things sit, in which colours), and only the detail within it is compared and
+    pushed. The shift is put on the text branch, so the pipeline's guidance formula carries it whole
+    into the guided prediction."""
 
     anchor: torch.Tensor  # (1, C, h, w) clean latents to move away from
     alphas_cumprod: torch.Tensor  # the scheduler's, per training timestep
@@ -163,10 +179,14 @@ class RepulsionEdit:
     guidance_scale: float
     strength: float = 2.0
     similarity_floor: float = 0.7
+    layout_share: float = 0.0  # 0: only channel means are left alone
+
+    def _detail(self, x: torch.Tensor) -> torch.Tensor:
+        return detail(x.float(), layout_kernel(self.layout_share, min(x.shape[-2:])))
 
     def similarity(self, x0: torch.Tensor) -> torch.Tensor:
-        """(B,) cosine similarity of each image's channel-centred clean estimate with the anchor's."""
-        x, a = _centred(x0.float()).flatten(1), _centred(self.anchor.float().to(x0.device)).flatten(1)
+        """(B,) cosine similarity of the detail of each image's clean estimate with the anchor's."""
+        x, a = self._detail(x0).flatten(1), self._detail(self.anchor.to(x0.device)).flatten(1)
         return (x * a).sum(1) / (x.norm(dim=1) * a.norm(dim=1)).clamp_min(1e-12)
 
     def __call__(self, timestep: float, output, sample: torch.Tensor | None = None):
@@ -183,8 +203,8 @@ class RepulsionEdit:
         excess = ((self.similarity(x0) - self.similarity_floor) / (1 - self.similarity_floor)).clamp_min(0)
         if not bool((excess > 0).any()):
             return output
-        anchor = _centred(self.anchor.float().to(x0.device))
-        away = _centred(x0) - anchor
+        anchor = self._detail(self.anchor.to(x0.device))
+        away = self._detail(x0) - anchor
         size = away.flatten(1).norm(dim=1).clamp_min(1e-12)
         shift = (self.strength * excess * anchor.flatten(1).norm(dim=1) / size)[:, None, None, None] * away
         change = _prediction_shift(shift, alpha_bar, self.prediction_type)

@@ -177,7 +177,10 @@ class Dissimilarity:
     """A re-sample that keeps the whole prompt and moves away from the flagged image: new starting
     noise, and at each step dissimilarity guidance (Chen et al. 2024) away from the flagged
     generation's own first clean estimate, for as long as the new one still resembles it
-    (`RepulsionEdit`: the strength and the similarity floor). Chen et al. push away from the nearest
+    (`RepulsionEdit`: the strength and the similarity floor). Only the detail is compared and pushed:
+    the layout (each latent pixel's average over a box `layout_share` of the latent's side wide) is
+    what the prompt asks for and stays (`layout_share=0` keeps only each channel's mean; the testbed's
+    figures for both are in docs/testbed.md). Chen et al. push away from the nearest
     training image, which needs an index of the training set; the flagged generation's first
     estimate is what the model was about to copy, and costs one UNet call. Nothing is removed from
     the prompt, so a memorized caption that is also an ordinary request keeps being drawn. The
@@ -186,6 +189,7 @@ class Dissimilarity:
 
     strength: float = 2.0
     similarity_floor: float = 0.7
+    layout_share: float = 0.45  # 0: keep only each channel's mean
     name: str = "dissimilarity"
 
     def __post_init__(self) -> None:
@@ -193,6 +197,8 @@ class Dissimilarity:
             raise ValueError(f"Dissimilarity.strength must be > 0, got {self.strength}")
         if not -1 <= self.similarity_floor < 1:  # a cosine similarity; -1: push at every step
             raise ValueError(f"Dissimilarity.similarity_floor must be in [-1, 1), got {self.similarity_floor}")
+        if not 0 <= self.layout_share < 1:
+            raise ValueError(f"Dissimilarity.layout_share must be in [0, 1), got {self.layout_share}")
 
     def apply(self, plan: ResamplePlan, context: MitigationContext) -> ResamplePlan:
         if context.latents is None:
@@ -217,6 +223,7 @@ class Dissimilarity:
             context.guidance_scale,
             self.strength,
             self.similarity_floor,
+            self.layout_share,
         )
         return plan.with_(
             self.name,
