@@ -267,15 +267,17 @@ def _shared(rows: list[dict], row: dict) -> bool:
 
 
 def _sweep_rows(
-    guarded, truth, kind: str, prompts: list[str], concepts: list[str | None], seed: int, scenes=None
+    guarded, truth, kind: str, prompts: list[str], concepts: list[str | None], seed: int, scenes=None, ids=None
 ) -> list[dict]:
     """One row per generated image: did it copy any training image, does it show its concept (if any),
     does it draw its scene (composition items)."""
     images, reports = generate(guarded, prompts, seed)
     scenes = scenes or [None] * len(prompts)
+    ids = ids or [None] * len(prompts)
     return [
         dict(
             kind=kind,
+            item=item_id,
             seed=seed,
             replicated=bool(replicated_items(image, truth.memorized)),
             concept=has_concept(image, truth, concept),
@@ -283,7 +285,7 @@ def _sweep_rows(
             resamples=report.resamples,
             returned=_digest(image),
         )
-        for concept, scene, image, report in zip(concepts, scenes, images, reports, strict=True)
+        for item_id, concept, scene, image, report in zip(ids, concepts, scenes, images, reports, strict=True)
     ]
 
 
@@ -326,7 +328,7 @@ def sweep(guarded, truth, ev, seeds: list[int], intended_per_concept: int, only:
                         continue
                     concepts = [truth.item(item_id).concept for item_id in ids]
                     scenes = [truth.item(item_id).scene for item_id in ids]
-                    rows += _sweep_rows(guarded, truth, kind, prompts, concepts, seed, scenes)
+                    rows += _sweep_rows(guarded, truth, kind, prompts, concepts, seed, scenes, ids)
                 guarded.guard_config = run_config.replace(policy=forced)
                 rows += _sweep_rows(
                     guarded, truth, "intended", [p.prompt for p in chosen], [p.concept for p in chosen], seed
@@ -350,6 +352,8 @@ def sweep(guarded, truth, ev, seeds: list[int], intended_per_concept: int, only:
                 intended_resampled=mean(r["resamples"] > 0 for r in of["intended"]),
                 resamples_mean=mean(r["resamples"] for r in of["memorized"] if r["resamples"]),
                 seconds_per_image=seconds / len(rows),
+                # which memorized, everyday-caption and mixed re-samples still copied, as item@seed
+                copied=sorted(f"{r['item']}@{r['seed']}" for r in unintended + of["mixed"] if r["replicated"]),
             )
             results[strategy].append(point)
             print(f"{strategy} [{knob}]: {point}", flush=True)
