@@ -4,6 +4,7 @@ interface `memguard.signals.edits` defines (`Edits`, `editing`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -184,9 +185,14 @@ class RepulsionEdit:
     def _detail(self, x: torch.Tensor) -> torch.Tensor:
         return detail(x.float(), layout_kernel(self.layout_share, min(x.shape[-2:])))
 
+    @cached_property
+    def _anchor_detail(self) -> torch.Tensor:
+        """The anchor's detail: fixed for the whole re-sample, so computed once, not at every step."""
+        return self._detail(self.anchor)
+
     def similarity(self, x0: torch.Tensor) -> torch.Tensor:
         """(B,) cosine similarity of the detail of each image's clean estimate with the anchor's."""
-        x, a = self._detail(x0).flatten(1), self._detail(self.anchor.to(x0.device)).flatten(1)
+        x, a = self._detail(x0).flatten(1), self._anchor_detail.to(x0.device).flatten(1)
         return (x * a).sum(1) / (x.norm(dim=1) * a.norm(dim=1)).clamp_min(1e-12)
 
     def __call__(self, timestep: float, output, sample: torch.Tensor | None = None):
@@ -203,7 +209,7 @@ class RepulsionEdit:
         excess = ((self.similarity(x0) - self.similarity_floor) / (1 - self.similarity_floor)).clamp_min(0)
         if not bool((excess > 0).any()):
             return output
-        anchor = self._detail(self.anchor.to(x0.device))
+        anchor = self._anchor_detail.to(x0.device)
         away = self._detail(x0) - anchor
         size = away.flatten(1).norm(dim=1).clamp_min(1e-12)
         shift = (self.strength * excess * anchor.flatten(1).norm(dim=1) / size)[:, None, None, None] * away
