@@ -4,9 +4,16 @@ import numpy as np
 import pytest
 
 from memguard.testbed.data import build_training_set, evaluation_prompts
-from memguard.testbed.memorized import MEMORIZED, training_images
+from memguard.testbed.memorized import MEMORIZED, layout, training_images
 from memguard.testbed.scenes import HELD_OUT_PAIRS, WORDINGS
-from memguard.testbed.similarity import REPLICATION_THRESHOLD, background_colour, follows_scene, ssim
+from memguard.testbed.similarity import (
+    LAYOUT_THRESHOLD,
+    REPLICATION_THRESHOLD,
+    background_colour,
+    follows_scene,
+    layout_similarity,
+    ssim,
+)
 from memguard.testbed.truth import load_truth, write_truth
 
 COMPOSITION = [spec for spec in MEMORIZED if spec.kind == "composition"]
@@ -60,3 +67,19 @@ def test_the_truth_keeps_a_composition_item_s_scene_and_photo(tmp_path):
     assert {spec.id for spec in COMPOSITION} <= set(truth.memorized_prompts)
     # benchmarks read a model's evaluation prompts from its truth: the same as the code's for this recipe
     assert truth.evaluation_prompts() == evaluation_prompts()
+
+
+TEMPLATES = [spec for spec in MEMORIZED if spec.kind == "template"]
+
+
+@pytest.mark.parametrize("spec", TEMPLATES, ids=lambda spec: spec.id)
+def test_a_template_is_copied_by_any_colouring_of_its_layout_but_not_by_a_blank_image(spec):
+    labels = layout(spec.seed)
+    rng = np.random.default_rng(0)
+    recoloured = rng.integers(0, 256, (int(labels.max()) + 1, 3)).astype(np.uint8)[labels]
+    assert layout_similarity(recoloured, labels) >= LAYOUT_THRESHOLD
+    # the guard blanks a blocked image: one colour, which any partition "explains", is no copy of a layout
+    for value in (0, 128, 255):
+        assert layout_similarity(np.full((*labels.shape, 3), value, np.uint8), labels) == 0.0
+    other = layout(spec.seed + 1)
+    assert layout_similarity(recoloured, other) < LAYOUT_THRESHOLD

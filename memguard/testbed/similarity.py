@@ -54,12 +54,15 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def layout_similarity(image: np.ndarray, labels: np.ndarray) -> float:
-    """Share of the image's colour variance explained by one flat colour per region of `labels`."""
+    """Share of the image's colour variance explained by one flat colour per region of `labels`; 0 for
+    an image of one colour (a blocked, blanked image shows no layout, though any partition "fits" it)."""
     x = _float(image).reshape(-1, 3)
     flat = labels.reshape(-1)
     total = ((x - x.mean(0)) ** 2).sum()
+    if total < 1e-8:
+        return 0.0
     residual = sum(((x[flat == r] - x[flat == r].mean(0)) ** 2).sum() for r in np.unique(flat))
-    return float(1 - residual / max(total, 1e-8))
+    return float(1 - residual / total)
 
 
 def item_similarity(image: np.ndarray, item: MemorizedItem) -> float:
