@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import sys
 import time
 from pathlib import Path
@@ -251,10 +252,20 @@ def acceptance(guarded, truth, ev, seeds: list[int], started: float):
             k: sum(r["intent"] == k for r in rows[name]) for k in ("none", "intended", "mixed", "unintended")
         }
     for check in checks.values():
-        if "target" in check:
-            op, bound = check["target"].split()
-            check["passed"] = check["value"] >= float(bound) if op == ">=" else check["value"] <= float(bound)
+        judge(check)
     return checks, rows
+
+
+def judge(check: dict) -> None:
+    """Sets check["passed"] from its value and target; a value over no images (a model without that
+    kind of item, e.g. the SDXL testbed's missing composition items) is no measurement: it is written
+    as null with `measured: False`, and neither passes nor fails."""
+    if isinstance(check.get("value"), float) and math.isnan(check["value"]):
+        check["value"], check["measured"] = None, False
+        return
+    if "target" in check:
+        op, bound = check["target"].split()
+        check["passed"] = check["value"] >= float(bound) if op == ">=" else check["value"] <= float(bound)
 
 
 def _digest(image: np.ndarray) -> str:
@@ -444,7 +455,9 @@ def main() -> None:
         plot(strategies, args.plot)
     print(f"\n{'check':48s} {'value':>10s}  target")
     for name, check in checks.items():
-        if "value" in check:
+        if check.get("measured") is False:
+            print(f"{name:48s} {'-':>10s}  {check.get('target', '')} (no such items on this model)")
+        elif "value" in check:
             flag = "" if "passed" not in check else ("PASS" if check["passed"] else "FAIL")
             print(f"{name:48s} {check['value']:10.3f}  {check.get('target', '')} {flag}")
         else:
