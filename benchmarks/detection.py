@@ -130,13 +130,14 @@ def _fitted_methods(pipe, prompts: list[str], steps: int, guidance: float, is_te
     return [*top_layers, *combined, *both, Method("memguard (standardized bottleneck entropy)", standardized, (1,))]
 
 
-def testbed_prompts(n_benign: int) -> tuple[list[str], list[str]]:
-    """The testbed's memorized and mixed captions, and novel compositions (its own 25 plus more drawn
-    the same way with another seed, so 1% FPR is more than one image)."""
+def testbed_prompts(n_benign: int, model: str | Path = "testbed") -> tuple[list[str], list[str]]:
+    """A testbed model's memorized and mixed captions, and novel compositions (its own 25 plus more
+    drawn the same way with another seed, so 1% FPR is more than one image). Read from that model's own
+    truth: a testbed trained on an older recipe (the SDXL one) has fewer memorized items than today's."""
     from memguard import testbed
     from memguard.testbed.data import evaluation_prompts
 
-    truth = testbed.load_truth(testbed.MODEL_DIR / "truth")
+    truth = testbed.load_truth(testbed.folder(model) / "truth")
     memorized = list(truth.memorized_prompts.values()) + list(truth.mixed_prompts.values())
     benign = list(truth.novel) + evaluation_prompts(seed=2024, n_novel=max(0, n_benign - len(truth.novel))).novel
     return memorized, benign[:n_benign]
@@ -248,7 +249,7 @@ def main(
     # a retrained testbed folder (python -m memguard.testbed.train --out DIR) is scored on the testbed's prompts
     is_testbed = model in ("testbed", "testbed-xl") or (Path(model) / "truth").is_dir()
     if is_testbed:  # the testbed's own sets unless a file replaces one (e.g. --memorized a perturbation suite)
-        mem_prompts, ben_prompts = testbed_prompts(n_benign)
+        mem_prompts, ben_prompts = testbed_prompts(n_benign, model)
         if memorized is not None:
             mem_prompts = load_prompt_file(memorized, limit)
         if benign is not None:

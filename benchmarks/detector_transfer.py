@@ -68,7 +68,7 @@ def main() -> None:
         out[SHIPPED_RULE] = BottleneckEntropyDetector().score(trace, 1)
         return out
 
-    memorized, benign = testbed_prompts(200)
+    memorized, benign = testbed_prompts(200, args.model)
     positive = _record(pipe, memorized, args.seeds, NEEDS, 1, 50, 7.5, 25, scores)
     negative = _record(pipe, benign, args.seeds, NEEDS, 1, 50, 7.5, 25, scores)
     reference = _record(pipe, calibration_prompts(), [0], NEEDS, 1, 50, 7.5, 25, scores)

@@ -31,8 +31,8 @@ def main() -> None:
     args = parser.parse_args()
     pipe = StableDiffusionPipeline.from_pretrained(str(args.model))
     pipe.set_progress_bar_config(disable=True)
-    truth = load_truth(MODEL_DIR / "truth")
-    memorized, benign = testbed_prompts(200)
+    truth = load_truth(args.model / "truth")
+    memorized, benign = testbed_prompts(200, args.model)
     kinds = [truth.item(i).kind for i in [*truth.memorized_prompts, *truth.mixed_prompts]]
     detector = NoiseMagnitudeDetector()
 
