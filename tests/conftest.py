@@ -1,11 +1,15 @@
 """Fixtures: tiny random-weight pipelines built offline. Shared helpers are in helpers.py."""
 
+import os
+
 import pytest
 import torch
 
 from memguard.testbed.tiny import tiny_pipeline
 
-torch.set_num_threads(2)
+# The suite runs in one process per core (pytest-xdist, `-n auto`): each worker keeps to one thread, so
+# the workers do not contend for the cores; a plain `pytest` run uses two.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 @pytest.fixture

@@ -141,7 +141,9 @@ def test_the_check_catches_a_wrong_command():
 def test_the_readme_has_exactly_the_two_setup_commands():
     readme = (ROOT / "README.md").read_text()
     assert "bash scripts/setup.sh && .venv/bin/memguard demo" in readme
-    assert "bash scripts/setup.sh && .venv/bin/python -m pytest -q" in readme
+    tests = "bash scripts/setup.sh && .venv/bin/python -m pytest -q -n 2 --dist loadfile"
+    assert tests in readme
+    assert tests in (ROOT / ".ci" / "run").read_text()  # CI runs the README's test command
     assert len(readme.splitlines()) <= 250
 
 
