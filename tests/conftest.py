@@ -7,8 +7,8 @@ import torch
 
 from memguard.testbed.tiny import tiny_pipeline
 
-# The suite runs in one process per core (pytest-xdist, `-n auto`): each worker keeps to one thread, so
-# the workers do not contend for the cores; a plain `pytest` run uses two.
+# The suite runs in two processes (pytest-xdist, `-n 2`, the README's command): each worker keeps to one
+# thread, so the workers do not contend for two cores; a plain `pytest` run uses two threads.
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 

@@ -103,13 +103,17 @@ def run_script_here(script: str, *args) -> subprocess.CompletedProcess:
 
 @contextmanager
 def loaded_script(path: Path, name: str):
-    """A script that is not in a package (an example's), imported as module `name` for the
-    duration; registered in sys.modules meanwhile, where a dataclass defined in it looks its module up."""
+    """A script that is not in a package (an example's, a benchmark's), imported as module `name` for
+    the duration; registered in sys.modules meanwhile, where a dataclass defined in it looks its module
+    up, and with its own folder first on sys.path, as when it runs (a benchmark imports its siblings)."""
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
+    folder = str(Path(path).resolve().parent)
+    sys.path.insert(0, folder)
     try:
         spec.loader.exec_module(module)
         yield module
     finally:
+        sys.path.remove(folder)
         sys.modules.pop(name, None)

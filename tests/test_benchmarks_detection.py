@@ -72,18 +72,13 @@ def test_the_ablation_scores_the_default_with_one_layer_and_with_every_layer(res
 def test_the_testbed_prompts_are_the_model_s_own_memorized_captions(model):
     # the SDXL testbed was trained before the composition items: scoring today's 24 captions on it
     # would count six captions it never memorized as misses
-    import sys
     from pathlib import Path
 
     from memguard import testbed
 
-    scripts = str(Path(__file__).resolve().parent.parent / "benchmarks")
-    sys.path.insert(0, scripts)
-    try:
-        with loaded_script(Path(scripts) / "detection.py", "detection_benchmark") as detection:
-            memorized, benign = detection.testbed_prompts(30, model)
-    finally:
-        sys.path.remove(scripts)
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "detection.py"
+    with loaded_script(script, "detection_benchmark") as detection:
+        memorized, benign = detection.testbed_prompts(30, model)
     truth = testbed.load_truth(testbed.folder(model) / "truth")
     assert memorized == [*truth.memorized_prompts.values(), *truth.mixed_prompts.values()]
     assert len(benign) == 30 and not set(benign) & set(memorized)

@@ -13,14 +13,8 @@ SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "mitigation.py"
 
 @pytest.fixture(scope="module")
 def judge():
-    import sys
-
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        with loaded_script(SCRIPT, "mitigation_benchmark") as module:
-            yield module.judge
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
+    with loaded_script(SCRIPT, "mitigation_benchmark") as module:
+        yield module.judge
 
 
 @pytest.mark.parametrize(
