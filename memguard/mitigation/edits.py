@@ -192,7 +192,10 @@ class RepulsionEdit:
 
     def similarity(self, x0: torch.Tensor) -> torch.Tensor:
         """(B,) cosine similarity of the detail of each image's clean estimate with the anchor's."""
-        x, a = self._detail(x0).flatten(1), self._anchor_detail.to(x0.device).flatten(1)
+        return self._similarity_of(self._detail(x0))
+
+    def _similarity_of(self, detail_x0: torch.Tensor) -> torch.Tensor:
+        x, a = detail_x0.flatten(1), self._anchor_detail.to(detail_x0.device).flatten(1)
         return (x * a).sum(1) / (x.norm(dim=1) * a.norm(dim=1)).clamp_min(1e-12)
 
     def __call__(self, timestep: float, output, sample: torch.Tensor | None = None):
@@ -206,11 +209,12 @@ class RepulsionEdit:
         x0, alpha_bar = guided_clean_estimate(
             uncond, text, x_t, float(timestep), self.alphas_cumprod, self.prediction_type, self.guidance_scale
         )
-        excess = ((self.similarity(x0) - self.similarity_floor) / (1 - self.similarity_floor)).clamp_min(0)
+        detail_x0 = self._detail(x0)  # compared and pushed: computed once a step
+        excess = ((self._similarity_of(detail_x0) - self.similarity_floor) / (1 - self.similarity_floor)).clamp_min(0)
         if not bool((excess > 0).any()):
             return output
         anchor = self._anchor_detail.to(x0.device)
-        away = self._detail(x0) - anchor
+        away = detail_x0 - anchor
         size = away.flatten(1).norm(dim=1).clamp_min(1e-12)
         shift = (self.strength * excess * anchor.flatten(1).norm(dim=1) / size)[:, None, None, None] * away
         change = _prediction_shift(shift, alpha_bar, self.prediction_type)
