@@ -88,6 +88,10 @@ SWEEPS = {
     "dissimilarity (unintended), layout share": [
         (k, ByIntent(Dissimilarity(layout_share=k), KeepIntendedPrefix())) for k in (0.0, 0.45)
     ],
+    # the prompt kept where a fresh start is pinned to the flagged image, the default's masking elsewhere
+    "dissimilarity (unintended), the default where unpinned": [
+        ("-", ByIntent(Dissimilarity(unpinned=DEFAULT_MITIGATION.unintended), KeepIntendedPrefix()))
+    ],
     "default: by_intent": [("-", DEFAULT_MITIGATION)],
 }
 # Strategies that only make sense with copy verification as the last step: a retry follows a copy.

@@ -178,3 +178,61 @@ def test_the_guard_applies_the_repulsion_inside_the_re_sampled_loop(shared_base_
     engaged = _resample(shared_base_pipe, Dissimilarity(strength=2.0, similarity_floor=-1.0))
     np.testing.assert_array_equal(idle, reseeded)
     assert not np.allclose(engaged, reseeded, atol=1e-3)
+
+
+def _recorded_similarities(monkeypatch):
+    seen = []
+    original = RepulsionEdit._similarity_of
+
+    def recording(self, detail_x0):
+        value = original(self, detail_x0)
+        seen.append(float(value[0]))
+        return value
+
+    monkeypatch.setattr(RepulsionEdit, "_similarity_of", recording)
+    return seen
+
+
+def test_a_prompt_that_a_fresh_start_does_not_pin_down_gets_the_fallback(shared_base_pipe, monkeypatch):
+    seen = _recorded_similarities(monkeypatch)
+    pinned = _resample(shared_base_pipe, Dissimilarity(similarity_floor=-1.0, unpinned=ReSeed(), pinned_similarity=-1))
+    # the check reads the re-sample's own first clean estimate: the value its first step compares
+    check, first_step = seen[0], seen[1]
+    assert len(seen) == 1 + 4 and first_step == pytest.approx(check, abs=1e-5)
+    reseeded = _resample(shared_base_pipe, ReSeed())
+    assert not np.allclose(pinned, reseeded, atol=1e-3)  # pushed
+
+    config = GuardConfig(
+        threshold=0.0,
+        mitigation=Dissimilarity(similarity_floor=-1.0, unpinned=ReSeed(), pinned_similarity=check + 1e-3),
+        policy=Policy(max_attempts=1, fallback="flag"),
+    )
+    seen.clear()
+    out = memguard.guard(shared_base_pipe, config)(
+        "a red square", num_inference_steps=4, generator=seeded(1, 3), output_type="np"
+    )
+    assert len(seen) == 1  # checked, then not pushed
+    np.testing.assert_array_equal(out.images[0], reseeded)
+    assert out.memorization[0].attempts[-1].mitigation == "dissimilarity(unpinned: the fallback instead)+reseed"
+
+
+def test_the_fallback_plan_is_the_fallbacks_own(shared_base_pipe):
+    context = _context(shared_base_pipe)
+    start = ResamplePlan(latents=context.latents, prompt=context.prompt)
+    never_pinned = Dissimilarity(unpinned=ReSeed(), pinned_similarity=1.0).apply(start, context)
+    assert never_pinned.applied == ("dissimilarity(unpinned: the fallback instead)", "reseed")
+    assert never_pinned.edits.guidance is None and never_pinned.rescored
+    always_pinned = Dissimilarity(unpinned=ReSeed(), pinned_similarity=-1.0).apply(start, context)
+    assert always_pinned.applied == ("dissimilarity",) and isinstance(always_pinned.edits.guidance, RepulsionEdit)
+    # where there is nothing to push from, the fallback too
+    from_image = Dissimilarity(unpinned=ReSeed(), pinned_similarity=-1.0).apply(start, replace(context, latents=None))
+    why = "no anchor: this pipeline starts from an image"
+    expected = (f"dissimilarity({why}: the fallback instead)", "reseed(new noise drawn by the pipeline)")
+    assert from_image.applied == expected
+
+
+def test_bad_fallback_or_pinned_similarity_name_the_field():
+    with pytest.raises(ValueError, match="pinned_similarity"):
+        Dissimilarity(pinned_similarity=1.5)
+    with pytest.raises(TypeError, match="Dissimilarity.unpinned"):
+        Dissimilarity(unpinned="mask")

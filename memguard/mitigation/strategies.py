@@ -185,11 +185,21 @@ class Dissimilarity:
     estimate is what the model was about to copy, and costs one UNet call. Nothing is removed from
     the prompt, so a memorized caption that is also an ordinary request keeps being drawn. The
     first-step score cannot see the edit (the prompt is unchanged), so the re-sample is not
-    re-scored: pair it with copy verification (`GuardConfig.verification`) to check the result."""
+    re-scored: pair it with copy verification (`GuardConfig.verification`) to check the result.
+
+    The push works on a prompt that pins the image down: a verbatim copy, whose first clean estimate
+    from new noise has the flagged one's detail (the testbed: cosine 0.97-0.99). A flagged prompt
+    whose fresh start differs in detail (under `pinned_similarity`) copies something the detail does
+    not show, e.g. a template's layout drawn in other colours (Webster et al. 2023; the testbed's
+    templates: 0.26-0.81), and pushing on the detail leaves that copy alone. With `unpinned` set (e.g.
+    a mitigation that hides the words) such a prompt gets it instead; None: push anyway. The check
+    costs one more guided UNet call."""
 
     strength: float = 2.0
     similarity_floor: float = 0.7
     layout_share: float = 0.45  # 0: keep only each channel's mean
+    unpinned: object | None = None  # a Mitigation for prompts a fresh start does not pin down; None: push anyway
+    pinned_similarity: float = 0.9  # detail cosine of a fresh start's first estimate to the flagged one's
     name: str = "dissimilarity"
 
     def __post_init__(self) -> None:
@@ -199,15 +209,19 @@ class Dissimilarity:
             raise ValueError(f"Dissimilarity.similarity_floor must be in [-1, 1), got {self.similarity_floor}")
         if not 0 <= self.layout_share < 1:
             raise ValueError(f"Dissimilarity.layout_share must be in [0, 1), got {self.layout_share}")
+        if not -1 <= self.pinned_similarity <= 1:
+            raise ValueError(f"Dissimilarity.pinned_similarity must be in [-1, 1], got {self.pinned_similarity}")
+        if self.unpinned is not None:
+            require_mitigation(self.unpinned, "Dissimilarity.unpinned")
 
     def apply(self, plan: ResamplePlan, context: MitigationContext) -> ResamplePlan:
         if context.latents is None:
-            return plan.with_(self.name + "(no anchor: this pipeline starts from an image)")
+            return self._cannot_push(plan, context, "no anchor: this pipeline starts from an image")
         config = context.pipe.scheduler.config
         alphas = getattr(context.pipe.scheduler, "alphas_cumprod", None)
         prediction_type = config.get("prediction_type", "epsilon")
         if alphas is None or prediction_type not in PREDICTION_TYPES:
-            return plan.with_(self.name + "(scheduler without a diffusion noise schedule)")
+            return self._cannot_push(plan, context, "scheduler without a diffusion noise schedule")
         inputs = context.inputs
         with torch.no_grad():
             guided = context.guidance_scale > 1 and inputs.uncond is not None
@@ -225,12 +239,28 @@ class Dissimilarity:
             self.similarity_floor,
             self.layout_share,
         )
+        latents = fresh_noise(context.seed, context.latents)
+        if self.unpinned is not None:
+            with torch.no_grad():
+                sample = latents * context.input_scale
+                eps_uncond, eps_text = inputs.predict(context.unet, sample.to(inputs.latents.dtype), guided=guided)
+                start, _ = guided_clean_estimate(
+                    eps_uncond, eps_text, sample, timestep, alphas, prediction_type, context.guidance_scale
+                )
+            if float(edit.similarity(start).min()) < self.pinned_similarity:
+                return self._cannot_push(plan, context, "unpinned")
         return plan.with_(
             self.name,
-            latents=fresh_noise(context.seed, context.latents),
+            latents=latents,
             edits=replace(plan.edits, guidance=chain(plan.edits.guidance, edit)),
             rescored=False,
         )
+
+    def _cannot_push(self, plan: ResamplePlan, context: MitigationContext, why: str) -> ResamplePlan:
+        """The re-sample when the push cannot act: `unpinned`'s, or the plan unchanged without one."""
+        if self.unpinned is None:
+            return plan.with_(f"{self.name}({why})")
+        return self.unpinned.apply(plan.with_(f"{self.name}({why}: the fallback instead)"), context)
 
 
 @dataclass(frozen=True)
