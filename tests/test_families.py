@@ -142,6 +142,30 @@ def test_resample_with_the_default_mitigation(pipes, name):
 
 
 @pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("pinned_similarity", [-1.0, 1.0])
+def test_the_prompt_keeping_resample_checks_the_fresh_start_on_every_family(pipes, name, pinned_similarity):
+    # -1: every fresh start counts as pinned (pushed); 1: none does (the fallback); a family that
+    # starts from an image has no anchor to push from and takes the fallback either way
+    fallback = memguard.mitigation.DEFAULT_MITIGATION.unintended
+    mitigation = memguard.mitigation.Dissimilarity(unpinned=fallback, pinned_similarity=pinned_similarity)
+    pipe = pipes[name]
+    first = call(pipe, name).images
+    config = GuardConfig(threshold=-1.0, mitigation=mitigation, policy=Policy(max_attempts=1, fallback="flag"))
+    out = call(memguard.guard(pipe, config), name)
+    from_image = "img2img" in name or "inpaint" in name
+    why = "no anchor: this pipeline starts from an image" if from_image else "unpinned"
+    expected = (
+        "dissimilarity"
+        if pinned_similarity < 0 and not from_image
+        else f"dissimilarity({why}: the fallback instead)+guidance_schedule+attention_rescale"
+    )
+    for i, report in enumerate(out.memorization):
+        assert report.action == "resampled" and report.attempts[1].mitigation == expected
+        assert np.isfinite(out.images[i]).all() and not np.array_equal(out.images[i], first[i])
+    assert not is_installed(pipe.unet)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
 def test_a_trajectory_score_rolls_the_rest_of_the_prompt_out_on_every_family(pipes, name):
     # the latent-update score of the prompt without its allowed concept needs the loop's own steps: the
     # guard steps a copy of the family's scheduler from its start (img2img's part-way start included)
