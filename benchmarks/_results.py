@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from memguard.testbed import SHIPPED
@@ -15,9 +16,21 @@ def model_label(model: str | Path) -> str:
     return next((name for name, path in SHIPPED.items() if folder == path), str(folder))
 
 
+def _strict(value):
+    """`value` with every NaN float as None: JSON has no NaN (`json.dumps` writes a token that strict
+    parsers refuse), and a NaN here means "nothing to measure", e.g. a rate over no images."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _strict(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(item) for item in value]
+    return value
+
+
 def write_json(result: dict, out: Path, echo: bool = True) -> None:
-    """Write `result` to `out` (its folder created), printing it first when `echo`."""
-    text = json.dumps(result, indent=1)
+    """Write `result` to `out` (its folder created) as strict JSON, NaN as null, printing it first when `echo`."""
+    text = json.dumps(_strict(result), indent=1, allow_nan=False)
     if echo:
         print(text)
     out.parent.mkdir(parents=True, exist_ok=True)
