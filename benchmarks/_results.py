@@ -17,10 +17,11 @@ def model_label(model: str | Path) -> str:
 
 
 def _strict(value):
-    """`value` with every NaN float as None: JSON has no NaN (`json.dumps` writes a token that strict
-    parsers refuse), and a NaN here means "nothing to measure", e.g. a rate over no images."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
+    """`value` as strict JSON can hold it: JSON has no NaN or infinity (`json.dumps` writes tokens that
+    strict parsers refuse). A NaN here means "nothing to measure" (a rate over no images): None; an
+    infinity (a threshold that lets everything through) the string "inf" or "-inf", which float() reads."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, dict):
         return {key: _strict(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
@@ -29,7 +30,7 @@ def _strict(value):
 
 
 def write_json(result: dict, out: Path, echo: bool = True) -> None:
-    """Write `result` to `out` (its folder created) as strict JSON, NaN as null, printing it first when `echo`."""
+    """Write `result` to `out` (its folder created) as strict JSON (`_strict`), printing it first when `echo`."""
     text = json.dumps(_strict(result), indent=1, allow_nan=False)
     if echo:
         print(text)
