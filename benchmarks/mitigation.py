@@ -89,8 +89,9 @@ SWEEPS = {
         (k, ByIntent(Dissimilarity(layout_share=k), KeepIntendedPrefix())) for k in (0.0, 0.45)
     ],
     # the prompt kept where a fresh start is pinned to the flagged image, the default's masking elsewhere
-    "dissimilarity (unintended), the default where unpinned": [
-        ("-", ByIntent(Dissimilarity(unpinned=DEFAULT_MITIGATION.unintended), KeepIntendedPrefix()))
+    "dissimilarity (unintended), the default where unpinned, layout share": [
+        (k, ByIntent(Dissimilarity(layout_share=k, unpinned=DEFAULT_MITIGATION.unintended), KeepIntendedPrefix()))
+        for k in (0.0, 0.45)
     ],
     "default: by_intent": [("-", DEFAULT_MITIGATION)],
 }
