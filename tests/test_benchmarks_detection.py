@@ -4,7 +4,7 @@ caps each file, every early method is scored at its steps, the figures and costs
 import json
 
 import pytest
-from helpers import loaded_script
+from helpers import ROOT, loaded_script
 from helpers import run_script_here as run_script
 
 EARLY = {
@@ -72,11 +72,9 @@ def test_the_ablation_scores_the_default_with_one_layer_and_with_every_layer(res
 def test_the_testbed_prompts_are_the_model_s_own_memorized_captions(model):
     # the SDXL testbed was trained before the composition items: scoring today's 24 captions on it
     # would count six captions it never memorized as misses
-    from pathlib import Path
-
     from memguard import testbed
 
-    script = Path(__file__).resolve().parent.parent / "benchmarks" / "detection.py"
+    script = ROOT / "benchmarks" / "detection.py"
     with loaded_script(script, "detection_benchmark") as detection:
         memorized, benign = detection.testbed_prompts(30, model)
     truth = testbed.load_truth(testbed.folder(model) / "truth")

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
-from helpers import loaded_script
+from helpers import ROOT, loaded_script
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "mitigation.py"
+SCRIPT = ROOT / "benchmarks" / "mitigation.py"
 
 
 @pytest.fixture(scope="module")

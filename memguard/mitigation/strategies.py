@@ -223,15 +223,21 @@ class Dissimilarity:
         if alphas is None or prediction_type not in PREDICTION_TYPES:
             return self._cannot_push(plan, context, "scheduler without a diffusion noise schedule")
         inputs = context.inputs
-        with torch.no_grad():
-            guided = context.guidance_scale > 1 and inputs.uncond is not None
-            eps_uncond, eps_text = inputs.predict(context.unet, guided=guided)
-            timestep = float(torch.as_tensor(inputs.timestep).flatten()[0])
-            anchor, _ = guided_clean_estimate(
-                eps_uncond, eps_text, inputs.latents, timestep, alphas, prediction_type, context.guidance_scale
+        guided = context.guidance_scale > 1 and inputs.uncond is not None
+        timestep = float(torch.as_tensor(inputs.timestep).flatten()[0])
+
+        @torch.no_grad()
+        def first_estimate(sample: torch.Tensor | None) -> torch.Tensor:
+            """The guided clean estimate at the first step from `sample` (None: the flagged generation's)."""
+            eps_uncond, eps_text = inputs.predict(context.unet, sample, guided=guided)
+            x_t = inputs.latents if sample is None else sample
+            x0, _ = guided_clean_estimate(
+                eps_uncond, eps_text, x_t, timestep, alphas, prediction_type, context.guidance_scale
             )
+            return x0
+
         edit = RepulsionEdit(
-            anchor.detach(),
+            first_estimate(None),
             alphas.detach().float().cpu(),
             prediction_type,
             context.guidance_scale,
@@ -240,13 +246,8 @@ class Dissimilarity:
             self.layout_share,
         )
         latents = fresh_noise(context.seed, context.latents)
-        if self.unpinned is not None:
-            with torch.no_grad():
-                sample = latents * context.input_scale
-                eps_uncond, eps_text = inputs.predict(context.unet, sample.to(inputs.latents.dtype), guided=guided)
-                start, _ = guided_clean_estimate(
-                    eps_uncond, eps_text, sample, timestep, alphas, prediction_type, context.guidance_scale
-                )
+        if self.unpinned is not None:  # does the prompt pin the new noise's first estimate to the flagged one?
+            start = first_estimate((latents * context.input_scale).to(inputs.latents.dtype))
             if float(edit.similarity(start).min()) < self.pinned_similarity:
                 return self._cannot_push(plan, context, "unpinned")
         return plan.with_(
