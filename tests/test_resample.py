@@ -31,6 +31,7 @@ from memguard.mitigation import (
 )
 from memguard.pipelines.guarded_pass import GuardedPass
 from memguard.signals import ImageInputs
+from memguard.testbed.tiny import tiny_pipeline
 
 STEPS = 3
 PROMPT = "a portrait of the Velmora crest on the Kettle Hill Gazette cover"
@@ -219,6 +220,18 @@ def test_no_mitigation_touches_the_intended_tokens_or_embeddings(shared_base_pip
     assert torch.equal(reseeded.latents, ReSeed().apply(start, context).latents)  # deterministic per seed
     both = Compose((ReSeed(), AttentionRescale())).apply(start, context)
     assert both.applied == ("reseed", "attention_rescale") and both.edits.attention is not None
+
+
+def test_the_embedding_optimization_stays_finite_in_a_float16_pipeline():
+    # Adam's eps rounds to 0 in float16, so positions the optimization may not change (zero gradient)
+    # became 0/0 = NaN and took the whole embedding with them; the optimization runs in float32
+    pipe = tiny_pipeline(seed=0).to(torch.float16)
+    context = _context(pipe)
+    start = ResamplePlan(latents=context.latents.half(), prompt=PROMPT)
+    plan = PromptEmbeddingOptimization(scope="all", target=-1.0, max_iterations=3).apply(start, context)
+    assert plan.prompt_embeds.dtype == torch.float16 and torch.isfinite(plan.prompt_embeds).all()
+    assert torch.equal(plan.prompt_embeds[0, 0], context.cond_embeds[0, 0])  # the begin token untouched
+    assert not torch.equal(plan.prompt_embeds, context.cond_embeds)
 
 
 def test_hiding_or_changing_words_also_names_the_text_left_for_a_pooled_embedding(shared_base_pipe):

@@ -109,20 +109,22 @@ class PromptEmbeddingOptimization:
         unet = context.unet
         sample = None if plan.latents is None else (plan.latents * context.input_scale).to(unet.device, unet.dtype)
         target = context.noise_target if self.target is None else self.target
-        mask = torch.zeros(base.shape[1], 1, dtype=base.dtype, device=base.device)
+        mask = torch.zeros(base.shape[1], 1, dtype=torch.float32, device=base.device)
         mask[tokens] = 1
-        delta = torch.zeros_like(base, requires_grad=True)
+        # float32 whatever the pipeline's dtype: in float16 Adam's eps rounds to 0 and the untouched
+        # positions (zero gradient) become 0/0 = NaN
+        delta = torch.zeros(base.shape, dtype=torch.float32, device=base.device, requires_grad=True)
         optimizer = torch.optim.AdamW([delta], lr=self.lr)
         with torch.enable_grad():
             for _ in range(self.max_iterations):
-                magnitude = _noise_magnitude(context, sample, base + delta * mask)
+                magnitude = _noise_magnitude(context, sample, base + (delta * mask).to(base.dtype))
                 if target is not None and float(magnitude.detach().mean()) < target:
                     break
                 optimizer.zero_grad()
                 magnitude.mean().backward(inputs=[delta])
                 optimizer.step()
         # The pooled embedding (SDXL) is not optimized: it keeps only the words left unchanged.
-        embeds = (base + delta.detach() * mask).detach()
+        embeds = (base + (delta.detach() * mask).to(base.dtype)).detach()
         return plan.with_(self.name, prompt_embeds=embeds, pooled_text=_untouched_text(context, self.scope))
 
 
