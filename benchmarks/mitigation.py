@@ -42,6 +42,8 @@ import torch
 from memguard import Policy, testbed
 from memguard.mitigation import (
     DEFAULT_MITIGATION,
+    NUDGED_PROMPT,
+    PROMPT_MASKING,
     AttentionRescale,
     ByIntent,
     Compose,
@@ -88,17 +90,21 @@ SWEEPS = {
     "dissimilarity (unintended), layout share": [
         (k, ByIntent(Dissimilarity(layout_share=k), KeepIntendedPrefix())) for k in (0.0, 0.45)
     ],
-    # the prompt kept where a fresh start is pinned to the flagged image, the default's masking elsewhere
-    "dissimilarity (unintended), the default where unpinned, layout share": [
-        (k, ByIntent(Dissimilarity(layout_share=k, unpinned=DEFAULT_MITIGATION.unintended), KeepIntendedPrefix()))
-        for k in (0.0, 0.45)
+    # the prompt kept where a fresh start is pinned to the flagged image; elsewhere the words masked
+    # (the default until 2026-12-02; the committed JSONs name this row "the default where unpinned")
+    # or the prompt nudged (the default's fallback)
+    "dissimilarity (unintended), masking where unpinned, layout share": [
+        (k, ByIntent(Dissimilarity(layout_share=k, unpinned=PROMPT_MASKING), KeepIntendedPrefix())) for k in (0.0, 0.45)
+    ],
+    "dissimilarity (unintended), nudged prompt where unpinned, layout share": [
+        (k, ByIntent(Dissimilarity(layout_share=k, unpinned=NUDGED_PROMPT), KeepIntendedPrefix())) for k in (0.0, 0.45)
     ],
     "default: by_intent": [("-", DEFAULT_MITIGATION)],
 }
 # Strategies that only make sense with copy verification as the last step: a retry follows a copy.
 VERIFIED_SWEEPS = {
-    "verified: dissimilarity, then the default on a copy": [
-        ("-", ByIntent(Escalate((Dissimilarity(), DEFAULT_MITIGATION.unintended)), KeepIntendedPrefix()))
+    "verified: dissimilarity, then masking on a copy": [
+        ("-", ByIntent(Escalate((Dissimilarity(), PROMPT_MASKING)), KeepIntendedPrefix()))
     ],
     "verified: default": [("-", DEFAULT_MITIGATION)],
 }

@@ -133,9 +133,18 @@ def test_resample_with_the_default_mitigation(pipes, name):
     guarded = memguard.guard(pipe, GuardConfig(threshold=-1.0, policy=Policy(max_attempts=1)))
     out = call(guarded, name)
     again = call(guarded, name)
+    # the prompt-keeping push where a fresh start is pinned to the flagged one, else the prompt nudged;
+    # a family that starts from an image has nothing to push from
+    nudged = "+guidance_schedule+prompt_embedding_opt"
+    from_image = "img2img" in name or "inpaint" in name
+    expected = (
+        {f"dissimilarity(no anchor: this pipeline starts from an image: the fallback instead){nudged}"}
+        if from_image
+        else {"dissimilarity", f"dissimilarity(unpinned: the fallback instead){nudged}"}
+    )
     for i, report in enumerate(out.memorization):
         assert report.action == "resampled" and report.resamples == 1
-        assert report.attempts[1].mitigation == "guidance_schedule+attention_rescale"
+        assert report.attempts[1].mitigation in expected
         assert not np.array_equal(out.images[i], first[i])  # the returned image is the re-sample
     assert same(out.images, again.images)  # re-samples are reproducible: they never use the global RNG
     assert not is_installed(pipe.unet)
@@ -146,7 +155,7 @@ def test_resample_with_the_default_mitigation(pipes, name):
 def test_the_prompt_keeping_resample_checks_the_fresh_start_on_every_family(pipes, name, pinned_similarity):
     # -1: every fresh start counts as pinned (pushed); 1: none does (the fallback); a family that
     # starts from an image has no anchor to push from and takes the fallback either way
-    fallback = memguard.mitigation.DEFAULT_MITIGATION.unintended
+    fallback = memguard.mitigation.PROMPT_MASKING
     mitigation = memguard.mitigation.Dissimilarity(unpinned=fallback, pinned_similarity=pinned_similarity)
     pipe = pipes[name]
     first = call(pipe, name).images

@@ -26,6 +26,7 @@ from memguard.mitigation import (
     MitigationContext,
     PromptEmbeddingOptimization,
     RandomTokenAddition,
+    RepulsionEdit,
     ResamplePlan,
     ReSeed,
 )
@@ -296,9 +297,24 @@ def test_the_default_mitigation_picks_by_intent_and_keeps_a_mixed_prompts_concep
     new = shared_base_pipe.encode_prompt(mixed.prompt, "cpu", 1, False)[0]
     intended = list(context.intended_tokens)
     assert torch.equal(new[0, intended], context.cond_embeds[0, intended])  # causal encoder: concept untouched
-    unintended = DEFAULT_MITIGATION.apply(start, replace(context, intended_spans=(), intended_tokens=()))
-    assert unintended.applied == ("guidance_schedule", "attention_rescale") and unintended.prompt == PROMPT
-    assert unintended.edits.guidance.early_scale < 0 and not unintended.rescored
+    no_concept = replace(context, intended_spans=(), intended_tokens=())
+    unintended = DEFAULT_MITIGATION.apply(start, no_concept)
+    assert unintended.applied[0].startswith("dissimilarity") and unintended.prompt == PROMPT  # the words kept
+    assert not unintended.rescored
+    if unintended.applied == ("dissimilarity",):  # a fresh start pinned to the flagged one: pushed, new noise
+        assert isinstance(unintended.edits.guidance, RepulsionEdit)
+        assert not torch.equal(unintended.latents, context.latents)
+    else:  # not pinned: the nudged prompt
+        assert unintended.applied[1:] == ("guidance_schedule", "prompt_embedding_opt")
+    # without a generation to push from (a pipeline that starts from an image), the prompt is nudged
+    nudged = DEFAULT_MITIGATION.apply(start, replace(no_concept, latents=None))
+    assert nudged.applied == (
+        "dissimilarity(no anchor: this pipeline starts from an image: the fallback instead)",
+        "guidance_schedule",
+        "prompt_embedding_opt",
+    )
+    assert nudged.edits.guidance.early_scale < 0 and nudged.prompt == PROMPT and not nudged.rescored
+    assert not torch.equal(nudged.prompt_embeds, context.cond_embeds)  # the prompt's own embeddings, moved
     assert KeepIntendedPrefix().apply(start, replace(context, intended_spans=())).prompt == PROMPT
     with pytest.raises(TypeError, match="ByIntent.mixed"):
         ByIntent(unintended=ReSeed(), mixed="keep")

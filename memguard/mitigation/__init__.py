@@ -18,17 +18,31 @@ from .strategies import (
     ReSeed,
 )
 
-# The default re-sample strategy, chosen on the testbed by benchmarks/mitigation.py (README, "Mitigation").
-# Unintended: opposite guidance early, then the prompt's words masked out of cross-attention. Masking
-# alone sends every prompt to the same begin-token-only image (itself a memorized one on the testbed);
-# the early opposite push keeps re-samples away from it. Mixed: keep the prompt up to its concept.
+# Hides the prompt's words: opposite guidance early, then every word masked out of cross-attention.
+# Masking alone sends every prompt to the same begin-token-only image (itself a memorized one on the
+# testbed); the early opposite push keeps re-samples away from it. Every prompt gets the same picture.
+PROMPT_MASKING: Mitigation = Compose((GuidanceSchedule(-2.0, 500.0), AttentionRescale(1.25, scope="all")))
+
+# The same early opposite push, then the prompt's own embeddings nudged until the first step no longer
+# memorizes (Wen et al. 2024) instead of masked: re-samples of different prompts differ. Costs up to 20
+# forward and backward UNet passes.
+NUDGED_PROMPT: Mitigation = Compose(
+    (GuidanceSchedule(-2.0, 500.0), PromptEmbeddingOptimization(scope="all", max_iterations=20))
+)
+
+# The default re-sample strategy, chosen on the testbeds by benchmarks/mitigation.py (docs/benchmarks/intent.md).
+# Unintended: keep the prompt and push the whole first estimate away from the flagged one; a prompt
+# that a fresh start does not pin down (a template's layout in new colours), or a pipeline that starts
+# from an image, gets the nudged prompt instead. Mixed: keep the prompt up to its concept.
 DEFAULT_MITIGATION: Mitigation = ByIntent(
-    unintended=Compose((GuidanceSchedule(-2.0, 500.0), AttentionRescale(1.25, scope="all"))),
+    unintended=Dissimilarity(layout_share=0.0, unpinned=NUDGED_PROMPT),
     mixed=KeepIntendedPrefix(),
 )
 
 __all__ = [
     "DEFAULT_MITIGATION",
+    "NUDGED_PROMPT",
+    "PROMPT_MASKING",
     "AttentionEdit",
     "AttentionRescale",
     "ByIntent",
