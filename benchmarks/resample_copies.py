@@ -1,9 +1,10 @@
 """How often does a re-sample copy *some* training image, over many starting noises? The residual risk of re-sampling.
 
-`mitigation.py` measures replication after the guard on 4 (or 8) seeds, and with all 16 unintended
-prompts sharing a seed's starting noise. The default unintended re-sample masks every prompt token
-but the begin token, so its image depends almost only on that noise: one unlucky seed sends all 16
-re-samples onto one memorized image, and a few seeds cannot tell the rate. This script:
+`mitigation.py` measures replication after the guard on 4 (or 8) seeds, and with all the unintended
+prompts sharing a seed's starting noise. A re-sample that leaves little of the prompt (the default
+until 2026-12-02 masked every token but the begin token) depends almost only on that noise: one
+unlucky seed can send every re-sample onto one memorized image, and a few seeds cannot tell the
+rate. This script:
 
 - re-samples every image (threshold -inf; the testbed's registry, the default mitigation, one attempt)
   for a few unintended prompts over many seeds, and counts finished images that replicate any
