@@ -228,6 +228,9 @@ def scan(
             f"{summary.total} prompts: {summary.resumed} already in {out}, {summary.scored} scored, "
             f"{summary.memorized} of them memorized"
         )
+    # Under a launcher, a process group left to the interpreter's exit can abort in gloo's teardown
+    # ("terminate called without an active exception") after the work is done, failing the launch.
+    state.destroy_process_group()
 
 
 @app.command()
