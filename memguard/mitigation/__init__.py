@@ -18,17 +18,18 @@ from .strategies import (
     ReSeed,
 )
 
-# Hides the prompt's words: opposite guidance early, then every word masked out of cross-attention.
-# Masking alone sends every prompt to the same begin-token-only image (itself a memorized one on the
-# testbed); the early opposite push keeps re-samples away from it. Every prompt gets the same picture.
-PROMPT_MASKING: Mitigation = Compose((GuidanceSchedule(-2.0, 500.0), AttentionRescale(1.25, scope="all")))
+# Opposite guidance while t > 500: moves a re-sample that loses its prompt away from the
+# begin-token-only image (itself a memorized one on the testbed). Shared by the two below.
+_EARLY_OPPOSITE_PUSH = GuidanceSchedule(-2.0, 500.0)
+
+# Hides the prompt's words: the early opposite push, then every word masked out of cross-attention.
+# Every prompt gets the same picture.
+PROMPT_MASKING: Mitigation = Compose((_EARLY_OPPOSITE_PUSH, AttentionRescale(1.25, scope="all")))
 
 # The same early opposite push, then the prompt's own embeddings nudged until the first step no longer
 # memorizes (Wen et al. 2024) instead of masked: re-samples of different prompts differ. Costs up to 20
 # forward and backward UNet passes.
-NUDGED_PROMPT: Mitigation = Compose(
-    (GuidanceSchedule(-2.0, 500.0), PromptEmbeddingOptimization(scope="all", max_iterations=20))
-)
+NUDGED_PROMPT: Mitigation = Compose((_EARLY_OPPOSITE_PUSH, PromptEmbeddingOptimization(scope="all", max_iterations=20)))
 
 # The default re-sample strategy, chosen on the testbeds by benchmarks/mitigation.py (docs/benchmarks/intent.md).
 # Unintended: keep the prompt and push the whole first estimate away from the flagged one; a prompt
