@@ -92,12 +92,12 @@ SWEEPS = {
     ],
     # the prompt kept where a fresh start is pinned to the flagged image; elsewhere the words masked
     # (the default until 2026-12-02; the committed JSONs name this row "the default where unpinned")
-    # or the prompt nudged (the default's fallback)
+    # or the prompt nudged (the default's fallback; at layout share 0 that is the default, the next row)
     "dissimilarity (unintended), masking where unpinned, layout share": [
         (k, ByIntent(Dissimilarity(layout_share=k, unpinned=PROMPT_MASKING), KeepIntendedPrefix())) for k in (0.0, 0.45)
     ],
     "dissimilarity (unintended), nudged prompt where unpinned, layout share": [
-        (k, ByIntent(Dissimilarity(layout_share=k, unpinned=NUDGED_PROMPT), KeepIntendedPrefix())) for k in (0.0, 0.45)
+        (0.45, ByIntent(Dissimilarity(layout_share=0.45, unpinned=NUDGED_PROMPT), KeepIntendedPrefix()))
     ],
     "default: by_intent": [("-", DEFAULT_MITIGATION)],
 }
