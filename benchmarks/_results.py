@@ -36,3 +36,14 @@ def write_json(result: dict, out: Path, echo: bool = True) -> None:
         print(text)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text + "\n")
+
+
+def plot_beside(out: Path, default_out: Path, default_plot: Path) -> Path:
+    """Where a run writes its figure when no --plot is given: the default figure for the default --out;
+    for another --out, beside it, named with what its name adds (detection_xl.json ->
+    detection_roc_xl.png), so that a run on a second model or into a scratch folder never overwrites the
+    figure the docs show."""
+    if out.resolve() == default_out.resolve():
+        return default_plot
+    added = out.stem[len(default_out.stem) :] if out.stem.startswith(default_out.stem) else f"_{out.stem}"
+    return out.parent / f"{default_plot.stem}{added}{default_plot.suffix}"

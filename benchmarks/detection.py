@@ -16,7 +16,8 @@ calibration prompts, or the first `--fit-prompts` of memguard's benign corpus). 
 Chen) need the whole run and are scored at step 50 only. Costs are timed separately, per method, on the
 first batch.
 
-Writes benchmarks/results/detection.json and docs/assets/detection_roc.png; prints the tables.
+Writes benchmarks/results/detection.json and docs/assets/detection_roc.png (with another --out, the figure
+goes beside it: detection_xl.json, detection_roc_xl.png); prints the tables.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import sys
 import time
 from dataclasses import dataclass
 from datetime import date
@@ -54,7 +56,11 @@ from memguard.prompts_file import read_prompts
 from memguard.signals import SignalNeeds, cross_attention_layers
 from memguard.testbed.roc import auc, roc_curve, tpr_at_fpr
 
+sys.path.insert(0, str(Path(__file__).parent))  # the shared _results module beside this script
+from _results import plot_beside  # noqa: E402
+
 RESULTS = Path(__file__).parent / "results"
+DEFAULT_PLOT = RESULTS.parent.parent / "docs" / "assets" / "detection_roc.png"  # the figure the docs show
 EARLY_STEPS = (1, 3, 5, 10)
 TWO_STAGE = "memguard (attention at 1 or latent updates to k, calibrated)"
 
@@ -241,9 +247,10 @@ def main(
     post_hoc: bool = typer.Option(True, help="also run the full-run methods (Ren D, Chen)"),
     device: str = typer.Option("cuda" if torch.cuda.is_available() else "cpu"),
     out: Path = typer.Option(RESULTS / "detection.json"),
-    plot: Path = typer.Option(RESULTS.parent.parent / "docs" / "assets" / "detection_roc.png"),
+    plot: Path | None = typer.Option(None, help="the ROC figure (default: the docs' figure, or beside --out)"),
 ) -> None:
     started = time.perf_counter()
+    plot = plot or plot_beside(out, RESULTS / "detection.json", DEFAULT_PLOT)
     pipe, name = load_pipeline(model, device=device)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)  # the literature's protocol
     # a retrained testbed folder (python -m memguard.testbed.train --out DIR) is scored on the testbed's prompts

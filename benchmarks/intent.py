@@ -28,7 +28,8 @@
 
     python benchmarks/intent.py [--seeds 0 1 2 3] [--model DIR] [--peers [DIR]] [--no-implicit]
 
-Writes benchmarks/results/intent.json and intent_confusion.png; prints the tables.
+Writes benchmarks/results/intent.json and intent_confusion.png (with another --out, a figure named after it:
+intent_xl.json, intent_confusion_xl.png); prints the tables.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import json
 import math
 import os
 import platform
+import sys
 import time
 from collections import Counter
 from dataclasses import asdict
@@ -52,6 +54,9 @@ from memguard.intent.registry import words_with_offsets
 from memguard.prompts_file import read_prompts
 from memguard.testbed import folder as testbed_folder
 from memguard.thresholds import wilson_interval
+
+sys.path.insert(0, str(Path(__file__).parent))  # the shared _results module beside this script
+from _results import plot_beside  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -443,8 +448,9 @@ def main() -> None:
         help="prompt seeds for part 3 (none: skip it)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "intent.json")
-    parser.add_argument("--plot", type=Path, default=RESULTS / "intent_confusion.png")
+    parser.add_argument("--plot", type=Path, default=None, help="the confusion figure (default: beside --out)")
     args = parser.parse_args()
+    args.plot = args.plot or plot_beside(args.out, RESULTS / "intent.json", RESULTS / "intent_confusion.png")
     torch.set_num_threads(1)
     started = time.perf_counter()
 

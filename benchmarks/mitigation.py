@@ -62,7 +62,8 @@ from memguard.verify import CopyVerification, calibrate_copy_threshold
 
 sys.path.insert(0, str(Path(__file__).parent))  # the shared _results module beside this script
 ASSETS = Path(__file__).resolve().parent.parent / "docs" / "assets"  # the plot the docs show
-from _results import model_label, testbed_folder, write_json  # noqa: E402
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "mitigation.json"
+from _results import model_label, plot_beside, testbed_folder, write_json  # noqa: E402
 
 STEPS, GUIDANCE = 50, 7.5
 # The copy threshold is calibrated, not guessed: 1% of benign generations may reach it. They are
@@ -431,9 +432,12 @@ def main() -> None:
     parser.add_argument(
         "--model", type=testbed_folder, default=testbed.MODEL_DIR, help="testbed, testbed-xl or a testbed folder"
     )
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/mitigation.json"))
-    parser.add_argument("--plot", type=Path, default=ASSETS / "mitigation_tradeoff.png", help="the sweep's plot")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument(
+        "--plot", type=Path, default=None, help="the sweep's plot (default: the docs' figure, or beside --out)"
+    )
     args = parser.parse_args()
+    args.plot = args.plot or plot_beside(args.out, DEFAULT_OUT, ASSETS / "mitigation_tradeoff.png")
     started = time.perf_counter()
 
     guarded, truth = testbed.load(model_dir=args.model)
