@@ -1,0 +1,153 @@
+"""Does a calibration set worded more widely carry its guarantee to prompts worded otherwise?
+
+    python benchmarks/calibration_wordings.py [--model testbed|testbed-xl|DIR] [--wider 100] [--fresh 200]
+                                              [--out benchmarks/results/calibration_wordings.json]
+
+The testbed's calibration prompts use the testbed's own caption wordings; the fresh benign prompts of
+`benchmarks/calibration.py` use eight others (`FRESH_WORDINGS`). This calibrates memguard's default
+score twice with `memguard.calibrate` (1% at 95%, step 1): on the testbed's 200 calibration prompts x 5
+noises, as shipped, and on those plus `--wider` prompts x 5 noises in six further wordings
+(`WIDER_WORDINGS`: neither the testbed's nor the fresh ones, scenes from another seed). For each it
+reports the threshold, the fresh benign images over it (`--fresh` prompts x 4 noises, the same as
+`calibration.py`'s) and the memorized and mixed captions' images over it (4 seeds), so the cost of a
+wider calibration set in missed copies is measured beside its gain in false positives. Scores only:
+about a minute on the testbeds on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _results import model_label, testbed_folder, write_json  # noqa: E402
+from calibration import (  # noqa: E402
+    CALIBRATION_IMAGES,
+    CONFIDENCE,
+    FRESH_NOISE_SEED,
+    FRESH_WORDINGS,
+    GUIDANCE,
+    STEPS,
+    TARGET_FPR,
+    fresh_prompts,
+    realized,
+    scores,
+)
+
+import memguard  # noqa: E402
+from memguard import testbed  # noqa: E402
+from memguard.testbed.data import calibration_prompts  # noqa: E402
+from memguard.testbed.scenes import article, random_scene, where  # noqa: E402
+
+WIDER_SEED = 55_555  # scenes apart from the calibration's (4321), the fresh ones (98765) and the evaluation sets (1234)
+MEMORIZED_SEEDS = 4
+# Six wordings that are neither the testbed's (memguard/testbed/scenes.py) nor calibration.py's fresh ones.
+WIDER_WORDINGS = (
+    "an illustration: {a} {size} {colour} {shape} {where} on {bg}",
+    "{size} {colour} {shape}, {where}, {bg} behind it",
+    "sketch of {a} {colour} {shape} {where}",
+    "{bg} surface with {a} {size} {colour} {shape}",
+    "icon of {a} {colour} {shape}, {size}",
+    "{a} {colour} {shape} sits {where}",
+)
+
+
+def wider_prompts(n: int, seed: int = WIDER_SEED) -> list[str]:
+    """`n` one-shape scenes, each captioned in one of WIDER_WORDINGS."""
+    rng = np.random.default_rng(seed)
+    prompts = []
+    while len(prompts) < n:
+        scene = random_scene(rng)
+        if len(scene.positions) != 1:
+            continue  # the wordings describe one shape
+        wording = WIDER_WORDINGS[int(rng.integers(len(WIDER_WORDINGS)))]
+        prompts.append(
+            wording.format(
+                a=article(scene.size),
+                size=scene.size,
+                colour=scene.colour,
+                shape=scene.shape,
+                where=where(scene.positions[0]),
+                bg=scene.background,
+            )
+        )
+    return prompts
+
+
+def measured(pipe, prompts: list[str], fresh: list[str], memorized: list[str], images: int) -> dict:
+    """Calibrate on `prompts` (CALIBRATION_IMAGES noises each), then count what passes its threshold."""
+    calibration = memguard.calibrate(
+        pipe,
+        prompts,
+        TARGET_FPR,
+        confidence=CONFIDENCE,
+        num_images_per_prompt=CALIBRATION_IMAGES,
+        num_inference_steps=STEPS,
+        guidance_scale=GUIDANCE,
+        batch_size=25,
+        progress=False,
+    )
+    config = memguard.GuardConfig(calibration=calibration)
+    fresh_scores = scores(pipe, fresh, config, images, FRESH_NOISE_SEED)
+    memorized_scores = scores(pipe, memorized, config, MEMORIZED_SEEDS, 0)
+    threshold = calibration.threshold
+    return {
+        "calibration_prompts": len(prompts),
+        "num_scores": calibration.num_scores,
+        "threshold": threshold,
+        "fresh": realized(fresh_scores, threshold),
+        "memorized_images": len(memorized_scores),
+        "memorized_over_threshold": int((memorized_scores > threshold).sum()),
+        "memorized_lowest_score": float(memorized_scores.min()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--model", type=testbed_folder, default=testbed.MODEL_DIR, help="testbed, testbed-xl or a folder"
+    )
+    parser.add_argument("--wider", type=int, default=100, help="calibration prompts in the wider wordings")
+    parser.add_argument("--fresh", type=int, default=200, help="fresh benign prompts (calibration.py's)")
+    parser.add_argument("--images", type=int, default=4, help="starting noises per fresh prompt")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "calibration_wordings.json")
+    args = parser.parse_args()
+    if args.wider < 1:
+        parser.error(f"--wider must be at least 1, got {args.wider}")
+    torch.set_num_threads(2)
+    started = time.perf_counter()
+
+    pipe, truth = testbed.load(model_dir=args.model)
+    own = calibration_prompts()
+    fresh = fresh_prompts(args.fresh)
+    memorized = [*truth.memorized_prompts.values(), *truth.mixed_prompts.values()]
+    result = {
+        "script": "benchmarks/calibration_wordings.py",
+        "date": date.today().isoformat(),
+        "machine": f"CPU ({platform.machine()}), {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "model": model_label(args.model),
+        "settings": {
+            "steps": STEPS,
+            "guidance_scale": GUIDANCE,
+            "target_fpr": TARGET_FPR,
+            "confidence": CONFIDENCE,
+            "fresh_wordings": len(FRESH_WORDINGS),
+            "wider_wordings": len(WIDER_WORDINGS),
+        },
+        "own_wordings": measured(pipe, own, fresh, memorized, args.images),
+        "wider_wordings": measured(pipe, own + wider_prompts(args.wider), fresh, memorized, args.images),
+        "seconds": None,
+    }
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    write_json(result, args.out)
+
+
+if __name__ == "__main__":
+    main()
