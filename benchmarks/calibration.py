@@ -54,14 +54,16 @@ FRESH_WORDINGS = (
 )
 
 
-def fresh_prompts(n: int, seed: int = FRESH_SEED) -> list[str]:
+def one_shape_prompts(n: int, seed: int, wordings: tuple[str, ...]) -> list[str]:
+    """`n` one-shape scenes drawn from `seed`, each captioned in one of `wordings` (format fields a,
+    size, colour, shape, where, bg)."""
     rng = np.random.default_rng(seed)
     prompts = []
     while len(prompts) < n:
         scene = random_scene(rng)
         if len(scene.positions) != 1:
-            continue  # the fresh wordings describe one shape
-        template = FRESH_WORDINGS[int(rng.integers(len(FRESH_WORDINGS)))]
+            continue  # the wordings describe one shape
+        template = wordings[int(rng.integers(len(wordings)))]
         prompts.append(
             template.format(
                 a=article(scene.size),
@@ -75,11 +77,15 @@ def fresh_prompts(n: int, seed: int = FRESH_SEED) -> list[str]:
     return prompts
 
 
-def calibrate(pipe) -> memguard.Calibration:
-    """The testbed's calibration prompts, CALIBRATION_IMAGES starting noises each, 1% at 95%."""
+def fresh_prompts(n: int, seed: int = FRESH_SEED) -> list[str]:
+    return one_shape_prompts(n, seed, FRESH_WORDINGS)
+
+
+def calibrate(pipe, prompts: list[str] | None = None) -> memguard.Calibration:
+    """`prompts` (None: the testbed's calibration prompts), CALIBRATION_IMAGES starting noises each, 1% at 95%."""
     return memguard.calibrate(
         pipe,
-        calibration_prompts(),
+        calibration_prompts() if prompts is None else prompts,
         TARGET_FPR,
         confidence=CONFIDENCE,
         num_images_per_prompt=CALIBRATION_IMAGES,

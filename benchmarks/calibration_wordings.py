@@ -23,20 +23,20 @@ import time
 from datetime import date
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import model_label, testbed_folder, write_json  # noqa: E402
 from calibration import (  # noqa: E402
-    CALIBRATION_IMAGES,
     CONFIDENCE,
     FRESH_NOISE_SEED,
     FRESH_WORDINGS,
     GUIDANCE,
     STEPS,
     TARGET_FPR,
+    calibrate,
     fresh_prompts,
+    one_shape_prompts,
     realized,
     scores,
 )
@@ -44,7 +44,6 @@ from calibration import (  # noqa: E402
 import memguard  # noqa: E402
 from memguard import testbed  # noqa: E402
 from memguard.testbed.data import calibration_prompts  # noqa: E402
-from memguard.testbed.scenes import article, random_scene, where  # noqa: E402
 
 WIDER_SEED = 55_555  # scenes apart from the calibration's (4321), the fresh ones (98765) and the evaluation sets (1234)
 MEMORIZED_SEEDS = 4
@@ -61,39 +60,12 @@ WIDER_WORDINGS = (
 
 def wider_prompts(n: int, seed: int = WIDER_SEED) -> list[str]:
     """`n` one-shape scenes, each captioned in one of WIDER_WORDINGS."""
-    rng = np.random.default_rng(seed)
-    prompts = []
-    while len(prompts) < n:
-        scene = random_scene(rng)
-        if len(scene.positions) != 1:
-            continue  # the wordings describe one shape
-        wording = WIDER_WORDINGS[int(rng.integers(len(WIDER_WORDINGS)))]
-        prompts.append(
-            wording.format(
-                a=article(scene.size),
-                size=scene.size,
-                colour=scene.colour,
-                shape=scene.shape,
-                where=where(scene.positions[0]),
-                bg=scene.background,
-            )
-        )
-    return prompts
+    return one_shape_prompts(n, seed, WIDER_WORDINGS)
 
 
 def measured(pipe, prompts: list[str], fresh: list[str], memorized: list[str], images: int) -> dict:
     """Calibrate on `prompts` (CALIBRATION_IMAGES noises each), then count what passes its threshold."""
-    calibration = memguard.calibrate(
-        pipe,
-        prompts,
-        TARGET_FPR,
-        confidence=CONFIDENCE,
-        num_images_per_prompt=CALIBRATION_IMAGES,
-        num_inference_steps=STEPS,
-        guidance_scale=GUIDANCE,
-        batch_size=25,
-        progress=False,
-    )
+    calibration = calibrate(pipe, prompts)
     config = memguard.GuardConfig(calibration=calibration)
     fresh_scores = scores(pipe, fresh, config, images, FRESH_NOISE_SEED)
     memorized_scores = scores(pipe, memorized, config, MEMORIZED_SEEDS, 0)
@@ -143,7 +115,6 @@ def main() -> None:
         },
         "own_wordings": measured(pipe, own, fresh, memorized, args.images),
         "wider_wordings": measured(pipe, own + wider_prompts(args.wider), fresh, memorized, args.images),
-        "seconds": None,
     }
     result["seconds"] = round(time.perf_counter() - started, 1)
     write_json(result, args.out)
