@@ -9,6 +9,7 @@ inside the call that quotes a prompt is re-raised with the text replaced, keepin
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -27,11 +28,33 @@ _call_secrets: ContextVar[tuple[str, ...] | None] = ContextVar("memguard_call_se
 
 def redact(text: str, secrets: Sequence[str]) -> str:
     """`text` with every occurrence of each secret (as written, or as Python's repr escapes it)
-    replaced; longest first, so a prompt inside another is not left half-visible."""
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        for form in {secret, repr(secret)[1:-1]}:
-            text = text.replace(form, REDACTED)
-    return text
+    replaced. Occurrences are whole: a secret that begins or ends with a letter or digit is not
+    matched inside a longer word (a one-letter negative prompt "a" leaves "negative_prompt" alone).
+    Overlapping occurrences of different secrets are replaced as one span, and the replacement text
+    is never searched again, so no part of a prompt is left half-visible."""
+    spans = []
+    for form in {f for secret in secrets if secret for f in (secret, repr(secret)[1:-1])}:
+        spans += [m.span() for m in re.finditer(_whole(form), text)]
+    if not spans:
+        return text
+    merged = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    pieces, at = [], 0
+    for start, end in merged:
+        pieces += [text[at:start], REDACTED]
+        at = end
+    return "".join(pieces) + text[at:]
+
+
+def _whole(form: str) -> str:
+    """A pattern for `form` not preceded or followed by a word character where it starts or ends with one."""
+    head = r"(?<!\w)" if re.match(r"\w", form[0]) else ""
+    tail = r"(?!\w)" if re.match(r"\w", form[-1]) else ""
+    return head + re.escape(form) + tail
 
 
 class RedactedError(RuntimeError):

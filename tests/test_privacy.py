@@ -113,3 +113,14 @@ def test_the_pipelines_own_errors_lose_the_prompt_text_but_keep_their_type(share
     message = str(err.value)
     assert "zyxwv" not in message.lower() and "redacted by memguard" in message
     assert err.value.__cause__ is None and err.value.__suppress_context__
+
+
+def test_a_short_prompt_is_redacted_as_a_whole_word_and_overlapping_prompts_as_one_span():
+    from memguard.privacy import REDACTED, redact
+
+    # a one-letter negative prompt must not turn diffusers' argument names into noise
+    message = redact("`negative_prompt` got a list of 3, expected 2", ["a"])
+    assert message == f"`negative_prompt` got {REDACTED} list of 3, expected 2"
+    # two prompts that overlap in the message leave no part of either visible, nor a broken marker
+    assert redact("saw 'x red circle' by then", ["red circle", "x red", "by"]) == f"saw '{REDACTED}' {REDACTED} then"
+    assert redact("quoted 'tab\\there'", ["tab\there"]) == f"quoted '{REDACTED}'"  # as repr escapes it
