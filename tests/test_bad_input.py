@@ -131,7 +131,20 @@ def test_strength_that_leaves_fewer_steps_than_the_decision_step_names_strength(
         ValueError, match=r"decision_step=3 is beyond the 2 denoising step\(s\) that strength=0.5"
     ) as err:
         guarded(SECRET, image=PIL.Image.new("RGB", (32, 32)), strength=0.5, num_inference_steps=4)
-    assert SECRET not in str(err.value) and "raise strength or num_inference_steps" in str(err.value)
+    assert SECRET not in str(err.value) and "raise strength or raise num_inference_steps" in str(err.value)
+
+
+@pytest.mark.parametrize(("denoising_end", "decision_step", "left"), [(0.2, 1, 0), (0.3, 2, 1)])
+def test_an_sdxl_denoising_end_that_leaves_too_few_steps_names_denoising_end(denoising_end, decision_step, left):
+    from memguard.testbed.tiny import tiny_family_pipeline
+
+    guarded = memguard.guard(tiny_family_pipeline("stable-diffusion-xl"), GuardConfig(decision_step=decision_step))
+    # the fraction of the schedule is counted once the loop runs; a loop with no step is refused too
+    with pytest.raises(
+        ValueError, match=rf"beyond the {left} denoising step\(s\) that denoising_end={denoising_end}"
+    ) as err:
+        guarded([SECRET], denoising_end=denoising_end, num_inference_steps=4, output_type="latent")
+    assert SECRET not in str(err.value)
 
 
 def test_a_calibration_of_another_family_names_the_calibration(shared_base_pipe):

@@ -150,6 +150,45 @@ def test_resample_with_the_default_mitigation(pipes, name):
     assert not is_installed(pipe.unet)
 
 
+@pytest.mark.parametrize("name", [n for n in FAMILIES if "img2img" in n or "inpaint" in n])
+@pytest.mark.parametrize("inputs", [2, 4])  # one init image per prompt, one per image
+def test_a_resample_starts_from_the_init_image_the_parent_paired_with_that_image(pipes, name, inputs, monkeypatch):
+    # diffusers tiles k init images over the batch: image i of the 2 prompts x 2 starts from image i mod k
+    shades = [PIL.Image.new("RGB", (32, 32), (v, v, v)) for v in (0, 255, 80, 160)[:inputs]]
+    guarded = memguard.guard(pipes[name], GuardConfig(threshold=-1.0, policy=Policy(max_attempts=1)))
+    seen = []
+    preprocess = guarded.image_processor.preprocess
+
+    def spy(image, *args, **kwargs):
+        seen.append([np.asarray(im)[0, 0, 0] for im in image] if isinstance(image, list) else image)
+        return preprocess(image, *args, **kwargs)
+
+    monkeypatch.setattr(guarded.image_processor, "preprocess", spy)
+    out = call(guarded, name, image=shades, num_images_per_prompt=2)
+    assert [(r.action, r.status) for r in out.memorization] == [("resampled", "checked")] * 4
+    shade = [np.asarray(im)[0, 0, 0] for im in shades]
+    assert seen == [shade] + [[shade[i % inputs]] for i in range(4)]  # the call's, then each re-sample's
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_guidance_off_with_the_unconditional_pass_resamples_on_every_family(pipes, name):
+    # the extra pass's unconditional branch is what the mitigations compare with when guidance is off
+    config = GuardConfig(threshold=-1.0, unconditional_pass=True, policy=Policy(max_attempts=1))
+    out = call(memguard.guard(pipes[name], config), name, guidance_scale=1.0)
+    assert [(r.action, r.status) for r in out.memorization] == [("resampled", "checked")] * 2
+    assert np.isfinite(out.images).all() and np.asarray(out.images).any()
+
+
+@pytest.mark.parametrize("name", ["stable-diffusion", "stable-diffusion-img2img"])
+def test_numpy_numbers_are_accepted_where_the_parent_accepts_them(pipes, name):
+    numbers = {"num_inference_steps": np.int64(STEPS)}
+    if "img2img" in name:
+        numbers["strength"] = np.float32(STRENGTH)
+    parent = call(pipes[name], name, **numbers).images
+    guarded = call(memguard.guard(pipes[name], GuardConfig(policy=Policy.uniform("flag"))), name, **numbers)
+    assert same(guarded.images, parent) and len(guarded.memorization) == 2
+
+
 @pytest.mark.parametrize("name", FAMILIES)
 @pytest.mark.parametrize("pinned_similarity", [-1.0, 1.0])
 def test_the_prompt_keeping_resample_checks_the_fresh_start_on_every_family(pipes, name, pinned_similarity):

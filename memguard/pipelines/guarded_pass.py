@@ -128,7 +128,7 @@ class PassResult:
 
     def inputs(self, image: int) -> ImageInputs:
         """The first step's UNet inputs of one image (for the guard's own evaluations)."""
-        return self.recorder.first_call.image(image)
+        return self.recorder.image_inputs(image)
 
     def start_noise(self, image: int) -> torch.Tensor | None:
         """Image `image`'s starting noise before the scheduler's scaling (None: not captured)."""
@@ -233,7 +233,7 @@ class GuardedPass:
         raise MemguardValueError(
             f"GuardConfig.decision_step={self.decision_step} is beyond the {steps} denoising step(s) that "
             f"{name}={value!r} leaves of num_inference_steps={self.arguments.get('num_inference_steps')!r}: "
-            f"raise {name} or num_inference_steps"
+            f"{'lower' if name == 'denoising_start' else 'raise'} {name} or raise num_inference_steps"
         )
 
     # --- the pass ------------------------------------------------------------------------------
@@ -298,6 +298,9 @@ class GuardedPass:
                     callback_on_step_end_tensor_inputs=loop_inputs,
                     return_dict=True,
                 )
+                if self.recorder.num_images is None:
+                    # no denoising step ran (SDXL's denoising_end/start can leave none): nothing was checked
+                    self._check_steps(0)
                 finishing = time.perf_counter()
                 try:
                     if self.decisions is None and self.recorder.failure is None:  # the loop ended early
@@ -462,9 +465,9 @@ class GuardedPass:
         if prompt is None:
             return None
         recorder = self.recorder
-        if self.config.attribution == "gradient" and recorder.first_uncond_states is not None:
+        if self.config.attribution == "gradient" and recorder.image_inputs(image).uncond is not None:
             with recorder.own_unet_calls():
-                return gradient_token_scores(recorder.eager, recorder.first_call.image(image))
+                return gradient_token_scores(recorder.eager, recorder.image_inputs(image))
         mass = recorder.trace.token_mass([s for s in range(self.decided_at or 0)])
         return mass[image] if mass is not None else None
 
@@ -479,13 +482,13 @@ class GuardedPass:
         branch, for a post hoc score, or for a roll-out whose schedule could not be followed."""
         recorder = self.recorder
         needs = self.detector.needs
-        if recorder.first_call is None or recorder.first_uncond_states is None or needs.full_run:
+        if recorder.first_call is None or needs.full_run or recorder.image_inputs(image).uncond is None:
             return math.inf  # no unconditional branch, or a post hoc score: cannot clear the rest
         steps = self.decided_at or 1
         start = self.loop_start
         if needs.latent_updates and (start is None or start.scheduler is None):
             return math.inf  # a score of the loop's own steps, and no copy of the schedule to roll out on
-        inputs = recorder.first_call.image(image)
+        inputs = recorder.image_inputs(image)
         latents = inputs.latents
         generator = torch.Generator("cpu").manual_seed(0)
         noise = torch.randn((self.config.residual_draws, *latents.shape[1:]), generator=generator)

@@ -6,6 +6,7 @@ import math
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +16,7 @@ from ..cross_attention import project
 from .edits import current as current_edits
 from .edits import editing
 from .needs import SignalNeeds
-from .replay import UNetCall, compose_sample, expand_rows, merge
+from .replay import ImageInputs, UNetCall, compose_sample, expand_rows, merge, select_rows
 from .taps import eager_module, install_attention_taps, is_compiled, remove_attention_taps
 from .trace import SignalTrace
 
@@ -113,12 +114,15 @@ class SignalRecorder:
         states = None if self.first_call is None else self.first_call.kwargs.get("encoder_hidden_states")
         return states[states.shape[0] - self.first_call.num_images :] if isinstance(states, torch.Tensor) else None
 
-    @property
-    def first_uncond_states(self) -> torch.Tensor | None:
-        """(N, T, D) the unconditional text states of the first step; None without guidance."""
-        call = self.first_call
-        states = None if call is None or not call.guided else call.kwargs.get("encoder_hidden_states")
-        return states[: call.num_images] if isinstance(states, torch.Tensor) else None
+    def image_inputs(self, index: int) -> ImageInputs:
+        """Image `index`'s first-step UNet inputs (the first call must have run). With guidance off and
+        the extra unconditional pass on, its unconditional row is the one that pass evaluated, so the
+        guard's own evaluations (intent, attribution, mitigations) have a branch to compare with."""
+        inputs = self.first_call.image(index)
+        if inputs.uncond is None and self._unconditional_inputs is not None:
+            rows = select_rows(self._unconditional_inputs(), self.first_call.num_images, slice(index, index + 1))
+            inputs = replace(inputs, uncond=merge(inputs.cond, rows))
+        return inputs
 
     def release_first_call(self) -> None:
         """Drop the kept first-step inputs (ControlNet residuals can be large) once nothing needs them."""

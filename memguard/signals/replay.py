@@ -16,15 +16,15 @@ from dataclasses import dataclass
 import torch
 
 
-def _select_rows(value, batch: int, rows: slice):
+def select_rows(value, batch: int, rows: slice):
     """`value` with every tensor of leading dimension `batch` cut to `rows` (dicts, lists and tuples
     walked); anything else (a scalar timestep, `cross_attention_kwargs`' numbers) kept as it is."""
     if isinstance(value, torch.Tensor):
         return value[rows] if value.dim() > 0 and value.shape[0] == batch else value
     if isinstance(value, Mapping):
-        return {k: _select_rows(v, batch, rows) for k, v in value.items()}
+        return {k: select_rows(v, batch, rows) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(_select_rows(v, batch, rows) for v in value)
+        return type(value)(select_rows(v, batch, rows) for v in value)
     return value
 
 
@@ -96,11 +96,11 @@ class UNetCall:
         """Image `index`'s rows: its text-conditioned row and, under guidance, its unconditional one."""
         n = self.num_images
         cond_row = slice(n + index, n + index + 1) if self.guided else slice(index, index + 1)
-        cond = _select_rows(self.kwargs, self.batch, cond_row)
-        uncond = _select_rows(self.kwargs, self.batch, slice(index, index + 1)) if self.guided else None
+        cond = select_rows(self.kwargs, self.batch, cond_row)
+        uncond = select_rows(self.kwargs, self.batch, slice(index, index + 1)) if self.guided else None
         return ImageInputs(
             sample=self.sample[cond_row],
-            timestep=_select_rows(self.timestep, self.batch, cond_row),
+            timestep=select_rows(self.timestep, self.batch, cond_row),
             cond=cond,
             uncond=uncond,
             latent_channels=self.latent_channels,

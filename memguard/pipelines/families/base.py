@@ -16,6 +16,7 @@ instance in `families/__init__.py` and add its guarded class in `pipelines/guard
 from __future__ import annotations
 
 import inspect
+import numbers
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -68,14 +69,33 @@ def select_prompt(value, prompt: int, num_prompts: int):
     return value
 
 
+def select_image(value, image: int, num_images: int):
+    """The entry of a per-image input (img2img's `image`, inpaint's `mask_image`) that the pipeline
+    pairs with image `image` of `num_images`: diffusers tiles a batch of k inputs over the images
+    (`torch.cat([inputs] * (num_images // k))`), so image i starts from input i mod k, whether k is one
+    per prompt or one per image. A single input (one PIL image, one (C, H, W) tensor) is returned as
+    it is."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)):
+        count = len(value)
+        return [value[image % count]] if count > 1 and num_images % count == 0 else value
+    shape = getattr(value, "shape", None)
+    if shape is not None and len(shape) == 4 and shape[0] > 1 and num_images % shape[0] == 0:
+        index = image % shape[0]
+        return value[index : index + 1]
+    return value
+
+
 def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    """`value` as an int >= 1; any integral number the parent accepts (NumPy's too), not a bool."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise MemguardValueError(
             f"{name} must be an int >= 1, got {value!r}"
-            if isinstance(value, (int, float, type(None)))
+            if isinstance(value, (numbers.Number, type(None)))
             else f"{name} must be an int >= 1, got a {type(value).__name__}"
         )
-    return value
+    return int(value)
 
 
 class Family:
@@ -94,6 +114,9 @@ class Family:
         "prompt_embeds",
         "negative_prompt_embeds",
     )
+    # arguments with one entry per image or per prompt that the pipeline tiles over the images (img2img's
+    # init image, inpaint's mask), cut to the entry the image started from (`select_image`)
+    per_image_arguments: ClassVar[tuple[str, ...]] = ()
     # the loop starts from an image with noise added (img2img, inpaint), not from pure noise
     starts_from_image: ClassVar[bool] = False
     # modules whose weights make the scores what they are (calibrations are tied to them)
@@ -217,14 +240,17 @@ class Family:
     ) -> dict:
         """The parent call's arguments to generate image `image` alone again, as `plan` says.
 
-        Per-prompt arguments are cut to the image's prompt; the plan's starting latents replace the
-        pipeline's own draw (pure-noise families), or the pipeline draws new noise for the image it
-        starts from (img2img, inpaint); `generator` (the re-sample's own, never the caller's) drives
-        every other draw, so stochastic samplers stay reproducible."""
+        Per-prompt arguments are cut to the image's prompt, per-image inputs (an init image, a mask) to
+        the one the image started from; the plan's starting latents replace the pipeline's own draw
+        (pure-noise families), or the pipeline draws new noise for the image it starts from (img2img,
+        inpaint); `generator` (the re-sample's own, never the caller's) drives every other draw, so
+        stochastic samplers stay reproducible."""
         prompt, count = image // self.images_per_prompt(arguments), self.num_prompts(arguments)
         call = dict(arguments)
         for name in self.per_prompt_arguments:
             call[name] = self.select(pipe, name, arguments.get(name), prompt, count)
+        for name in self.per_image_arguments:
+            call[name] = select_image(arguments.get(name), image, count * self.images_per_prompt(arguments))
         call.update(num_images_per_prompt=1, generator=generator)
         call["latents"] = None if self.starts_from_image else plan.latents
         if plan.prompt is not None and plan.prompt_embeds is None:

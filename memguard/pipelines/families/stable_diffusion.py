@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 from diffusers import (
     StableDiffusionControlNetPipeline,
     StableDiffusionImg2ImgPipeline,
@@ -25,7 +27,7 @@ def strength_steps(family: Family, arguments: dict) -> int:
     """Steps an image-to-image loop runs: `strength` of the schedule, as diffusers' `get_timesteps`."""
     steps = Family.denoising_steps(family, arguments)
     strength = arguments.get("strength")
-    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
+    if isinstance(strength, bool) or not isinstance(strength, numbers.Real) or not 0.0 <= strength <= 1.0:
         raise MemguardValueError(f"strength must be a number in [0, 1], got {strength!r}")
     return min(int(steps * strength), steps)
 
@@ -36,7 +38,7 @@ class StableDiffusionImg2ImgFamily(Family):
 
     name = "stable-diffusion-img2img"
     parent = StableDiffusionImg2ImgPipeline
-    per_prompt_arguments = (*Family.per_prompt_arguments, "image")
+    per_image_arguments = ("image",)
     starts_from_image = True
 
     def denoising_steps(self, arguments: dict) -> int:
@@ -51,7 +53,7 @@ class StableDiffusionInpaintFamily(StableDiffusionImg2ImgFamily):
 
     name = "stable-diffusion-inpaint"
     parent = StableDiffusionInpaintPipeline
-    per_prompt_arguments = (*Family.per_prompt_arguments, "image", "mask_image", "masked_image_latents")
+    per_image_arguments = ("image", "mask_image", "masked_image_latents")
 
 
 class ControlImage:

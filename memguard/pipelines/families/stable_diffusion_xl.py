@@ -47,6 +47,11 @@ class StableDiffusionXLFamily(Family):
             return None  # a fraction of the schedule: counted once the loop runs
         return Family.denoising_steps(self, arguments)
 
+    def steps_argument(self, arguments: dict) -> str:
+        if arguments.get("denoising_end") is not None:
+            return "denoising_end"
+        return Family.steps_argument(self, arguments)
+
     def encode_text(self, pipe, prompt: PromptText, device, dtype) -> TextConditioning:
         states, _, pooled, _ = pipe.encode_prompt(
             prompt=prompt.text,
@@ -103,7 +108,7 @@ class StableDiffusionXLImg2ImgFamily(StableDiffusionXLFamily):
 
     name = "stable-diffusion-xl-img2img"
     parent = StableDiffusionXLImg2ImgPipeline
-    per_prompt_arguments = (*StableDiffusionXLFamily.per_prompt_arguments, "image")
+    per_image_arguments = ("image",)
     starts_from_image = True
 
     def denoising_steps(self, arguments: dict) -> int | None:
@@ -112,7 +117,10 @@ class StableDiffusionXLImg2ImgFamily(StableDiffusionXLFamily):
         return strength_steps(self, arguments)
 
     def steps_argument(self, arguments: dict) -> str:
-        return "denoising_start" if arguments.get("denoising_start") is not None else "strength"
+        for name in ("denoising_start", "denoising_end"):
+            if arguments.get(name) is not None:
+                return name
+        return "strength"
 
 
 class StableDiffusionXLInpaintFamily(StableDiffusionXLImg2ImgFamily):
@@ -120,12 +128,7 @@ class StableDiffusionXLInpaintFamily(StableDiffusionXLImg2ImgFamily):
 
     name = "stable-diffusion-xl-inpaint"
     parent = StableDiffusionXLInpaintPipeline
-    per_prompt_arguments = (
-        *StableDiffusionXLFamily.per_prompt_arguments,
-        "image",
-        "mask_image",
-        "masked_image_latents",
-    )
+    per_image_arguments = ("image", "mask_image", "masked_image_latents")
 
 
 class StableDiffusionXLControlNetFamily(ControlImage, StableDiffusionXLFamily):
