@@ -44,6 +44,9 @@ def pipes():
 
 def family_inputs(name: str) -> dict:
     """The family's own call arguments besides the prompt."""
+    if "controlnet-" in name:  # an init image (and mask) besides the ControlNet's control_image
+        plain = name.replace("controlnet-", "")
+        return {**family_inputs(plain), "control_image": _IMAGE, "height": 32, "width": 32}
     if "inpaint" in name:
         return dict(image=_IMAGE, mask_image=_MASK, strength=STRENGTH, height=32, width=32)
     if "img2img" in name:
@@ -325,6 +328,10 @@ def test_a_stochastic_scheduler_under_the_default_policy_keeps_images_and_the_ge
         ("stable-diffusion", AutoPipelineForInpainting, "stable-diffusion-inpaint"),
         ("stable-diffusion-xl-img2img", AutoPipelineForText2Image, "stable-diffusion-xl"),
         ("stable-diffusion-xl", AutoPipelineForInpainting, "stable-diffusion-xl-inpaint"),
+        ("stable-diffusion-controlnet", AutoPipelineForImage2Image, "stable-diffusion-controlnet-img2img"),
+        ("stable-diffusion-controlnet", AutoPipelineForInpainting, "stable-diffusion-controlnet-inpaint"),
+        ("stable-diffusion-xl-controlnet", AutoPipelineForImage2Image, "stable-diffusion-xl-controlnet-img2img"),
+        ("stable-diffusion-xl-controlnet", AutoPipelineForInpainting, "stable-diffusion-xl-controlnet-inpaint"),
     ],
 )
 def test_from_pipe_keeps_the_guard_and_its_config(pipes, source, target, expected):

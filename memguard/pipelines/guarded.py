@@ -6,10 +6,14 @@ import copy
 import threading
 
 from diffusers import (
+    StableDiffusionControlNetImg2ImgPipeline,
+    StableDiffusionControlNetInpaintPipeline,
     StableDiffusionControlNetPipeline,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionInpaintPipeline,
     StableDiffusionPipeline,
+    StableDiffusionXLControlNetImg2ImgPipeline,
+    StableDiffusionXLControlNetInpaintPipeline,
     StableDiffusionXLControlNetPipeline,
     StableDiffusionXLImg2ImgPipeline,
     StableDiffusionXLInpaintPipeline,
@@ -20,10 +24,14 @@ from ..config import GuardConfig
 from ..errors import MemguardTypeError
 from .families import (
     StableDiffusionControlNetFamily,
+    StableDiffusionControlNetImg2ImgFamily,
+    StableDiffusionControlNetInpaintFamily,
     StableDiffusionFamily,
     StableDiffusionImg2ImgFamily,
     StableDiffusionInpaintFamily,
     StableDiffusionXLControlNetFamily,
+    StableDiffusionXLControlNetImg2ImgFamily,
+    StableDiffusionXLControlNetInpaintFamily,
     StableDiffusionXLFamily,
     StableDiffusionXLImg2ImgFamily,
     StableDiffusionXLInpaintFamily,
@@ -80,15 +88,47 @@ class GuardedStableDiffusionXLControlNetPipeline(GuardedPipelineMixin, StableDif
     family = StableDiffusionXLControlNetFamily()
 
 
+class GuardedStableDiffusionControlNetImg2ImgPipeline(GuardedPipelineMixin, StableDiffusionControlNetImg2ImgPipeline):
+    """`StableDiffusionControlNetImg2ImgPipeline` under the memorization guard."""
+
+    family = StableDiffusionControlNetImg2ImgFamily()
+
+
+class GuardedStableDiffusionControlNetInpaintPipeline(GuardedPipelineMixin, StableDiffusionControlNetInpaintPipeline):
+    """`StableDiffusionControlNetInpaintPipeline` under the memorization guard."""
+
+    family = StableDiffusionControlNetInpaintFamily()
+
+
+class GuardedStableDiffusionXLControlNetImg2ImgPipeline(
+    GuardedPipelineMixin, StableDiffusionXLControlNetImg2ImgPipeline
+):
+    """`StableDiffusionXLControlNetImg2ImgPipeline` under the memorization guard."""
+
+    family = StableDiffusionXLControlNetImg2ImgFamily()
+
+
+class GuardedStableDiffusionXLControlNetInpaintPipeline(
+    GuardedPipelineMixin, StableDiffusionXLControlNetInpaintPipeline
+):
+    """`StableDiffusionXLControlNetInpaintPipeline` under the memorization guard."""
+
+    family = StableDiffusionXLControlNetInpaintFamily()
+
+
 GUARDED_CLASSES: tuple[type, ...] = (
     GuardedStableDiffusionPipeline,
     GuardedStableDiffusionImg2ImgPipeline,
     GuardedStableDiffusionInpaintPipeline,
     GuardedStableDiffusionControlNetPipeline,
+    GuardedStableDiffusionControlNetImg2ImgPipeline,
+    GuardedStableDiffusionControlNetInpaintPipeline,
     GuardedStableDiffusionXLPipeline,
     GuardedStableDiffusionXLImg2ImgPipeline,
     GuardedStableDiffusionXLInpaintPipeline,
     GuardedStableDiffusionXLControlNetPipeline,
+    GuardedStableDiffusionXLControlNetImg2ImgPipeline,
+    GuardedStableDiffusionXLControlNetInpaintPipeline,
 )
 _BY_PARENT: dict[type, type] = {cls.family.parent: cls for cls in GUARDED_CLASSES}
 _lock = threading.Lock()

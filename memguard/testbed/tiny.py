@@ -14,10 +14,14 @@ import torch
 from diffusers import (
     AutoencoderKL,
     ControlNetModel,
+    StableDiffusionControlNetImg2ImgPipeline,
+    StableDiffusionControlNetInpaintPipeline,
     StableDiffusionControlNetPipeline,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionInpaintPipeline,
     StableDiffusionPipeline,
+    StableDiffusionXLControlNetImg2ImgPipeline,
+    StableDiffusionXLControlNetInpaintPipeline,
     StableDiffusionXLControlNetPipeline,
     StableDiffusionXLImg2ImgPipeline,
     StableDiffusionXLInpaintPipeline,
@@ -169,11 +173,27 @@ TINY_FAMILIES = {
         StableDiffusionControlNetPipeline,
         lambda seed: {**tiny_components(seed), "controlnet": tiny_controlnet(seed)},
     ),
+    "stable-diffusion-controlnet-img2img": (
+        StableDiffusionControlNetImg2ImgPipeline,
+        lambda seed: {**tiny_components(seed), "controlnet": tiny_controlnet(seed)},
+    ),
+    "stable-diffusion-controlnet-inpaint": (
+        StableDiffusionControlNetInpaintPipeline,
+        lambda seed: {**tiny_components(seed, unet_in_channels=9), "controlnet": tiny_controlnet(seed)},
+    ),
     "stable-diffusion-xl": (StableDiffusionXLPipeline, lambda seed: tiny_sdxl_components(seed)),
     "stable-diffusion-xl-img2img": (StableDiffusionXLImg2ImgPipeline, lambda seed: tiny_sdxl_components(seed)),
     "stable-diffusion-xl-inpaint": (StableDiffusionXLInpaintPipeline, lambda seed: tiny_sdxl_components(seed)),
     "stable-diffusion-xl-controlnet": (
         StableDiffusionXLControlNetPipeline,
+        lambda seed: {**tiny_sdxl_components(seed), "controlnet": tiny_controlnet(seed, xl=True)},
+    ),
+    "stable-diffusion-xl-controlnet-img2img": (
+        StableDiffusionXLControlNetImg2ImgPipeline,
+        lambda seed: {**tiny_sdxl_components(seed), "controlnet": tiny_controlnet(seed, xl=True)},
+    ),
+    "stable-diffusion-xl-controlnet-inpaint": (
+        StableDiffusionXLControlNetInpaintPipeline,
         lambda seed: {**tiny_sdxl_components(seed), "controlnet": tiny_controlnet(seed, xl=True)},
     ),
 }

@@ -6,12 +6,16 @@ from ...errors import MemguardTypeError, MemguardValueError
 from .base import Family, PromptText, TextConditioning, select_prompt
 from .stable_diffusion import (
     StableDiffusionControlNetFamily,
+    StableDiffusionControlNetImg2ImgFamily,
+    StableDiffusionControlNetInpaintFamily,
     StableDiffusionFamily,
     StableDiffusionImg2ImgFamily,
     StableDiffusionInpaintFamily,
 )
 from .stable_diffusion_xl import (
     StableDiffusionXLControlNetFamily,
+    StableDiffusionXLControlNetImg2ImgFamily,
+    StableDiffusionXLControlNetInpaintFamily,
     StableDiffusionXLFamily,
     StableDiffusionXLImg2ImgFamily,
     StableDiffusionXLInpaintFamily,
@@ -22,10 +26,14 @@ FAMILIES: tuple[Family, ...] = (
     StableDiffusionImg2ImgFamily(),
     StableDiffusionInpaintFamily(),
     StableDiffusionControlNetFamily(),
+    StableDiffusionControlNetImg2ImgFamily(),
+    StableDiffusionControlNetInpaintFamily(),
     StableDiffusionXLFamily(),
     StableDiffusionXLImg2ImgFamily(),
     StableDiffusionXLInpaintFamily(),
     StableDiffusionXLControlNetFamily(),
+    StableDiffusionXLControlNetImg2ImgFamily(),
+    StableDiffusionXLControlNetInpaintFamily(),
 )
 _BY_PARENT = {family.parent: family for family in FAMILIES}
 _BY_NAME = {family.name: family for family in FAMILIES}

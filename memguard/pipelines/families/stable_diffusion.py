@@ -5,6 +5,8 @@ from __future__ import annotations
 import numbers
 
 from diffusers import (
+    StableDiffusionControlNetImg2ImgPipeline,
+    StableDiffusionControlNetInpaintPipeline,
     StableDiffusionControlNetPipeline,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionInpaintPipeline,
@@ -57,11 +59,14 @@ class StableDiffusionInpaintFamily(StableDiffusionImg2ImgFamily):
 
 
 class ControlImage:
-    """Mix-in of the ControlNet families: the control `image` is per prompt, or (several ControlNets) a
-    list of those, one per net; the ControlNet's weights are fingerprinted with the UNet's."""
+    """Mix-in of the ControlNet families: the control image (`image`, or `control_image` beside an init
+    image) is per prompt, or (several ControlNets) a list of those, one per net; the ControlNet's
+    weights are fingerprinted with the UNet's."""
+
+    control_argument = "image"
 
     def select(self, pipe, name: str, value, prompt: int, num_prompts: int):
-        if name != "image":
+        if name != self.control_argument:
             return super().select(pipe, name, value, prompt, num_prompts)
         if isinstance(getattr(pipe, "controlnet", None), MultiControlNetModel) and isinstance(value, (list, tuple)):
             return [select_prompt(v, prompt, num_prompts) for v in value]
@@ -75,4 +80,26 @@ class StableDiffusionControlNetFamily(ControlImage, Family):
     name = "stable-diffusion-controlnet"
     parent = StableDiffusionControlNetPipeline
     per_prompt_arguments = (*Family.per_prompt_arguments, "image")
+    fingerprinted = (*Family.fingerprinted, "controlnet")
+
+
+class StableDiffusionControlNetImg2ImgFamily(ControlImage, StableDiffusionImg2ImgFamily):
+    """`StableDiffusionControlNetImg2ImgPipeline`: img2img (the init `image`, `strength`) steered by a
+    ControlNet's `control_image`."""
+
+    name = "stable-diffusion-controlnet-img2img"
+    parent = StableDiffusionControlNetImg2ImgPipeline
+    control_argument = "control_image"
+    per_prompt_arguments = (*Family.per_prompt_arguments, "control_image")
+    fingerprinted = (*Family.fingerprinted, "controlnet")
+
+
+class StableDiffusionControlNetInpaintFamily(ControlImage, StableDiffusionInpaintFamily):
+    """`StableDiffusionControlNetInpaintPipeline`: inpainting (the init `image`, `mask_image`) steered
+    by a ControlNet's `control_image`."""
+
+    name = "stable-diffusion-controlnet-inpaint"
+    parent = StableDiffusionControlNetInpaintPipeline
+    control_argument = "control_image"
+    per_prompt_arguments = (*Family.per_prompt_arguments, "control_image")
     fingerprinted = (*Family.fingerprinted, "controlnet")

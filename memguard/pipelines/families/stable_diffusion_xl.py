@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from diffusers import (
+    StableDiffusionXLControlNetImg2ImgPipeline,
+    StableDiffusionXLControlNetInpaintPipeline,
     StableDiffusionXLControlNetPipeline,
     StableDiffusionXLImg2ImgPipeline,
     StableDiffusionXLInpaintPipeline,
@@ -137,4 +139,24 @@ class StableDiffusionXLControlNetFamily(ControlImage, StableDiffusionXLFamily):
     name = "stable-diffusion-xl-controlnet"
     parent = StableDiffusionXLControlNetPipeline
     per_prompt_arguments = (*StableDiffusionXLFamily.per_prompt_arguments, "image")
+    fingerprinted = (*StableDiffusionXLFamily.fingerprinted, "controlnet")
+
+
+class StableDiffusionXLControlNetImg2ImgFamily(ControlImage, StableDiffusionXLImg2ImgFamily):
+    """`StableDiffusionXLControlNetImg2ImgPipeline`: SDXL img2img steered by a ControlNet's `control_image`."""
+
+    name = "stable-diffusion-xl-controlnet-img2img"
+    parent = StableDiffusionXLControlNetImg2ImgPipeline
+    control_argument = "control_image"
+    per_prompt_arguments = (*StableDiffusionXLFamily.per_prompt_arguments, "control_image")
+    fingerprinted = (*StableDiffusionXLFamily.fingerprinted, "controlnet")
+
+
+class StableDiffusionXLControlNetInpaintFamily(ControlImage, StableDiffusionXLInpaintFamily):
+    """`StableDiffusionXLControlNetInpaintPipeline`: SDXL inpainting steered by a ControlNet's `control_image`."""
+
+    name = "stable-diffusion-xl-controlnet-inpaint"
+    parent = StableDiffusionXLControlNetInpaintPipeline
+    control_argument = "control_image"
+    per_prompt_arguments = (*StableDiffusionXLFamily.per_prompt_arguments, "control_image")
     fingerprinted = (*StableDiffusionXLFamily.fingerprinted, "controlnet")
