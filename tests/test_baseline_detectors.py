@@ -287,6 +287,8 @@ def _family_call(pipe, name, **kwargs):
         own = dict(image=_IMAGE, height=32, width=32)
     else:
         own = dict(height=32, width=32)
+    if "controlnet-" in name:  # ControlNet img2img / inpaint: the control image besides the init image
+        own.update(control_image=_IMAGE, height=32, width=32)
     kwargs.setdefault("generator", [torch.Generator().manual_seed(i) for i in range(len(FAMILY_PROMPTS))])
     return pipe(FAMILY_PROMPTS, num_inference_steps=STEPS, output_type="np", **own, **kwargs)
 
