@@ -10,10 +10,12 @@ import sys
 from collections.abc import Sequence
 
 import torch
+from prometheus_client import CollectorRegistry
 
 from .calibration import MAX_STORED_SCORES, Calibration, model_fingerprint
 from .detection import CALIBRATED_DEFAULT, default_decision_step, get_detector, is_fittable
 from .errors import MemguardTypeError, MemguardValueError
+from .metrics import GuardMetrics
 from .pipelines import GuardedPipelineMixin, guard
 from .thresholds import DEFAULT_CONFIDENCE, guaranteed_threshold, required_scores
 
@@ -70,12 +72,15 @@ def calibrate(
     # the fit and the scores the threshold is chosen from come from the same pass.
     collector = _FeatureCollector(detector) if is_fittable(detector) else None
     # only scores are wanted: a threshold nothing reaches, so no image is judged or re-sampled
+    # ...and counted on a registry of its own: its unreachable threshold and its scores are not what the
+    # pipeline serves, so they must not reach the operator's metrics
     config = guarded.guard_config.replace(
         enabled=True,
         calibration=None,
         threshold=sys.float_info.max,
         decision_step=decision_step,
         detector=collector or detector,
+        metrics=GuardMetrics(CollectorRegistry()),
     )
     reports = guarded.score(
         list(benign_prompts),

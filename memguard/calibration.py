@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from .detection.registry import known_score_range
+from .detection.registry import known_score_range, state_problem
 from .errors import MemguardTypeError, MemguardValueError, shown
 from .safe_parse import FileTooLarge, JsonSyntaxError, ParseError, cannot_open, parse_json, read_limited, type_name
 
@@ -189,7 +189,7 @@ class Calibration:
     def load(cls, path: str | os.PathLike) -> Calibration:
         path = Path(path)
         try:
-            text = read_limited(path, MAX_FILE_BYTES).decode("utf-8")
+            text = read_limited(path, MAX_FILE_BYTES).decode("utf-8-sig")  # a BOM from an editor is no error
         except FileTooLarge as err:
             raise CalibrationError(f"calibration file {path}: {err}") from None
         except UnicodeDecodeError:
@@ -300,6 +300,9 @@ def _check_values(calibration: Calibration) -> None:
             fail("detector_state", "must hold only JSON values (objects, lists, strings, finite numbers)")
         if size > MAX_STATE_BYTES:
             fail("detector_state", f"is {size:,} bytes of JSON; at most {MAX_STATE_BYTES:,} are allowed")
+        problem = state_problem(calibration.detector, state)
+        if problem is not None:
+            fail("detector_state", f"does not fit detector {calibration.detector!r}: {problem}")
     scores = calibration.benign_scores
     if scores is not None:
         if not isinstance(scores, list) or len(scores) > MAX_STORED_SCORES:

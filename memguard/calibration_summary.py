@@ -44,7 +44,8 @@ def summary_lines(calibration: Calibration, margin: Margin | None = None) -> lis
             f"{calibration.confidence:.3f} (the {_ordinal(calibration.threshold_rank)} highest of "
             f"{calibration.num_scores} benign scores; expected rate {calibration.expected_fpr:.4f})"
         )
-    lines.append(f"benign scores above it: {calibration.achieved_fpr:.4f} of {calibration.num_scores}")
+    above = round(calibration.achieved_fpr * calibration.num_scores)
+    lines.append(f"benign scores above it: {above} of {calibration.num_scores} ({calibration.achieved_fpr:.4f})")
     quantiles = calibration.quantiles()
     if quantiles:
         lines.append("benign quantiles: " + ", ".join(f"{k} {v:.6g}" for k, v in quantiles.items()))

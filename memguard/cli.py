@@ -20,9 +20,11 @@ import typer
 
 from .cli_support import (
     SEED_MAX,
+    check_runnable,
     checked_device,
     file_digest,
     finite,
+    fraction,
     guard_config,
     image_files,
     load_guarded,
@@ -67,6 +69,20 @@ DETECTOR = typer.Option(
     None, help="detector name (default: the calibration's; noise_rms without one), e.g. attention_noise"
 )
 PROGRESS = typer.Option(True, "--progress/--no-progress", help="show progress bars")
+
+
+class FormatChoice(str, Enum):
+    auto = "auto"
+    lines = "lines"
+    jsonl = "jsonl"
+
+
+PROMPT_FORMAT = typer.Option(
+    FormatChoice.auto,
+    "--format",
+    help="prompt files: auto (.jsonl/.ndjson: JSONL; else JSONL when the first line is a JSON object), lines or jsonl",
+)
+HISTOGRAM_SUFFIXES = (".png", ".svg", ".pdf")
 index_app = typer.Typer(help="Copy-verification index of protected images (memguard.verify).", no_args_is_help=True)
 app.add_typer(index_app, name="index")
 
@@ -90,7 +106,7 @@ class KindChoice(str, Enum):
 
 @app.command()
 def demo(
-    out: Path = typer.Option(Path("out/demo"), help="folder for the grid picture and the JSON report"),
+    out: Path = typer.Option(Path("out/demo"), file_okay=False, help="folder for the grid picture and the JSON report"),
     steps: int = typer.Option(50, min=1, help="denoising steps"),
     model: str = typer.Option("testbed", help="'testbed' (SD architecture) or 'testbed-xl' (SDXL architecture)"),
     device: str = DEVICE,
@@ -100,6 +116,7 @@ def demo(
 
     if model not in ("testbed", "testbed-xl"):
         raise typer.BadParameter("the demo runs 'testbed' or 'testbed-xl'", param_hint="'--model'")
+    make_folder(out, "'--out'")  # before the two runs: a bad --out must not cost them
     result = run_demo(out, steps=steps, model=model, device=device)
     typer.echo(f"model: {result.model}")
     typer.echo(f"grid: {result.grid_path}")
@@ -134,7 +151,8 @@ def generate(
     if not prompt.strip():
         raise typer.BadParameter("the prompt is empty", param_hint="'PROMPT'")
     make_folder(out, "'--out'")  # before the model runs: a bad --out must not cost a generation
-    config, _ = guard_config(model, calibration, registry, policy=Policy.uniform(policy.value), detector=detector)
+    config, _ = guard_config(model, calibration, registry, detector, policy=Policy.uniform(policy.value))
+    check_runnable(config, steps)
     if config.calibration is None and policy.value != "flag":
         raise typer.BadParameter(
             f"--policy {policy.value} needs a calibration of this model (--calibration FILE, made with "
@@ -144,13 +162,14 @@ def generate(
     pipe, name = load_guarded(model, config, device, dtype.value, safety_checker)
     pipe.set_progress_bar_config(disable=not progress)
     generators = [torch.Generator("cpu").manual_seed(seed + i) for i in range(num_images)]
-    output = pipe(
-        prompt,
-        num_inference_steps=steps,
-        guidance_scale=guidance,
-        num_images_per_prompt=num_images,
-        generator=generators,
-    )
+    with user_errors():
+        output = pipe(
+            prompt,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            num_images_per_prompt=num_images,
+            generator=generators,
+        )
     for i, (image, report) in enumerate(zip(output.images, output.memorization, strict=True)):
         stem = f"image_{i:03d}"
         image.save(out / f"{stem}.png")
@@ -174,6 +193,7 @@ def scan(
     calibration: Path | None = typer.Option(None, help="calibration JSON (memguard calibrate)"),
     registry: Path | None = typer.Option(None, help="intent registry (JSON/YAML)"),
     field: str = typer.Option("caption", help="JSONL field holding the prompt"),
+    prompt_format: FormatChoice = PROMPT_FORMAT,
     include_text: bool = typer.Option(False, help="write prompts and trigger words into the results"),
     cpu: bool = typer.Option(False, help="run on CPU even where an accelerator is available"),
     dtype: DtypeChoice = DTYPE,
@@ -190,17 +210,20 @@ def scan(
 
     from .calibration import model_fingerprint
     from .prompts_file import prompts_digest, read_prompts
-    from .scan import run_scan
+    from .scan import ScanOutputError, run_scan
 
     with user_errors("'PROMPTS_FILE'"):
-        prompts = read_prompts(prompts_file, field=field)
+        prompts = read_prompts(prompts_file, field=field, fmt=prompt_format.value)
+    config, registry_file = guard_config(model, calibration, registry, detector)
+    check_runnable(config, steps)
+    make_folder(out.parent, "'--out'")  # before the model loads
     # Without an accelerator accelerate must be told CPU, or a multi-process launch stays single-process.
     state = PartialState(cpu=cpu or not _accelerator_available(torch))
-    config, registry_file = guard_config(model, calibration, registry, detector=detector)
     pipe, _ = load_guarded(model, config, str(state.device), dtype.value, safety_checker)
     identity = {
         "prompts_sha256": prompts_digest(prompts),
-        "model_fingerprint": model_fingerprint(pipe),
+        "model_fingerprint": model_fingerprint(pipe),  # the same in every dtype: the dtype is its own field
+        "dtype": dtype.value,
         "calibration_threshold": config.calibration.threshold if config.calibration else None,
         "registry_sha256": file_digest(registry_file),
         "decision_step": config.effective_decision_step,
@@ -209,7 +232,7 @@ def scan(
         "seed": seed,
         "include_text": include_text,
     }
-    with user_errors("'--out'"):
+    with user_errors(), user_errors("'--out'", (ScanOutputError,)):  # a scoring error is no --out error
         summary = run_scan(
             pipe,
             prompts,
@@ -248,10 +271,10 @@ def calibrate(
     ),
     images_per_prompt: int = typer.Option(1, min=1, help="starting noises scored per prompt"),
     target_fpr: float = typer.Option(
-        0.01, min=0.0, max=1.0, callback=finite, help="false-positive rate on fresh benign prompts to stay under"
+        0.01, callback=fraction, help="false-positive rate on fresh benign prompts to stay under, in (0, 1)"
     ),
     confidence: float = typer.Option(
-        0.95, min=0.0, max=1.0, callback=finite, help="probability that the rate stays under the target"
+        0.95, callback=fraction, help="probability that the rate stays under the target, in (0, 1)"
     ),
     memorized: Path | None = typer.Option(
         None, dir_okay=False, help="known memorized prompts of this model: report the margin and TPR at the threshold"
@@ -268,6 +291,7 @@ def calibrate(
     batch_size: int = typer.Option(8, min=1, help="prompts per pipeline call"),
     seed: int = typer.Option(0, min=0, max=SEED_MAX, help="prompt i uses seed + i (0..2**63-1)"),
     field: str = typer.Option("caption", help="JSONL field holding the prompt"),
+    prompt_format: FormatChoice = PROMPT_FORMAT,
     device: str = DEVICE,
     dtype: DtypeChoice = DTYPE,
     safety_checker: bool = SAFETY_CHECKER,
@@ -282,14 +306,39 @@ def calibrate(
     from .calibrating import calibrate as measure
     from .calibration_summary import margin_report, save_histogram, summary_lines
     from .config import GuardConfig
+    from .detection import default_decision_step, get_detector
     from .prompts_corpus import benign_prompts, sample_prompt_log
     from .prompts_file import read_prompts
+    from .thresholds import required_scores
 
     if prompts_file is not None and prompt_log is not None:
         raise typer.BadParameter("give --prompts or --prompt-log, not both", param_hint="'--prompt-log'")
+    with user_errors("'--detector'", (ValueError, TypeError)):
+        chosen = get_detector(detector) if detector is not None else None
+    if chosen is not None and chosen.needs.full_run:
+        raise typer.BadParameter(
+            f"{detector!r} scores only after the last step; the guard decides early", param_hint="'--detector'"
+        )
+    step = decision_step or (default_decision_step(chosen) if chosen is not None else 1)
+    if step > steps:
+        hint = "'--decision-step'" if decision_step else "'--steps'"
+        raise typer.BadParameter(f"the detector decides at step {step}, beyond --steps {steps}", param_hint=hint)
+    picture = histogram or out.with_suffix(".png")
+    if picture.suffix.lower() not in HISTOGRAM_SUFFIXES:
+        raise typer.BadParameter(
+            f"{picture.name}: the histogram is written as {', '.join(HISTOGRAM_SUFFIXES)}", param_hint="'--histogram'"
+        )
+    if picture.resolve() == out.resolve():
+        raise typer.BadParameter(
+            f"{out.name} is where the histogram would go: name the calibration .json or pass --histogram",
+            param_hint="'--out'",
+        )
+    make_folder(out.parent, "'--out'")  # before the scoring: a bad --out must not cost it
+    make_folder(picture.parent, "'--histogram'")
     if prompts_file is not None:
         with user_errors("'--prompts'"):
-            prompts, source = [p.text for p in read_prompts(prompts_file, field=field)], str(prompts_file)
+            prompts = [p.text for p in read_prompts(prompts_file, field=field, fmt=prompt_format.value)]
+        source = str(prompts_file)
     elif prompt_log is not None:
         with user_errors("'--prompt-log'"):
             sample = sample_prompt_log(prompt_log, num_prompts or 3000, seed=seed, field=field)
@@ -297,12 +346,19 @@ def calibrate(
     else:
         with user_errors("'--num-prompts'"):
             prompts, source = benign_prompts(limit=num_prompts), "the shipped benign corpus"
+    needed = required_scores(target_fpr, confidence)
+    if len(prompts) * images_per_prompt < needed:
+        raise typer.BadParameter(
+            f"--target-fpr {target_fpr:g} at --confidence {confidence:g} needs at least {needed} benign scores, got "
+            f"{len(prompts)} prompt(s) x {images_per_prompt} image(s): pass more prompts or --images-per-prompt",
+            param_hint="'--target-fpr'",
+        )
     known = None
     if memorized is not None:
         with user_errors("'--memorized'"):
-            known = [p.text for p in read_prompts(memorized, field=field)]
+            known = [p.text for p in read_prompts(memorized, field=field, fmt=prompt_format.value)]
     pipe, name = load_guarded(model, GuardConfig(), device, dtype.value, safety_checker)
-    with user_errors("'--target-fpr'"):
+    with user_errors():  # the options were checked above; what is left is the run's own (e.g. NaN scores)
         result = measure(
             pipe,
             prompts,
@@ -318,7 +374,6 @@ def calibrate(
             progress=progress,
         )
     result.save(out)
-    picture = histogram or out.with_suffix(".png")
     margin = None
     if known:
         reports = pipe.score(
@@ -357,6 +412,7 @@ def index_build(
 
     if not images_dir.is_dir():
         raise typer.BadParameter(f"{images_dir} is not a folder", param_hint="'IMAGES_DIR'")
+    make_folder(out.parent, "'--out'")  # before the encoding: a bad --out must not cost it
     files = image_files([images_dir], "'IMAGES_DIR'")
     with user_errors("'--encoder'"):
         image_encoder = encoder_from_name(encoder, device=device, batch_size=batch_size)
@@ -369,7 +425,6 @@ def index_build(
             kind=kind.value,
             batch_size=batch_size,
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
     index.save(out)
     typer.echo(f"{len(index)} images, {kind.value} index, encoder {image_encoder.name} -> {out}")
 

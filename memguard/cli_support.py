@@ -29,6 +29,14 @@ def finite(value: float | None) -> float | None:
     return value
 
 
+def fraction(value: float) -> float:
+    """A rate option's callback: a finite number strictly between 0 and 1."""
+    finite(value)
+    if not 0.0 < value < 1.0:
+        raise typer.BadParameter(f"must be strictly between 0 and 1, got {value}")
+    return value
+
+
 def make_folder(path: Path, param_hint: str) -> None:
     """Create the output folder now, so a bad path fails before any work, naming the option."""
     try:
@@ -92,15 +100,44 @@ def checked_device(value: str) -> str:
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def guard_config(model: str, calibration: Path | None, registry: Path | None, **changes):
-    """A GuardConfig with the model's shipped files (the testbed's) unless the operator names others."""
+def guard_config(model: str, calibration: Path | None, registry: Path | None, detector: str | None = None, **changes):
+    """A GuardConfig with the model's shipped files (the testbed's) unless the operator names others;
+    each file and the detector checked on its own, so an error names the option at fault."""
+    from .calibration import Calibration
     from .config import GuardConfig
+    from .detection import get_detector
+    from .intent.registry import as_registry
 
     defaults = guard_defaults(model)
-    calibration = calibration or defaults.calibration
-    registry = registry or defaults.registry
-    with user_errors("'--calibration' / '--registry'", (ValueError, TypeError)):
-        return GuardConfig(calibration=calibration, registry=registry, **changes), registry
+    calibration_file, registry = calibration or defaults.calibration, registry or defaults.registry
+    if detector is not None:
+        with user_errors("'--detector'", (ValueError, TypeError)):
+            get_detector(detector)
+    with user_errors("'--calibration'", (ValueError, TypeError)):
+        loaded = Calibration.load(calibration_file) if calibration_file is not None else None
+    with user_errors("'--registry'", (ValueError, TypeError)):
+        intents = as_registry(registry)
+    with user_errors("'--calibration' / '--detector'", (ValueError, TypeError)):
+        return GuardConfig(calibration=loaded, registry=intents, detector=detector, **changes), registry
+
+
+def check_runnable(config, steps: int) -> None:
+    """Refuse, before any model loads, a guard that cannot score these calls: a detector with no
+    model-free threshold and no calibration, or a decision step beyond the steps run."""
+    detector = config.effective_detector
+    if config.calibration is None and config.threshold is None and detector.default_threshold is None:
+        raise typer.BadParameter(
+            f"detector {detector.name!r} has no model-free threshold: calibrate it "
+            f"(memguard calibrate --detector {detector.name} ...) and pass --calibration",
+            param_hint="'--detector'",
+        )
+    if config.effective_decision_step > steps:
+        source = "the calibration's" if config.calibration is not None else "the detector's"
+        raise typer.BadParameter(
+            f"the guard decides at step {config.effective_decision_step} ({source} decision step), beyond "
+            f"--steps {steps}: run at least that many steps",
+            param_hint="'--steps'",
+        )
 
 
 def load_guarded(model: str, config, device: str, dtype: str = "float32", safety_checker: bool = True):
@@ -110,6 +147,13 @@ def load_guarded(model: str, config, device: str, dtype: str = "float32", safety
     with user_errors("'--model'", (OSError, ValueError)):
         pipe, name = load_pipeline(model, device=device, dtype=DTYPES[dtype], safety_checker=safety_checker)
     guarded = guard(pipe, config)
+    needs = guarded.family.image_inputs
+    if needs:
+        raise typer.BadParameter(
+            f"the command line runs text-to-image pipelines; {guarded.family.parent.__name__} also needs "
+            f"{', '.join(needs)}, which no option passes: guard it from Python (memguard.guard)",
+            param_hint="'--model'",
+        )
     if config.calibration is not None:
         with user_errors("'--calibration'"):
             config.calibration.check_model(guarded)

@@ -166,6 +166,10 @@ class GuardConfig:
                     "GuardConfig.calibration must be a Calibration or a path to a calibration JSON file, "
                     f"got {type(self.calibration).__name__}"
                 )
+            if not str(self.calibration).strip():
+                raise MemguardValueError(
+                    "GuardConfig.calibration is an empty path; name a calibration JSON file or pass None"
+                )
             object.__setattr__(self, "calibration", Calibration.load(self.calibration))
         if (
             self.calibration is not None

@@ -34,6 +34,7 @@ from typing import Literal
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from .errors import MemguardValueError
 from .report import OUTCOMES, MemorizationReport
 
 # wide enough for every detector: noise RMS (~0.01-1), normalized entropies (0-1, benign ~0.9) and the
@@ -90,74 +91,82 @@ class GuardMetrics:
         self.registry = registry
         self._registered: set[str] = set()
         self._registered_lock = threading.Lock()
-        self.images = Counter(
-            "memguard_images",
-            "Images generated under the guard, by outcome.",
-            ["pipeline", "outcome"],
-            registry=registry,
-        )
-        self.score = Histogram(
-            "memguard_detection_score",
-            "Memorization score of checked images at the decision step.",
-            ["pipeline"],
-            buckets=SCORE_BUCKETS,
-            registry=registry,
-        )
-        self.decision_step = Histogram(
-            "memguard_decision_step",
-            "Denoising step at which the guard decided (1 = the first step).",
-            ["pipeline"],
-            buckets=STEP_BUCKETS,
-            registry=registry,
-        )
-        self.guard_seconds = Histogram(
-            "memguard_guard_overhead_seconds",
-            "Seconds the guard itself spent in one pipeline call.",
-            ["pipeline"],
-            buckets=SECONDS_BUCKETS,
-            registry=registry,
-        )
-        self.errors = Counter(
-            "memguard_guard_errors",
-            "Errors in guarded calls, by source: guard (the guard failed; on_error decided) or pipeline "
-            "(the call raised outside the guard).",
-            ["pipeline", "source"],
-            registry=registry,
-        )
-        self.error_kinds = Counter(
-            "memguard_guard_errors_by_kind",
-            "Errors in guarded calls by source and exception class (library classes; 'other' for the rest).",
-            ["pipeline", "source", "kind"],
-            registry=registry,
-        )
-        self.resamples = Histogram(
-            "memguard_resample_attempts",
-            "Re-samples made for an image the policy sent to re-sampling.",
-            ["pipeline"],
-            buckets=(0, 1, 2, 3, 5, 10),
-            registry=registry,
-        )
-        self.mitigations = Counter(
-            "memguard_mitigations",
-            "Re-samples by mitigation strategy (class names, never prompt content).",
-            ["pipeline", "mitigation"],
-            registry=registry,
-        )
-        self.copy_checks = Counter(
-            "memguard_copy_checks",
-            "Returned images checked against the copy verification index, by result (copy, clean).",
-            ["pipeline", "result"],
-            registry=registry,
-        )
-        self.threshold = Gauge(
-            "memguard_threshold",
-            "Detection threshold in force, by its source (calibration, config, default) and model fingerprint.",
-            ["pipeline", "source", "model_fingerprint"],
-            # the latest value over live processes: once a worker is marked dead
-            # (multiprocess.mark_process_dead), the threshold of a model it served is gone with it
-            multiprocess_mode="livemostrecent",
-            registry=registry,
-        )
+        try:
+            self.images = Counter(
+                "memguard_images",
+                "Images generated under the guard, by outcome.",
+                ["pipeline", "outcome"],
+                registry=registry,
+            )
+            self.score = Histogram(
+                "memguard_detection_score",
+                "Memorization score of checked images at the decision step.",
+                ["pipeline"],
+                buckets=SCORE_BUCKETS,
+                registry=registry,
+            )
+            self.decision_step = Histogram(
+                "memguard_decision_step",
+                "Denoising step at which the guard decided (1 = the first step).",
+                ["pipeline"],
+                buckets=STEP_BUCKETS,
+                registry=registry,
+            )
+            self.guard_seconds = Histogram(
+                "memguard_guard_overhead_seconds",
+                "Seconds the guard itself spent in one pipeline call.",
+                ["pipeline"],
+                buckets=SECONDS_BUCKETS,
+                registry=registry,
+            )
+            self.errors = Counter(
+                "memguard_guard_errors",
+                "Errors in guarded calls, by source: guard (the guard failed; on_error decided) or pipeline "
+                "(the call raised outside the guard).",
+                ["pipeline", "source"],
+                registry=registry,
+            )
+            self.error_kinds = Counter(
+                "memguard_guard_errors_by_kind",
+                "Errors in guarded calls by source and exception class (library classes; 'other' for the rest).",
+                ["pipeline", "source", "kind"],
+                registry=registry,
+            )
+            self.resamples = Histogram(
+                "memguard_resample_attempts",
+                "Re-samples made for an image the policy sent to re-sampling.",
+                ["pipeline"],
+                buckets=(0, 1, 2, 3, 5, 10),
+                registry=registry,
+            )
+            self.mitigations = Counter(
+                "memguard_mitigations",
+                "Re-samples by mitigation strategy (class names, never prompt content).",
+                ["pipeline", "mitigation"],
+                registry=registry,
+            )
+            self.copy_checks = Counter(
+                "memguard_copy_checks",
+                "Returned images checked against the copy verification index, by result (copy, clean).",
+                ["pipeline", "result"],
+                registry=registry,
+            )
+            self.threshold = Gauge(
+                "memguard_threshold",
+                "Detection threshold in force, by its source (calibration, config, default) and model fingerprint.",
+                ["pipeline", "source", "model_fingerprint"],
+                # the latest value over live processes: once a worker is marked dead
+                # (multiprocess.mark_process_dead), the threshold of a model it served is gone with it
+                multiprocess_mode="livemostrecent",
+                registry=registry,
+            )
+        except ValueError as err:  # prometheus_client: "Duplicated timeseries in CollectorRegistry"
+            if "Duplicated timeseries" not in str(err):
+                raise
+            raise MemguardValueError(
+                "this CollectorRegistry holds memguard's metrics already (another GuardMetrics on it): "
+                "pass that GuardMetrics object to every guard that counts there"
+            ) from None
 
     def register_pipeline(self, pipeline: str) -> None:
         """Create `pipeline`'s error series (both sources) and image series (every outcome) at zero.

@@ -1,7 +1,9 @@
 """Prompt files for `memguard scan` and `memguard calibrate`: one prompt per line, or JSONL with a caption field.
 
-Format: ``.jsonl``/``.ndjson`` files are JSONL; other files are JSONL when their first non-blank line
-starts with ``{``, plain text otherwise. Blank lines are skipped in both. Errors name the file and
+Format: ``.jsonl``/``.ndjson`` files are JSONL; any other file is JSONL when its first non-blank line
+is a JSON object, plain text otherwise (so a first prompt in brace
+syntax, "{masterpiece}, a cat", is a prompt). `fmt` (the CLI's --format) overrides the guess. Lines end
+with LF, CRLF or a lone CR; blank lines are skipped in both formats. Errors name the file and
 line but never quote the line: prompt logs may be private.
 
 Limits (see docs/limits.md): a file of at most `MAX_FILE_BYTES` (1 GiB, some ten million logged
@@ -60,7 +62,8 @@ def read_prompts(path: str | os.PathLike, *, field: str = "caption", fmt: Prompt
         text = raw.decode("utf-8-sig")  # tolerate a BOM from spreadsheet exports
     except UnicodeDecodeError as err:
         raise PromptFileError(f"{path}: not UTF-8 text (byte {err.start})") from None
-    lines = [(number, line.rstrip("\r")) for number, line in enumerate(text.split("\n"), start=1)]
+    text = text.replace("\r\n", "\n").replace("\r", "\n")  # Windows and classic Mac line ends
+    lines = list(enumerate(text.split("\n"), start=1))
     lines = [(number, line) for number, line in lines if line.strip()]
     if not lines:
         raise PromptFileError(f"prompt file {path} has no prompts")
@@ -68,11 +71,22 @@ def read_prompts(path: str | os.PathLike, *, field: str = "caption", fmt: Prompt
         if len(line) > MAX_LINE_CHARS:
             raise PromptFileError(f"{path}:{number}: longer than the {MAX_LINE_CHARS:,}-character limit for a line")
     if fmt == "auto":
-        jsonl = path.suffix.lower() in JSONL_SUFFIXES or lines[0][1].lstrip().startswith("{")
-        fmt = "jsonl" if jsonl else "lines"
+        fmt = _guess_format(path, lines[0][1])
     if fmt == "lines":
         return [Prompt(index, number, line) for index, (number, line) in enumerate(lines)]
     return [Prompt(index, number, _caption(path, number, line, field)) for index, (number, line) in enumerate(lines)]
+
+
+def _guess_format(path: Path, first_line: str) -> PromptFormat:
+    suffix = path.suffix.lower()
+    if suffix in JSONL_SUFFIXES:
+        return "jsonl"
+    if not first_line.lstrip().startswith("{"):
+        return "lines"
+    try:
+        return "jsonl" if isinstance(parse_json(first_line), dict) else "lines"
+    except ParseError:
+        return "lines"
 
 
 def _caption(path: Path, number: int, line: str, field: str) -> str:

@@ -254,6 +254,12 @@ def test_registry_alias_fan_out_is_refused_at_once(tmp_path):
         ({"decision_step": 1.5}, "decision_step must be an integer, got float"),
         ({"num_inference_steps": "50"}, "num_inference_steps must be an integer, got str"),
         ({"guidance_scale": "x"}, "guidance_scale must be a number, got str"),
+        # a hand-edited state is refused when the file loads, not at the first call
+        (
+            {"detector_state": {"layer_stats": {"x": [0.5, 0.0]}, "top_layers": 1}},
+            r"detector_state does not fit detector 'top_layer_entropy': .*the spread must be > 0",
+        ),
+        ({"detector_state": {"layer_stats": "x", "top_layers": 3}}, "detector_state does not fit detector"),
     ],
 )
 def test_calibration_fields_are_checked_strictly_and_name_the_file(tmp_path, change, message):
@@ -281,13 +287,29 @@ def _no_model(*args, **kwargs):
             ["scan", "{prompts}", "--model", "tiny", "--guidance", "nan"],
             "Invalid value for '--guidance': must be a finite",
         ),
+        # each option named for its own fault, whatever runs after it
+        (["scan", "{prompts}", "--model", "tiny", "--detector", "bottleneck_entropy"], "'--detector': detector"),
+        (["scan", "{prompts}", "--model", "tiny", "--out", "{file}/x.jsonl"], "'--out': cannot create the folder"),
+        (["generate", SECRET, "--model", "tiny", "--out", "{dir}", "--detector", "nope"], "'--detector': unknown"),
+        (["calibrate", "--model", "tiny", "--detector", "nope", "--out", "{dir}/c.json"], "'--detector': unknown"),
+        (["calibrate", "--model", "tiny", "--confidence", "0", "--out", "{dir}/c.json"], "'--confidence': must be"),
+        (
+            ["calibrate", "--model", "tiny", "--decision-step", "5", "--steps", "2", "--out", "{dir}/c.json"],
+            "'--decision-step': the detector decides at step 5, beyond --steps 2",
+        ),
+        (["calibrate", "--model", "tiny", "--out", "{dir}/c.png"], "'--out': c.png is where the histogram would go"),
+        (["calibrate", "--model", "tiny", "--out", "{dir}/c.json", "--histogram", "{dir}/h.json"], "'--histogram'"),
+        (["calibrate", "--model", "tiny", "--out", "{file}/c.json"], "'--out': cannot create the folder"),
+        (["index", "build", "{dir}", "--out", "{file}/p.faiss"], "'--out': cannot create the folder"),
     ],
 )
 def test_cli_refuses_bad_options_before_any_work_naming_the_option(tmp_path, monkeypatch, args, message):
     monkeypatch.setattr(cli, "load_guarded", _no_model)
     (tmp_path / "file").write_text("an existing file, not a folder")
     (tmp_path / "prompts.txt").write_text(SECRET + "\n")
-    args = [a.format(file=tmp_path / "file", prompts=tmp_path / "prompts.txt") for a in args]
+    (tmp_path / "dir").mkdir()
+    PIL.Image.new("RGB", (8, 8)).save(tmp_path / "dir" / "protected.png")
+    args = [a.format(file=tmp_path / "file", prompts=tmp_path / "prompts.txt", dir=tmp_path / "dir") for a in args]
     result = CliRunner().invoke(cli.app, args)
     assert result.exit_code == 2, result.output
     squeezed = " ".join(part.strip(" │") for part in result.output.splitlines())
@@ -395,3 +417,14 @@ def test_registry_and_calibration_files_have_a_size_limit(tmp_path):
     padded.write_text(SHIPPED_CALIBRATION.read_text() + " " * (1 << 20))
     with pytest.raises(CalibrationError, match=r"calibration.json: larger than the 1,048,576-byte limit"):
         Calibration.load(padded)
+
+
+def test_a_calibration_saved_with_a_bom_loads_and_an_empty_path_is_named():
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "calibration.json"
+        path.write_bytes(b"\xef\xbb\xbf" + SHIPPED_CALIBRATION.read_bytes())  # as some Windows editors save
+        assert Calibration.load(path) == Calibration.load(SHIPPED_CALIBRATION)
+    with pytest.raises(ValueError, match="GuardConfig.calibration is an empty path"):
+        GuardConfig(calibration="")

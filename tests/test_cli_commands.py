@@ -123,6 +123,19 @@ def test_scan_resumes_where_it_stopped_and_refuses_another_runs_output(tmp_path,
     assert result.exit_code != 0 and said("another scan (differs in: num_prompts, prompts_sha256)", result.output)
     result = run("scan", prompt_file, "--out", out, "--seed", 5, "--no-progress")
     assert result.exit_code != 0 and said("differs in: seed", result.output)
+    # the model's fingerprint is the same in every dtype, so the dtype is a setting of its own
+    result = run("scan", prompt_file, "--out", out, "--dtype", "bfloat16", "--no-progress")
+    assert result.exit_code == 2 and said("'--out': ", result.output) and said("differs in: dtype", result.output)
+
+
+def test_the_command_line_refuses_a_pipeline_that_needs_an_image_naming_model(tmp_path):
+    from memguard.testbed.tiny import tiny_family_pipeline
+
+    folder = tmp_path / "img2img"
+    tiny_family_pipeline("stable-diffusion-img2img").save_pretrained(folder)
+    result = run("generate", SECRET, "--model", folder, "--policy", "flag", "--out", tmp_path / "out")
+    assert result.exit_code == 2 and said("Invalid value for '--model'", result.output)
+    assert said("StableDiffusionImg2ImgPipeline also needs image", result.output) and SECRET not in result.output
 
 
 def test_scan_with_include_text_writes_prompts(tmp_path, prompt_file):
@@ -166,6 +179,8 @@ def test_calibrate_then_generate_with_that_calibration(tmp_path):
     assert calibration.num_scores == 30 and calibration.target_fpr == 0.1 and calibration.num_inference_steps == 10
     assert f"threshold {calibration.threshold:.6g}" in result.output and "probability 0.9" in result.output
     assert "benign quantiles: min" in result.output and "known memorized prompts:" in result.output
+    above = round(calibration.achieved_fpr * 30)
+    assert f"benign scores above it: {above} of 30 ({calibration.achieved_fpr:.4f})" in result.output
     assert calibration_file.with_suffix(".png").stat().st_size > 1000  # the histogram
     assert "number 3" not in result.output  # prompts are never printed
 

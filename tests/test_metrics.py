@@ -163,3 +163,23 @@ def test_configuring_a_guarded_pipeline_registers_its_series(shared_base_pipe):
     registry = CollectorRegistry()
     memguard.guard(shared_base_pipe, GuardConfig(name="fresh", metrics=GuardMetrics(registry)))
     assert _sample(registry, "memguard_guard_errors_total", pipeline="fresh", source="guard") == 0.0
+
+
+def test_a_second_guardmetrics_on_one_registry_is_refused_by_name():
+    registry = CollectorRegistry()
+    GuardMetrics(registry)
+    with pytest.raises(ValueError, match="holds memguard's metrics already.*pass that GuardMetrics"):
+        GuardMetrics(registry)
+
+
+def test_calibrating_a_guarded_pipeline_leaves_its_metrics_alone(shared_base_pipe):
+    registry = CollectorRegistry()
+    guarded = memguard.guard(shared_base_pipe, GuardConfig(name="prod", metrics=GuardMetrics(registry), threshold=0.5))
+    guarded(["a red circle"], num_inference_steps=2, generator=seeded(1), output_type="np")
+    before = {k: v for k, v in _scrape(registry)[1].items() if "created" not in k[0]}
+    benign = [f"benign prompt number {i}" for i in range(10)]
+    memguard.calibrate(guarded, benign, target_fpr=0.3, num_inference_steps=2, progress=False)
+    after = {k: v for k, v in _scrape(registry)[1].items() if "created" not in k[0]}
+    assert after == before  # the threshold in force is still 0.5: calibration's working threshold never shows
+    labels = (("model_fingerprint", ""), ("pipeline", "prod"), ("source", "config"))
+    assert before[("memguard_threshold", labels)] == 0.5

@@ -76,3 +76,12 @@ def test_the_peer_prompt_lists_read_one_prompt_a_line():
     """benchmarks/detection.py reads the published detectors' prompt lists with this parser."""
     memorized, benign = read_prompts(PEERS / "sd1_mem345.txt"), read_prompts(PEERS / "group_nomem500.txt")
     assert len(memorized) == 345 and len(benign) == 500 and all(p.text.strip() for p in memorized + benign)
+
+
+def test_a_first_prompt_in_braces_is_a_prompt_and_a_lone_cr_ends_a_line(tmp_path):
+    path = tmp_path / "prompts"  # no suffix: the first line decides, and it is no JSON object
+    path.write_text("{masterpiece}, a cat\ra dog\r\n{a: b}\n")
+    assert [p.text for p in read_prompts(path)] == ["{masterpiece}, a cat", "a dog", "{a: b}"]
+    assert [p.line for p in read_prompts(path)] == [1, 2, 3]
+    with pytest.raises(PromptFileError, match="prompts:1: not valid JSON"):
+        read_prompts(path, fmt="jsonl")  # asked for JSONL, it is refused, not guessed

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from ..errors import MemguardTypeError, MemguardValueError, shown
 from .attention import AttentionEntropyDetector, BrightEndingDetector, LateAttentionEntropyDetector
-from .base import Detector, score_range
+from .base import Detector, is_fittable, score_range
 from .bottleneck import BottleneckEntropyDetector, StandardizedBottleneckEntropyDetector
 from .combined import AttentionNoiseDetector
 from .noise import AnisotropyDetector, HessianDetector, NoiseMagnitudeDetector
@@ -76,6 +76,23 @@ def get_detector(detector: Detector | str) -> Detector:
                 f"a detector needs name, needs and score(trace, upto_step); {shown(detector)} has no {attribute}"
             )
     return detector
+
+
+def state_problem(name: str, state: dict) -> str | None:
+    """Why a registered fittable detector cannot restore `state` (a calibration's `detector_state`), or
+    None when it can, or when `name` is no fittable detector registered here (it is checked where it is
+    used)."""
+    factory = DETECTORS.get(name)
+    if factory is None:
+        return None
+    detector = factory()
+    if not is_fittable(detector):
+        return None
+    try:
+        detector.with_state(state)
+    except (TypeError, ValueError) as err:
+        return str(err)
+    return None
 
 
 def known_score_range(name: str) -> tuple[float, float] | None:

@@ -117,6 +117,8 @@ class Family:
     # arguments with one entry per image or per prompt that the pipeline tiles over the images (img2img's
     # init image, inpaint's mask), cut to the entry the image started from (`select_image`)
     per_image_arguments: ClassVar[tuple[str, ...]] = ()
+    # image arguments a call cannot do without (an init image, a mask, a control image)
+    image_inputs: ClassVar[tuple[str, ...]] = ()
     # the loop starts from an image with noise added (img2img, inpaint), not from pure noise
     starts_from_image: ClassVar[bool] = False
     # modules whose weights make the scores what they are (calibrations are tied to them)

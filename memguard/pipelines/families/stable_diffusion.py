@@ -40,6 +40,7 @@ class StableDiffusionImg2ImgFamily(Family):
 
     name = "stable-diffusion-img2img"
     parent = StableDiffusionImg2ImgPipeline
+    image_inputs = ("image",)
     per_image_arguments = ("image",)
     starts_from_image = True
 
@@ -55,6 +56,7 @@ class StableDiffusionInpaintFamily(StableDiffusionImg2ImgFamily):
 
     name = "stable-diffusion-inpaint"
     parent = StableDiffusionInpaintPipeline
+    image_inputs = ("image", "mask_image")
     per_image_arguments = ("image", "mask_image", "masked_image_latents")
 
 
@@ -79,6 +81,7 @@ class StableDiffusionControlNetFamily(ControlImage, Family):
 
     name = "stable-diffusion-controlnet"
     parent = StableDiffusionControlNetPipeline
+    image_inputs = ("image",)
     per_prompt_arguments = (*Family.per_prompt_arguments, "image")
     fingerprinted = (*Family.fingerprinted, "controlnet")
 
@@ -89,6 +92,7 @@ class StableDiffusionControlNetImg2ImgFamily(ControlImage, StableDiffusionImg2Im
 
     name = "stable-diffusion-controlnet-img2img"
     parent = StableDiffusionControlNetImg2ImgPipeline
+    image_inputs = ("image", "control_image")
     control_argument = "control_image"
     per_prompt_arguments = (*Family.per_prompt_arguments, "control_image")
     fingerprinted = (*Family.fingerprinted, "controlnet")
@@ -100,6 +104,7 @@ class StableDiffusionControlNetInpaintFamily(ControlImage, StableDiffusionInpain
 
     name = "stable-diffusion-controlnet-inpaint"
     parent = StableDiffusionControlNetInpaintPipeline
+    image_inputs = ("image", "mask_image", "control_image")
     control_argument = "control_image"
     per_prompt_arguments = (*Family.per_prompt_arguments, "control_image")
     fingerprinted = (*Family.fingerprinted, "controlnet")

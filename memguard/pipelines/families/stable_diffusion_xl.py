@@ -110,6 +110,7 @@ class StableDiffusionXLImg2ImgFamily(StableDiffusionXLFamily):
 
     name = "stable-diffusion-xl-img2img"
     parent = StableDiffusionXLImg2ImgPipeline
+    image_inputs = ("image",)
     per_image_arguments = ("image",)
     starts_from_image = True
 
@@ -130,6 +131,7 @@ class StableDiffusionXLInpaintFamily(StableDiffusionXLImg2ImgFamily):
 
     name = "stable-diffusion-xl-inpaint"
     parent = StableDiffusionXLInpaintPipeline
+    image_inputs = ("image", "mask_image")
     per_image_arguments = ("image", "mask_image", "masked_image_latents")
 
 
@@ -138,6 +140,7 @@ class StableDiffusionXLControlNetFamily(ControlImage, StableDiffusionXLFamily):
 
     name = "stable-diffusion-xl-controlnet"
     parent = StableDiffusionXLControlNetPipeline
+    image_inputs = ("image",)
     per_prompt_arguments = (*StableDiffusionXLFamily.per_prompt_arguments, "image")
     fingerprinted = (*StableDiffusionXLFamily.fingerprinted, "controlnet")
 
@@ -147,6 +150,7 @@ class StableDiffusionXLControlNetImg2ImgFamily(ControlImage, StableDiffusionXLIm
 
     name = "stable-diffusion-xl-controlnet-img2img"
     parent = StableDiffusionXLControlNetImg2ImgPipeline
+    image_inputs = ("image", "control_image")
     control_argument = "control_image"
     per_prompt_arguments = (*StableDiffusionXLFamily.per_prompt_arguments, "control_image")
     fingerprinted = (*StableDiffusionXLFamily.fingerprinted, "controlnet")
@@ -157,6 +161,7 @@ class StableDiffusionXLControlNetInpaintFamily(ControlImage, StableDiffusionXLIn
 
     name = "stable-diffusion-xl-controlnet-inpaint"
     parent = StableDiffusionXLControlNetInpaintPipeline
+    image_inputs = ("image", "mask_image", "control_image")
     control_argument = "control_image"
     per_prompt_arguments = (*StableDiffusionXLFamily.per_prompt_arguments, "control_image")
     fingerprinted = (*StableDiffusionXLFamily.fingerprinted, "controlnet")
