@@ -197,7 +197,7 @@ class Calibration:
         except (OSError, ValueError) as err:  # ValueError: a NUL in the path
             raise CalibrationError(f"cannot read calibration file {path}: {cannot_open(err)}") from None
         try:
-            data = parse_json(text)
+            data = parse_json(text, unique_keys=True)
         except JsonSyntaxError as err:
             raise CalibrationError(
                 f"calibration file {path} is not valid JSON (line {err.line}: {err.reason})"

@@ -15,6 +15,7 @@ from .intent import ATTRIBUTION_METHODS, AttributionMethod, ImplicitMatcher, Int
 from .intent.registry import as_registry
 from .metrics import GuardMetrics, default_metrics
 from .mitigation import DEFAULT_MITIGATION, Mitigation
+from .mitigation.base import require_mitigation
 from .policy import Policy
 from .verify.step import CopyVerification
 
@@ -109,10 +110,11 @@ class GuardConfig:
             )
         if isinstance(self.residual_draws, bool) or not isinstance(self.residual_draws, int) or self.residual_draws < 1:
             raise MemguardValueError(f"GuardConfig.residual_draws must be an int >= 1, got {self.residual_draws!r}")
-        if self.mitigation is not None and not callable(getattr(self.mitigation, "apply", None)):
-            raise MemguardTypeError(
-                "GuardConfig.mitigation must have an apply(plan, context) method (see memguard.mitigation)"
-            )
+        if self.mitigation is not None:
+            try:
+                require_mitigation(self.mitigation, "GuardConfig.mitigation")
+            except TypeError as err:
+                raise MemguardTypeError(f"{err} (see memguard.mitigation)") from None
         if self.implicit is not None and not isinstance(self.implicit, ImplicitMatcher):
             raise MemguardTypeError(
                 f"GuardConfig.implicit must be an ImplicitMatcher, got {type(self.implicit).__name__}"

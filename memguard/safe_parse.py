@@ -21,6 +21,8 @@ import os
 
 import yaml
 
+from .errors import shown
+
 MAX_NESTING = 32  # levels of lists/mappings: memguard's files use at most 3
 
 # libyaml when it is installed (pyyaml's wheels bundle it): the same documents, several times faster
@@ -85,12 +87,14 @@ def type_name(value) -> str:
     return repr(value) if isinstance(value, IntegerTooLong) else type(value).__name__
 
 
-def parse_json(text: str, *, max_nesting: int = MAX_NESTING):
+def parse_json(text: str, *, max_nesting: int = MAX_NESTING, unique_keys: bool = False):
     """`json.loads`, with every failure of a hostile document as ParseError (no content quoted).
 
-    An integer too long to convert becomes an `IntegerTooLong`, which any type check refuses."""
+    An integer too long to convert becomes an `IntegerTooLong`, which any type check refuses.
+    `unique_keys`: an object that repeats a key is refused (json keeps the last one silently); for
+    files a person edits, where the repeat is a mistake (a registry, a calibration)."""
     try:
-        value = json.loads(text, parse_int=_read_int)
+        value = json.loads(text, parse_int=_read_int, object_pairs_hook=_unique_object if unique_keys else None)
     except json.JSONDecodeError as error:
         raise JsonSyntaxError(error.msg, error.lineno, error.colno) from None
     except RecursionError:
@@ -98,6 +102,14 @@ def parse_json(text: str, *, max_nesting: int = MAX_NESTING):
     if nesting(value, max_nesting) > max_nesting:
         raise ParseError(f"nested deeper than {max_nesting} levels")
     return value
+
+
+def _unique_object(pairs: list[tuple[str, object]]) -> dict:
+    keys = [key for key, _ in pairs]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise ParseError(f"an object repeats the key {shown(repeated[0])}")
+    return dict(pairs)
 
 
 def nesting(value, stop_after: int) -> int:
@@ -165,6 +177,7 @@ def _load_yaml(text: str, max_nodes: int, max_nesting: int, construct: bool) -> 
     loader = YAML_LOADER(text)
     try:
         node = loader.get_single_node()
+        _refuse_repeated_keys(node)
         data = loader.construct_document(node) if construct and node is not None else None
     except yaml.YAMLError as error:
         raise _invalid_yaml(error) from None
@@ -174,6 +187,26 @@ def _load_yaml(text: str, max_nodes: int, max_nesting: int, construct: bool) -> 
     finally:
         loader.dispose()
     return data, node
+
+
+def _refuse_repeated_keys(node: yaml.Node | None) -> None:
+    """A mapping that repeats a key (YAML keeps the last one silently) is refused, with its line."""
+    stack, seen = [node], set()
+    while stack:
+        item = stack.pop()
+        if item is None or id(item) in seen:  # anchors make the graph share nodes
+            continue
+        seen.add(id(item))
+        if isinstance(item, yaml.MappingNode):
+            keys: set[str] = set()
+            for key, value in item.value:
+                if isinstance(key, yaml.ScalarNode):
+                    if key.value in keys:
+                        raise ParseError(f"a mapping repeats the key {shown(key.value)}", key.start_mark.line + 1)
+                    keys.add(key.value)
+                stack.extend((key, value))
+        elif isinstance(item, yaml.SequenceNode):
+            stack.extend(item.value)
 
 
 def _invalid_yaml(error: yaml.YAMLError) -> ParseError:

@@ -97,6 +97,20 @@ def test_the_longest_registered_phrase_wins():
         ('{"concepts": [{"name": "A"}\n "x"]}', "json", r"line 2: invalid JSON"),
         ("concepts: {name: A}\n", "yaml", r"concepts: expected a list"),
         ("version: 2\nconcepts: []\n", "yaml", r"version: unsupported version"),
+        # one phrase, one concept: which concept a mention names must not depend on the file's order
+        (
+            "version: 1\nconcepts:\n  - name: Spire\n  - name: Tower\n    aliases: [spires]\n",
+            "yaml",
+            r"concepts\[1\]\.aliases\[0\]: duplicate alias 'spires': concepts\[0\] already has it",
+        ),
+        (
+            "version: 1\nconcepts:\n  - name: A B\n    aliases: [The]\n",
+            "yaml",
+            r"aliases\[0\]: 'The' is only an article",
+        ),
+        # a repeated key is a typo, not a choice of the last value
+        ("version: 1\nconcepts:\n  - name: A\n    name: B\n", "yaml", r"line 4: a mapping repeats the key 'name'"),
+        ('{"concepts": [{"name": "A", "name": "B"}]}', "json", r"an object repeats the key 'name'"),
     ],
 )
 def test_bad_registries_name_the_line_or_field(text, fmt, match):
@@ -266,3 +280,15 @@ def test_open_clip_path_says_when_it_is_unavailable(monkeypatch):
     monkeypatch.setitem(sys.modules, "open_clip", None)  # import fails as it does without torchvision
     with pytest.raises(ImplicitIntentUnavailable, match="open_clip is unavailable"):
         OpenClipTextEmbedder()
+
+
+def test_a_decomposed_accent_matches_its_composed_form_and_stays_one_word():
+    import unicodedata
+
+    registry = IntentRegistry((IntendedConcept(unicodedata.normalize("NFD", "Café Noir")),))
+    assert [(m.start, m.end) for m in registry.find_mentions("a Café Noir poster")] == [(2, 11)]
+    decomposed = unicodedata.normalize("NFD", "a Café Noir poster")  # as macOS and some keyboards write it
+    (mention,) = IntentRegistry((IntendedConcept("Café Noir"),)).find_mentions(decomposed)
+    assert decomposed[mention.start : mention.end] == unicodedata.normalize("NFD", "Café Noir")
+    with pytest.raises(TypeError, match="find_mentions takes the prompt as a string, got NoneType"):
+        registry.find_mentions(None)

@@ -1,6 +1,7 @@
 """Policy and re-sampling: early stops, attempts, fallbacks, intended images untouched, and
 mitigations that never touch intended spans."""
 
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -21,6 +22,7 @@ from memguard.mitigation import (
     Compose,
     Escalate,
     GuidanceEdit,
+    GuidanceSchedule,
     InitialNoiseOptimization,
     KeepIntendedPrefix,
     MitigationContext,
@@ -362,3 +364,39 @@ def test_a_retry_escalates_to_the_next_mitigation(shared_base_pipe):
     alone = GuardConfig(threshold=-1.0, policy=Policy(max_attempts=1, fallback="flag"), mitigation=RESEED_AND_MASK)
     first = _call(memguard.guard(shared_base_pipe, alone), "Walking the Amber Road").memorization[0]
     assert first.attempts[1].score == report.attempts[1].score  # attempt 1 is the first mitigation's
+
+
+def test_keep_intended_prefix_keeps_the_concepts_alone_when_trigger_words_come_before_them(shared_base_pipe):
+    context = _context(shared_base_pipe)  # the concept "Velmora crest", trigger words after it
+    plan = ResamplePlan(latents=context.latents, prompt=PROMPT)
+    cut = KeepIntendedPrefix().apply(plan, context)
+    assert cut.prompt == PROMPT[: PROMPT.index("crest") + len("crest")]  # the words after it are gone
+    # a trigger word before the concept ("portrait") survives any cut: the concept is kept alone
+    early = replace(context, unintended_spans=((PROMPT.index("portrait"), PROMPT.index("portrait") + 8),))
+    alone = KeepIntendedPrefix().apply(plan, early)
+    assert alone.prompt == "Velmora crest" and alone.prompt_embeds is None
+
+
+@pytest.mark.parametrize(
+    ("build", "field"),
+    [
+        (lambda: AttentionRescale(scope="trigger"), "AttentionRescale.scope"),
+        (lambda: AttentionRescale(begin_scale="1"), "AttentionRescale.begin_scale"),
+        (lambda: PromptEmbeddingOptimization(scope="everything"), "PromptEmbeddingOptimization.scope"),
+        (lambda: PromptEmbeddingOptimization(lr=-1.0), "PromptEmbeddingOptimization.lr"),
+        (lambda: InitialNoiseOptimization(max_iterations=-1), "InitialNoiseOptimization.max_iterations"),
+        (lambda: GuidanceSchedule(early_scale="x"), "GuidanceSchedule.early_scale"),
+        (lambda: GuidanceSchedule(early_scale=float("nan")), "GuidanceSchedule.early_scale"),
+        (lambda: RandomTokenAddition(n_tokens=2.5), "RandomTokenAddition.n_tokens"),
+        (lambda: GuardConfig(mitigation=ReSeed), "GuardConfig.mitigation must be a mitigation object"),
+    ],
+)
+def test_a_mistyped_mitigation_setting_is_refused_when_built_naming_it(build, field):
+    # at the first re-sample it would block the image and keep only the error's type
+    with pytest.raises((TypeError, ValueError), match=re.escape(field)):
+        build()
+
+
+def test_compose_and_escalate_keep_mitigations_given_as_a_generator():
+    assert Escalate(m for m in [ReSeed(), RandomTokenAddition()]).mitigations == (ReSeed(), RandomTokenAddition())
+    assert Compose(m for m in [ReSeed()]).mitigations == (ReSeed(),)

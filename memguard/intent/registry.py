@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,12 +104,16 @@ class Mention:
 
 
 # --- normalisation: case, punctuation and plural tolerant matching ------------------------------
-_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?", re.UNICODE)
+# a word: letters and digits with their combining marks (a decomposed "é" is "e" + U+0301, which \w
+# does not match), an apostrophe inside it allowed
+_MARKS = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
+_LETTERS = rf"(?:[^\W_]|[{_MARKS}])*"
+_WORD = re.compile(rf"[^\W_]{_LETTERS}(?:'[^\W_]{_LETTERS})?", re.UNICODE)
 _ARTICLES = frozenset({"the", "a", "an"})
 
 
 def _stem(word: str) -> str:
-    word = word.lower()
+    word = unicodedata.normalize("NFC", word).lower()  # "é" typed as e + U+0301 is the "é" of the registry
     if word.endswith("'s"):
         word = word[:-2]
     if len(word) > 4 and word.endswith("ies"):
@@ -186,7 +191,7 @@ class IntentRegistry:
             raise RegistryError(f"intent registry {source}: longer than the {MAX_FILE_BYTES:,}-character limit")
         try:
             if fmt == "json":
-                data = parse_json(text)
+                data = parse_json(text, unique_keys=True)
                 lines = _json_lines(text)
             else:
                 data, node = load_yaml(text, max_nodes=MAX_NODES)
@@ -276,6 +281,8 @@ class IntentRegistry:
     def find_mentions(self, prompt: str) -> list[Mention]:
         """Explicit mentions: a registered name or alias, as whole words, ignoring case, punctuation,
         plural endings and a leading article. Overlapping matches keep the longest phrase."""
+        if not isinstance(prompt, str):
+            raise MemguardTypeError(f"find_mentions takes the prompt as a string, got {type(prompt).__name__}")
         words = words_with_offsets(prompt)
         stems = [w for w, _, _ in words]
         taken = [False] * len(words)
@@ -305,8 +312,18 @@ def _validate_concepts(
 
     if len(concepts) > MAX_CONCEPTS:
         fail("concepts", f"{len(concepts):,} concepts; at most {MAX_CONCEPTS:,} are allowed")
-    seen: dict[tuple[str, ...], int] = {}
+    owners: dict[tuple[str, ...], int] = {}  # phrase key -> the concept that holds it (name or alias)
     keys = []
+
+    def claim(key: tuple[str, ...], i: int, path: str, phrase: str) -> None:
+        # one phrase, one concept: a mention of it must not resolve by the order of the file
+        if len(key) == 1 and key[0] in _ARTICLES and not path.endswith(".name"):
+            fail(path, f"{shown(phrase)} is only an article; it would match every prompt that has one")
+        if owners.get(key, i) != i:
+            what = "concept name" if path.endswith(".name") else "alias"
+            fail(path, f"duplicate {what} {shown(phrase)}: concepts[{owners[key]}] already has it")
+        owners[key] = i
+
     for i, concept in enumerate(concepts):
         here = f"concepts[{i}]"
         if not isinstance(concept, IntendedConcept):
@@ -316,9 +333,12 @@ def _validate_concepts(
             fail(f"{here}.aliases", f"expected a tuple of strings, got {type(concept.aliases).__name__}")
         if len(concept.aliases) > MAX_ALIASES:
             fail(f"{here}.aliases", f"{len(concept.aliases):,} aliases; at most {MAX_ALIASES} are allowed")
+        claim(key, i, f"{here}.name", concept.name)
         keys.append((key, concept))
         for j, alias in enumerate(concept.aliases):
-            keys.append((_phrase_key_of(alias, f"{here}.aliases[{j}]", fail), concept))
+            alias_key = _phrase_key_of(alias, f"{here}.aliases[{j}]", fail)
+            claim(alias_key, i, f"{here}.aliases[{j}]", alias)
+            keys.append((alias_key, concept))
         if not isinstance(concept.description, str):
             fail(f"{here}.description", f"expected a string, got {type(concept.description).__name__}")
         if len(concept.description) > MAX_DESCRIPTION_CHARS:
@@ -329,9 +349,6 @@ def _validate_concepts(
             fail(f"{here}.stand_in", f"expected a string, got {type(concept.stand_in).__name__}")
         if len(concept.stand_in) > MAX_PHRASE_CHARS:
             fail(f"{here}.stand_in", f"longer than {MAX_PHRASE_CHARS} characters")
-        if key in seen:
-            fail(f"{here}.name", f"duplicate concept name {concept.name!r} (also concepts[{seen[key]}])")
-        seen[key] = i
     return keys
 
 

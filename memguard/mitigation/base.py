@@ -8,6 +8,8 @@ trigger tokens, on the guidance schedule, or on words added outside the intended
 from __future__ import annotations
 
 import hashlib
+import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
@@ -102,19 +104,38 @@ def derive_seed(latents: torch.Tensor, attempt: int) -> int:
 
 
 def require_mitigation(value: object, where: str) -> None:
-    """Raise TypeError naming `where` unless `value` has a callable `apply(plan, context)`."""
+    """Raise TypeError naming `where` unless `value` has a callable `apply(plan, context)` (an object:
+    a mitigation class itself, whose `apply` is unbound, is no mitigation)."""
+    if isinstance(value, type):
+        raise TypeError(
+            f"{where} must be a mitigation object, got the class {value.__name__}: call it, {value.__name__}()"
+        )
     if not callable(getattr(value, "apply", None)):
         kind = type(value).__name__
         raise TypeError(f"{where} must be a mitigation (an object with apply(plan, context)), got a {kind}")
 
 
 def _mitigations(owner: str, mitigations: Sequence[Mitigation]) -> tuple[Mitigation, ...]:
-    """`mitigations` as a tuple, checked: at least one, each a mitigation (named by its place)."""
+    """`mitigations` as a tuple, checked: at least one, each a mitigation (named by its place). Taken
+    as a tuple first: a generator would be used up by the check."""
+    mitigations = tuple(mitigations)
     if not mitigations:
         raise ValueError(f"{owner} needs at least one mitigation")
     for k, mitigation in enumerate(mitigations):
         require_mitigation(mitigation, f"{owner}.mitigations[{k}]")
-    return tuple(mitigations)
+    return mitigations
+
+
+def require_number(value, where: str, *, low: float | None = None, above: float | None = None, whole: bool = False):
+    """Raise naming `where` unless `value` is a finite number (a whole one when `whole`), >= `low`
+    and > `above` where given: a mistyped setting is refused when the mitigation is built, not at the
+    first re-sample (where the guard would block the image and keep only the error's type)."""
+    kinds = numbers.Integral if whole else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise TypeError(f"{where} must be {'a whole number' if whole else 'a number'}, got {type(value).__name__}")
+    if not math.isfinite(value) or (low is not None and value < low) or (above is not None and not value > above):
+        bound = f" >= {low:g}" if low is not None else f" > {above:g}" if above is not None else ""
+        raise ValueError(f"{where} must be a finite number{bound}, got {value!r}")
 
 
 @dataclass(frozen=True)
