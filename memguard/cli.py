@@ -306,7 +306,7 @@ def calibrate(
     from .calibrating import calibrate as measure
     from .calibration_summary import margin_report, save_histogram, summary_lines
     from .config import GuardConfig
-    from .detection import default_decision_step, get_detector
+    from .detection import CALIBRATED_DEFAULT, default_decision_step, get_detector
     from .prompts_corpus import benign_prompts, sample_prompt_log
     from .prompts_file import read_prompts
     from .thresholds import required_scores
@@ -314,12 +314,12 @@ def calibrate(
     if prompts_file is not None and prompt_log is not None:
         raise typer.BadParameter("give --prompts or --prompt-log, not both", param_hint="'--prompt-log'")
     with user_errors("'--detector'", (ValueError, TypeError)):
-        chosen = get_detector(detector) if detector is not None else None
-    if chosen is not None and chosen.needs.full_run:
+        chosen = get_detector(detector if detector is not None else CALIBRATED_DEFAULT)  # what calibrate() runs
+    if chosen.needs.full_run:
         raise typer.BadParameter(
-            f"{detector!r} scores only after the last step; the guard decides early", param_hint="'--detector'"
+            f"{chosen.name!r} scores only after the last step; the guard decides early", param_hint="'--detector'"
         )
-    step = decision_step or (default_decision_step(chosen) if chosen is not None else 1)
+    step = decision_step or default_decision_step(chosen)
     if step > steps:
         hint = "'--decision-step'" if decision_step else "'--steps'"
         raise typer.BadParameter(f"the detector decides at step {step}, beyond --steps {steps}", param_hint=hint)

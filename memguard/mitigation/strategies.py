@@ -52,8 +52,7 @@ def _targets(context: MitigationContext, scope: str) -> list[int]:
     word outside the intended spans ("unintended"), or every position outside them, end and padding
     tokens included ("all": these summary tokens carry the whole prompt in a causal text encoder).
     Never an intended token, never the begin token."""
-    if scope not in SCOPES:
-        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}")
+    _require_scope(scope, "scope")
     if scope == "all":
         tokens = range(1, context.cond_embeds.shape[1])
     else:

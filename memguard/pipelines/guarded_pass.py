@@ -465,9 +465,10 @@ class GuardedPass:
         if prompt is None:
             return None
         recorder = self.recorder
-        if self.config.attribution == "gradient" and recorder.image_inputs(image).uncond is not None:
+        inputs = recorder.image_inputs(image) if self.config.attribution == "gradient" else None
+        if inputs is not None and inputs.uncond is not None:
             with recorder.own_unet_calls():
-                return gradient_token_scores(recorder.eager, recorder.image_inputs(image))
+                return gradient_token_scores(recorder.eager, inputs)
         mass = recorder.trace.token_mass([s for s in range(self.decided_at or 0)])
         return mass[image] if mass is not None else None
 
@@ -482,13 +483,13 @@ class GuardedPass:
         branch, for a post hoc score, or for a roll-out whose schedule could not be followed."""
         recorder = self.recorder
         needs = self.detector.needs
-        if recorder.first_call is None or needs.full_run or recorder.image_inputs(image).uncond is None:
+        inputs = None if recorder.first_call is None or needs.full_run else recorder.image_inputs(image)
+        if inputs is None or inputs.uncond is None:
             return math.inf  # no unconditional branch, or a post hoc score: cannot clear the rest
         steps = self.decided_at or 1
         start = self.loop_start
         if needs.latent_updates and (start is None or start.scheduler is None):
             return math.inf  # a score of the loop's own steps, and no copy of the schedule to roll out on
-        inputs = recorder.image_inputs(image)
         latents = inputs.latents
         generator = torch.Generator("cpu").manual_seed(0)
         noise = torch.randn((self.config.residual_draws, *latents.shape[1:]), generator=generator)

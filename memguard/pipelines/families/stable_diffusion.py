@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+from typing import ClassVar
 
 from diffusers import (
     StableDiffusionControlNetImg2ImgPipeline,
@@ -63,9 +64,19 @@ class StableDiffusionInpaintFamily(StableDiffusionImg2ImgFamily):
 class ControlImage:
     """Mix-in of the ControlNet families: the control image (`image`, or `control_image` beside an init
     image) is per prompt, or (several ControlNets) a list of those, one per net; the ControlNet's
-    weights are fingerprinted with the UNet's."""
+    weights are fingerprinted with the UNet's. A family that mixes it in is the family after it in
+    its bases plus that: its control input joins the per-prompt arguments and the image inputs, and
+    "controlnet" the fingerprinted modules."""
 
-    control_argument = "image"
+    control_argument: ClassVar[str] = "image"
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        mro = cls.__mro__
+        base = mro[mro.index(ControlImage) + 1]  # the family this one adds a ControlNet to
+        cls.per_prompt_arguments = (*base.per_prompt_arguments, cls.control_argument)
+        cls.image_inputs = (*base.image_inputs, cls.control_argument)
+        cls.fingerprinted = (*base.fingerprinted, "controlnet")
 
     def select(self, pipe, name: str, value, prompt: int, num_prompts: int):
         if name != self.control_argument:
@@ -81,9 +92,6 @@ class StableDiffusionControlNetFamily(ControlImage, Family):
 
     name = "stable-diffusion-controlnet"
     parent = StableDiffusionControlNetPipeline
-    image_inputs = ("image",)
-    per_prompt_arguments = (*Family.per_prompt_arguments, "image")
-    fingerprinted = (*Family.fingerprinted, "controlnet")
 
 
 class StableDiffusionControlNetImg2ImgFamily(ControlImage, StableDiffusionImg2ImgFamily):
@@ -92,10 +100,7 @@ class StableDiffusionControlNetImg2ImgFamily(ControlImage, StableDiffusionImg2Im
 
     name = "stable-diffusion-controlnet-img2img"
     parent = StableDiffusionControlNetImg2ImgPipeline
-    image_inputs = ("image", "control_image")
     control_argument = "control_image"
-    per_prompt_arguments = (*Family.per_prompt_arguments, "control_image")
-    fingerprinted = (*Family.fingerprinted, "controlnet")
 
 
 class StableDiffusionControlNetInpaintFamily(ControlImage, StableDiffusionInpaintFamily):
@@ -104,7 +109,4 @@ class StableDiffusionControlNetInpaintFamily(ControlImage, StableDiffusionInpain
 
     name = "stable-diffusion-controlnet-inpaint"
     parent = StableDiffusionControlNetInpaintPipeline
-    image_inputs = ("image", "mask_image", "control_image")
     control_argument = "control_image"
-    per_prompt_arguments = (*Family.per_prompt_arguments, "control_image")
-    fingerprinted = (*Family.fingerprinted, "controlnet")

@@ -140,9 +140,6 @@ class StableDiffusionXLControlNetFamily(ControlImage, StableDiffusionXLFamily):
 
     name = "stable-diffusion-xl-controlnet"
     parent = StableDiffusionXLControlNetPipeline
-    image_inputs = ("image",)
-    per_prompt_arguments = (*StableDiffusionXLFamily.per_prompt_arguments, "image")
-    fingerprinted = (*StableDiffusionXLFamily.fingerprinted, "controlnet")
 
 
 class StableDiffusionXLControlNetImg2ImgFamily(ControlImage, StableDiffusionXLImg2ImgFamily):
@@ -150,10 +147,7 @@ class StableDiffusionXLControlNetImg2ImgFamily(ControlImage, StableDiffusionXLIm
 
     name = "stable-diffusion-xl-controlnet-img2img"
     parent = StableDiffusionXLControlNetImg2ImgPipeline
-    image_inputs = ("image", "control_image")
     control_argument = "control_image"
-    per_prompt_arguments = (*StableDiffusionXLFamily.per_prompt_arguments, "control_image")
-    fingerprinted = (*StableDiffusionXLFamily.fingerprinted, "controlnet")
 
 
 class StableDiffusionXLControlNetInpaintFamily(ControlImage, StableDiffusionXLInpaintFamily):
@@ -161,7 +155,4 @@ class StableDiffusionXLControlNetInpaintFamily(ControlImage, StableDiffusionXLIn
 
     name = "stable-diffusion-xl-controlnet-inpaint"
     parent = StableDiffusionXLControlNetInpaintPipeline
-    image_inputs = ("image", "mask_image", "control_image")
     control_argument = "control_image"
-    per_prompt_arguments = (*StableDiffusionXLFamily.per_prompt_arguments, "control_image")
-    fingerprinted = (*StableDiffusionXLFamily.fingerprinted, "controlnet")
