@@ -128,6 +128,54 @@ def test_fastapi_service_refuses_bad_input_without_echoing_it_and_exports_zero_e
         assert f'memguard_guard_errors_total{{pipeline="service",source="{source}"}} 0.0' in metrics_text
 
 
+def test_fastapi_service_refuses_unknown_fields_and_loosely_typed_numbers(shared_base_pipe):
+    pytest.importorskip("fastapi", reason="install memguard[serve]")
+    from fastapi.testclient import TestClient
+
+    import memguard
+
+    service = _load_service_module()
+    app = service.create_app(memguard.guard(shared_base_pipe))
+    secret = "Zorblax private product shot"
+    refused = {
+        "negative_prompt": {"prompt": secret, "negative_prompt": "blurry"},  # not a field: never silently dropped
+        "guidance_scale": {"prompt": secret, "guidance_scale": 3.0},  # the parent's name, not this service's
+        "seed": {"prompt": secret, "seed": True},  # not seed 1
+        "steps": {"prompt": secret, "steps": "30"},
+    }
+    with TestClient(app) as client:
+        for field, body in refused.items():
+            answer = client.post("/generate", json=body)
+            assert answer.status_code == 422, field
+            assert answer.json()["detail"][0]["loc"] == ["body", field] and "Zorblax" not in answer.text
+
+
+def test_fastapi_service_counts_into_the_pipelines_own_metrics_and_keeps_its_name(shared_base_pipe):
+    pytest.importorskip("fastapi", reason="install memguard[serve]")
+    from fastapi.testclient import TestClient
+    from prometheus_client import CollectorRegistry
+
+    import memguard
+    from memguard.metrics import GuardMetrics
+
+    service = _load_service_module()
+    with pytest.raises(TypeError, match="pipe must be a guarded pipeline"):
+        service.create_app(shared_base_pipe)
+    own = CollectorRegistry()
+    config = memguard.GuardConfig(name="team-a", metrics=GuardMetrics(own))
+    with pytest.raises(ValueError, match="registry differs"):
+        service.create_app(memguard.guard(shared_base_pipe, config), registry=CollectorRegistry())
+    app = service.create_app(memguard.guard(shared_base_pipe, config))
+    with TestClient(app) as client:
+        answer = client.post("/generate", json={"prompt": "a small red square", "seed": 3, "steps": 2, "guidance": 2})
+        exposed = client.get("/metrics").text
+    assert answer.status_code == 200, answer.text
+    from memguard.report import OUTCOMES
+
+    counted = sum(own.get_sample_value("memguard_images_total", {"pipeline": "team-a", "outcome": o}) for o in OUTCOMES)
+    assert counted == 1.0 and 'pipeline="team-a"' in exposed and 'pipeline="service"' not in exposed
+
+
 def test_audit_prompt_log_script_summarizes_a_scan(tmp_path):
     out = tmp_path / "audit"
     env = dict(os.environ, MEMGUARD=f"{sys.executable} -m memguard.cli", PYTHON=sys.executable)

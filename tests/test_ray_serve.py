@@ -8,6 +8,7 @@ import base64
 import contextlib
 import importlib
 import io
+import json
 import math
 import os
 import random
@@ -157,6 +158,15 @@ def test_bad_app_arguments_name_the_argument(example, tmp_path):
     broken.write_text("{")
     with pytest.raises(ValueError, match="not valid JSON"):
         example.build_app({"calibration": str(broken)})
+
+
+def test_a_request_with_an_unknown_field_or_a_loosely_typed_seed_is_refused(example):
+    from pydantic import ValidationError
+
+    for body in ({"prompt": "a red square", "negative_prompt": "blurry"}, {"prompt": "a red square", "seed": True}):
+        with pytest.raises(ValidationError):
+            example.GenerateRequest.model_validate_json(json.dumps(body))
+    assert example.GenerateRequest.model_validate_json('{"prompt": "a red square", "seed": 7}').seed == 7
 
 
 def test_replica_health_fails_after_consecutive_failed_calls(example):

@@ -35,7 +35,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 import memguard
 from memguard.metrics import GuardMetrics
@@ -46,6 +46,10 @@ PIPELINE_LABEL = "service"  # the `pipeline` label of the guard's metrics
 
 
 class GenerateRequest(BaseModel):
+    # strict: `true` is not seed 1 and "30" is not 30 steps; a field this service does not know (a
+    # `negative_prompt`, a misspelt `guidance_scale`) is refused, not silently dropped
+    model_config = ConfigDict(extra="forbid", strict=True)
+
     prompt: str = Field(min_length=1, max_length=2000)
     seed: int = Field(0, ge=0, le=2**63 - 1)
     steps: int = Field(30, ge=1, le=150)
@@ -97,16 +101,33 @@ def create_app(
     """The service around `pipe` (a guarded pipeline; default: `model` loaded here with `calibration`
     and `policy`, see `guard_config`).
 
-    Metrics go to `registry` (default: a registry of this app's own), or, in prometheus_client's
-    multiprocess mode, to PROMETHEUS_MULTIPROC_DIR, aggregated over every worker at /metrics.
+    Metrics go to the pipeline's own `GuardConfig.metrics` when it has them (/metrics serves their
+    registry), else to `registry` (default: a registry of this app's own), or, in prometheus_client's
+    multiprocess mode, to PROMETHEUS_MULTIPROC_DIR, aggregated over every worker at /metrics. The
+    guard's `pipeline` label is the pipeline's `GuardConfig.name`, or "service" where it kept the
+    default name.
     """
     diffusers_logging.set_verbosity_error()  # diffusers warns with the truncated prompt text quoted
-    registry = registry if registry is not None else CollectorRegistry()
     pipe = pipe if pipe is not None else load_guarded(model, calibration, policy)
+    config = getattr(pipe, "guard_config", None)
+    if not isinstance(config, memguard.GuardConfig):
+        kind = type(pipe).__name__
+        raise TypeError(f"create_app: pipe must be a guarded pipeline (memguard.guard(pipe)), got {kind}")
+    metrics = config.metrics
+    if metrics is None:
+        metrics = GuardMetrics(registry if registry is not None else CollectorRegistry())
+    elif registry is not None and registry is not metrics.registry:
+        raise ValueError(
+            "create_app: registry differs from the registry of the pipeline's GuardConfig.metrics, where the "
+            "guard counts; pass one of them, not both"
+        )
+    if metrics.registry is None:
+        raise ValueError("create_app: the pipeline's GuardConfig.metrics has no registry for /metrics to serve")
+    registry = metrics.registry
+    label = config.name if config.name != memguard.GuardConfig.name else PIPELINE_LABEL
     pipe.set_progress_bar_config(disable=True)
-    metrics = GuardMetrics(registry)
-    metrics.register_pipeline(PIPELINE_LABEL)  # error and outcome series at zero before the first request
-    pipe.guard_config = pipe.guard_config.replace(name=PIPELINE_LABEL, metrics=metrics)
+    metrics.register_pipeline(label)  # error and outcome series at zero before the first request
+    pipe.guard_config = config.replace(name=label, metrics=metrics)
     in_flight = Gauge(
         "imagegen_requests_in_flight",
         "Generate requests accepted and not yet answered (queued or running).",

@@ -121,6 +121,9 @@ def load_guard_files(args: AppArgs) -> GuardFiles:
 
 
 class GenerateRequest(BaseModel):
+    # strict: `true` is not seed 1; a field this service does not know is refused, not silently dropped
+    model_config = ConfigDict(extra="forbid", strict=True)
+
     prompt: str = Field(min_length=1, max_length=2000)
     seed: int = Field(0, ge=0, le=2**63 - 1)
     request_id: str = Field("", max_length=128, description="the caller's key, echoed back")
