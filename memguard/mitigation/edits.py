@@ -41,10 +41,10 @@ class AttentionEdit:
             logits[..., list(self.masked_tokens)] = float("-inf")
         return logits
 
-    def __call__(self, attn, hidden_states, encoder_hidden_states, attention_mask=None, temb=None, cond=slice(None)):
-        residual = hidden_states
+    def _probabilities(self, attn, hidden_states, encoder_hidden_states, attention_mask, temb, cond):
+        """(edited probabilities, unedited ones or None, value, the 4-D input shape or None)."""
         query, key, value, shape = project(attn, hidden_states, encoder_hidden_states, temb, with_value=True)
-        batch, head_dim = query.shape[0], query.shape[-1]
+        batch = query.shape[0]
         logits = (query.float() @ key.float().transpose(-1, -2)) * attn.scale
         if attention_mask is not None:
             logits = logits + attn.prepare_attention_mask(attention_mask, key.shape[2], batch).view(
@@ -52,14 +52,44 @@ class AttentionEdit:
             )
         rows = torch.zeros(batch, dtype=torch.bool, device=logits.device)
         rows[cond] = True
-        logits[rows] = self.edit_logits(logits[rows])
-        probs = torch.softmax(logits, dim=-1).to(value.dtype)
-        out = (probs @ value).transpose(1, 2).reshape(batch, -1, attn.heads * head_dim)
-        out = attn.to_out[1](attn.to_out[0](out))
+        edited = logits.clone()
+        edited[rows] = self.edit_logits(logits[rows])
+        return (
+            torch.softmax(edited, dim=-1).to(value.dtype),
+            torch.softmax(logits, dim=-1).to(value.dtype),
+            value,
+            shape,
+        )
+
+    @staticmethod
+    def _merge_heads(attn, attended: torch.Tensor) -> torch.Tensor:
+        batch, _, queries, head_dim = attended.shape
+        return attended.transpose(1, 2).reshape(batch, queries, attn.heads * head_dim)
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states, attention_mask=None, temb=None, cond=slice(None)):
+        """The layer's output with the edit, computed here (a text-only cross-attention layer)."""
+        residual = hidden_states
+        probs, _, value, shape = self._probabilities(
+            attn, hidden_states, encoder_hidden_states, attention_mask, temb, cond
+        )
+        out = attn.to_out[1](attn.to_out[0](self._merge_heads(attn, probs @ value)))
         if shape is not None:
             out = out.transpose(-1, -2).reshape(shape)
         if attn.residual_connection:
             out = out + residual
+        return out / attn.rescale_output_factor
+
+    def change(self, attn, hidden_states, text_states, attention_mask=None, temb=None, cond=slice(None)):
+        """What the edit changes in the layer's output, for a processor that attends to more than the
+        text (IP-Adapter adds attention over image tokens before the output projection): everything
+        after the attention is affine in it, so the processor's own output plus this change is that
+        output with the text attention edited, whatever else the processor adds."""
+        edited, unedited, value, shape = self._probabilities(
+            attn, hidden_states, text_states, attention_mask, temb, cond
+        )
+        out = torch.nn.functional.linear(self._merge_heads(attn, (edited - unedited) @ value), attn.to_out[0].weight)
+        if shape is not None:
+            out = out.transpose(-1, -2).reshape(shape)
         return out / attn.rescale_output_factor
 
 

@@ -26,6 +26,11 @@ class AttentionLogitsEdit(Protocol):
         """The layer's output with the edit applied to the rows `cond` (a slice of the batch)."""
         ...
 
+    def change(self, attn, hidden_states, text_states, attention_mask, temb, cond) -> torch.Tensor:
+        """What the edit adds to the output of a processor that attends to more than the text
+        (IP-Adapter's image tokens), which then computes the rest of the layer itself."""
+        ...
+
 
 class OutputEdit(Protocol):
     def __call__(self, timestep: float, output, sample: torch.Tensor | None = None):

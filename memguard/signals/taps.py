@@ -78,9 +78,23 @@ class CrossAttentionTap:
             except Exception as error:  # the guard's failure must not break the user's generation
                 recorder.fail(error)
         edit = _edits.current()
-        if edit is not None and edit.attention is not None and isinstance(encoder_hidden_states, torch.Tensor):
+        if edit is not None and edit.attention is not None and encoder_hidden_states is not None:
             cond = recorder.cond_slice if recorder is not None else slice(None)
-            return edit.attention(attn, hidden_states, encoder_hidden_states, attention_mask, kwargs.get("temb"), cond)
+            if isinstance(encoder_hidden_states, torch.Tensor):
+                return edit.attention(
+                    attn, hidden_states, encoder_hidden_states, attention_mask, kwargs.get("temb"), cond
+                )
+            if isinstance(encoder_hidden_states, tuple):  # IP-Adapter: (text, image) embeddings
+                output = self.inner(
+                    attn,
+                    hidden_states,
+                    encoder_hidden_states=encoder_hidden_states,
+                    attention_mask=attention_mask,
+                    **kwargs,
+                )
+                text = encoder_hidden_states[0]
+                change = edit.attention.change(attn, hidden_states, text, attention_mask, kwargs.get("temb"), cond)
+                return output + change.to(output.dtype)
         return self.inner(
             attn,
             hidden_states,
