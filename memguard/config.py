@@ -61,11 +61,14 @@ class GuardConfig:
             returns the unguarded images with status "error". Both count the error in metrics.
         verification: a `memguard.verify.CopyVerification` (an index of protected or training images
             and a similarity threshold): the finished images are checked against it, the finding goes
-            on the report (`copy`), and a copy counts as memorized (see `CopyVerification`).
+            on the report (`copy`), and a copy takes the policy's fallback or is re-sampled again (see
+            `CopyVerification`; `memorized` stays the detector's verdict). It needs no calibration, so
+            it acts even when the detector only observes. A failed check follows `on_error`.
         act_uncalibrated: without a calibration or an explicit `threshold`, the guard only has a
             model-free default threshold, which means nothing on a real model; it then *observes*:
             it scores, reports (`threshold_source="default"`, outcome "observed" for what it would
-            have acted on) and counts, returns the parent's images untouched, and warns once per
+            have acted on) and counts, returns the parent's images as drawn (a configured copy
+            verification still acts on them), and warns once per
             pipeline with the command that calibrates. True acts on the default threshold anyway.
     """
 

@@ -180,7 +180,7 @@ def test_without_a_calibration_the_guard_observes_and_warns_once(shared_base_pip
     # a default threshold every image exceeds: uncalibrated, the guard reports it and touches nothing
     low = memguard.detection.NoiseMagnitudeDetector(default_threshold=-1.0)
     guarded = memguard.guard(shared_base_pipe, GuardConfig(detector=low))
-    with pytest.warns(UserWarning, match="no calibration, so it only observes.*memguard calibrate") as caught:
+    with pytest.warns(UserWarning, match="no calibration, so its detector only observes.*memguard calibrate") as caught:
         out = _run(guarded)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a second call does not warn again

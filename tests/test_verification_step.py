@@ -59,6 +59,37 @@ def test_an_image_unlike_every_protected_one_is_left_alone(shared_base_pipe, pro
     assert np.array_equal(out.images, _call(shared_base_pipe, generator=seeded(1, 4)).images)
 
 
+class _FailingEncoder(PixelEncoder):
+    """Encodes the protected images, then fails on every generation (as a GPU encoder out of memory would)."""
+
+    failing = False
+
+    def encode(self, images):
+        if self.failing:
+            raise RuntimeError("out of memory")
+        return super().encode(images)
+
+
+@pytest.mark.parametrize("on_error", ["fail_closed", "fail_open"])
+def test_a_failed_copy_check_follows_on_error_and_is_counted(shared_base_pipe, on_error):
+    encoder = _FailingEncoder(size=16)
+    index = VerificationIndex.build([np.zeros((16, 16, 3))], ["protected"], encoder)
+    encoder.failing = True
+    metrics = GuardMetrics(CollectorRegistry())
+    config = GuardConfig(threshold=1e9, verification=CopyVerification(index, 0.9), on_error=on_error, metrics=metrics)
+    out = _call(memguard.guard(shared_base_pipe, config))  # returns: the failure is the guard's, not the caller's
+    (report,) = out.memorization
+    assert report.status == "error" and "RuntimeError" in report.reason and report.copy is None
+    if on_error == "fail_closed":
+        assert report.action == "blocked" and not out.images.any()
+    else:
+        assert report.action == "none" and np.array_equal(out.images, _call(shared_base_pipe).images)
+    assert (
+        metrics.registry.get_sample_value("memguard_guard_errors_total", {"pipeline": "default", "source": "guard"})
+        == 1
+    )
+
+
 def test_a_resample_that_still_copies_is_retried_then_takes_the_fallback(shared_base_pipe, protected):
     _, index = protected
     # Every image "copies" (threshold -1), and this mitigation is not re-scored at the decision step,

@@ -150,8 +150,13 @@ class GuardedCall:
             reports[image] = report
         if verification is not None:
             t0 = time.perf_counter()
-            self._verify_kept_images(verification, output.images, reports)
-            extra_seconds += time.perf_counter() - t0
+            try:
+                self._verify_kept_images(verification, output.images, reports)
+            except Exception as error:  # the guard's own failure: GuardConfig.on_error decides, as in the loop
+                self._count(self.config.effective_metrics.observe_guard_error, self.config.name, error)
+                self._copy_check_failed(reports, error)
+            finally:
+                extra_seconds += time.perf_counter() - t0
         blocked = [i for i, r in enumerate(reports) if r.action == "blocked"]
         if blocked:
             output.images = blank_out(output.images, blocked)
@@ -177,6 +182,17 @@ class GuardedCall:
                     f"copy verification: similarity {finding.similarity:.4f} to a protected image "
                     f">= {verification.threshold:.4f}; fallback {self.config.policy.fallback}"
                 )
+
+    def _copy_check_failed(self, reports: list[MemorizationReport], error: BaseException) -> None:
+        """The images whose copy check failed: status "error"; fail_closed blocks them, fail_open
+        returns them with the detector's decision. Only the error's type is kept (see `error_report`)."""
+        closed = self.config.on_error == "fail_closed"
+        for report in reports:
+            if report.action in ("none", "allowed", "flagged") and report.copy is None:
+                report.status = "error"
+                if closed:
+                    report.action = "blocked"
+                report.reason = f"copy verification error ({type(error).__name__}); on_error={self.config.on_error}"
 
     def _failed_resample_report(self, first: GuardedPass, result: PassResult, image: int, error: BaseException):
         """fail_open returns the first image, flagged, when that image was finished; an image whose
@@ -292,8 +308,9 @@ class GuardedCall:
 
 
 UNCALIBRATED = (
-    "memguard: this guarded pipeline has no calibration, so it only observes: images are returned untouched and "
-    "reports say what the model-free default threshold ({threshold}) would flag. Calibrate it on your model: "
+    "memguard: this guarded pipeline has no calibration, so its detector only observes: images are returned as "
+    "drawn (a configured copy verification still acts) and reports say what the model-free default threshold "
+    "({threshold}) would flag. Calibrate it on your model: "
     "`memguard calibrate --model <hub id or folder> --out calibration.json` (or memguard.calibrate(pipe, ...)), "
     "then GuardConfig(calibration='calibration.json'); GuardConfig(act_uncalibrated=True) acts without one"
 )
