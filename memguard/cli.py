@@ -409,6 +409,7 @@ def index_build(
     from tqdm.auto import tqdm
 
     from .verify import VerificationIndex, encoder_from_name
+    from .verify.index import check_indexable
 
     if not images_dir.is_dir():
         raise typer.BadParameter(f"{images_dir} is not a folder", param_hint="'IMAGES_DIR'")
@@ -416,6 +417,7 @@ def index_build(
     files = image_files([images_dir], "'IMAGES_DIR'")
     with user_errors("'--encoder'"):
         image_encoder = encoder_from_name(encoder, device=device, batch_size=batch_size)
+        check_indexable(image_encoder)
     ids = [p.relative_to(images_dir).as_posix() for p in files]
     with user_errors("'IMAGES_DIR'"):
         index = VerificationIndex.build(
@@ -425,7 +427,8 @@ def index_build(
             kind=kind.value,
             batch_size=batch_size,
         )
-    index.save(out)
+    with user_errors("'--out'"):
+        index.save(out)
     typer.echo(f"{len(index)} images, {kind.value} index, encoder {image_encoder.name} -> {out}")
 
 
@@ -435,7 +438,11 @@ def index_check(
     index_path: Path = typer.Option(..., "--index", help="index file written by `memguard index build`"),
     k: int = typer.Option(5, min=1, help="nearest protected images to list"),
     threshold: float | None = typer.Option(
-        None, callback=finite, help="mark an image copied when its top similarity reaches this"
+        None,
+        min=-1.0,
+        max=1.0,
+        callback=finite,
+        help="mark an image copied when its top similarity (a cosine, -1 to 1) reaches this",
     ),
     encoder: str | None = typer.Option(
         None, help="the encoder the index was built with, where its spec no longer loads (a moved model folder)"
@@ -453,11 +460,14 @@ def index_check(
         index = VerificationIndex.load(index_path, image_encoder, device=device)
     files = image_files(images, "'IMAGES...'")
     with user_errors("'IMAGES...'"):
-        results = index.search(files, k)
-    for path, matches in zip(files, results, strict=True):
-        row = {"image": str(path), "matches": [{"id": m.id, "similarity": round(m.similarity, 6)} for m in matches]}
+        checks = index.check(files, threshold if threshold is not None else 1.0, k)  # the guard's own rule
+    for path, check in zip(files, checks, strict=True):
+        row = {
+            "image": str(path),
+            "matches": [{"id": m.id, "similarity": round(m.similarity, 6)} for m in check.matches],
+        }
         if threshold is not None:
-            row["copied"] = bool(matches) and matches[0].similarity >= threshold
+            row["copied"] = check.copied
         typer.echo(json.dumps(row))
 
 

@@ -250,6 +250,27 @@ def test_encoder_arguments_are_checked_by_name(models):
         VerificationIndex.build([np.zeros((8, 8, 3), np.uint8)], ["a"], encoder=42)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message where CUDA is missing")
+def test_a_device_this_torch_does_not_have_is_named(models):
+    with pytest.raises(EncoderError, match="DinoV2Encoder.device is 'cuda', but this torch has no cuda device"):
+        DinoV2Encoder(models["dinov2"], device="cuda")
+    with pytest.raises(EncoderError, match="TorchScriptEncoder.device is 'cuda:0'"):
+        TorchScriptEncoder(models["torchscript"], device="cuda:0")
+
+
+def test_an_index_built_with_custom_normalization_or_a_relative_path_loads_anywhere(models, tmp_path, monkeypatch):
+    # CLIP's normalization has more digits than a short float format keeps; the fingerprint has them all
+    spec = f"torchscript:{models['torchscript'].name}?size=48&mean=0.48145466,0.4578275,0.40821073"
+    monkeypatch.chdir(models["torchscript"].parent)  # a path relative to the working directory
+    encoder = encoder_from_name(spec)
+    assert encoder.name.startswith(f"torchscript:{models['torchscript']}?")  # stored resolved
+    images = [np.random.default_rng(i).integers(0, 256, (16, 16, 3), dtype=np.uint8) for i in range(2)]
+    VerificationIndex.build(images, ["a", "b"], encoder).save(tmp_path / "index.faiss")
+    monkeypatch.chdir(tmp_path)
+    loaded = VerificationIndex.load(tmp_path / "index.faiss")  # the encoder rebuilt from its stored spec
+    assert loaded.encoder.fingerprint == encoder.fingerprint and loaded.search([images[1]], 1)[0][0].id == "b"
+
+
 class _FailingImport(importlib.abc.MetaPathFinder):
     """Makes `import open_clip` fail the way a torchvision built for another torch does."""
 

@@ -108,3 +108,18 @@ def test_a_bad_encoder_is_one_clear_error(models, protected, tmp_path, monkeypat
     assert result.exit_code == 2, result.output
     assert said("Invalid value for '--encoder':", result.output) and said(message, result.output)
     assert "Traceback" not in result.output and not (tmp_path / "i.faiss").exists()
+
+
+def test_index_options_out_of_range_are_refused_by_name(protected, tmp_path):
+    index = tmp_path / "protected.faiss"
+    result = run("index", "build", protected / "set", "--out", index, "--encoder", "pixel-160")
+    assert result.exit_code == 2 and said("'--encoder'", result.output)
+    assert said("an index holds 1..65536", result.output)
+    assert not index.exists()
+    assert run("index", "build", protected / "set", "--out", index, "--encoder", "pixel-8").exit_code == 0
+    for threshold in ("1.5", "-7"):
+        result = run("index", "check", protected / "set", "--index", index, "--threshold", threshold)
+        assert result.exit_code == 2 and said("'--threshold'", result.output), result.output
+    result = run("index", "check", protected / "set", "--index", index, "--threshold", "1.0", "--k", 1)
+    rows = [json.loads(line) for line in result.output.splitlines()]
+    assert len(rows) == 5 and all(row["copied"] for row in rows)  # each protected image is its own exact copy

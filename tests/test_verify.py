@@ -141,3 +141,119 @@ def test_open_clip_without_its_dependencies_says_what_to_install():
             OpenClipEncoder()
     else:
         pytest.skip("open_clip imports here; its weights would need a download")
+
+
+def _noise(n: int, seed: int = 0, size: int = 8) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.random((size, size, 3)).astype(np.float32) for _ in range(n)]
+
+
+def test_a_failed_save_keeps_the_previous_pair_and_a_mixed_pair_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "protected.faiss"
+    old, new = _noise(3, 0), _noise(3, 1)
+    VerificationIndex.build(old, ["old-a", "old-b", "old-c"], PixelEncoder(8)).save(path)
+    rebuilt = VerificationIndex.build(new, ["new-x", "new-y", "new-z"], PixelEncoder(8))
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("pathlib.Path.write_text", disk_full)  # the sidecar cannot be written
+        with pytest.raises(IndexFileError, match="cannot save the index at .*No space left"):
+            rebuilt.save(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["protected.faiss", "protected.faiss.json"]  # no .tmp
+    assert VerificationIndex.load(path).search([old[0]], 1)[0][0].id == "old-a"  # the old pair, whole
+    # an index file beside another save's sidecar (the same count and dims): its ids would be wrong
+    rebuilt.save(tmp_path / "other.faiss")
+    (tmp_path / "other.faiss").replace(path)
+    with pytest.raises(IndexFileError, match="not the index file its sidecar"):
+        VerificationIndex.load(path)
+    with pytest.raises(IndexFileError, match="no folder"):
+        rebuilt.save(tmp_path / "missing" / "x.faiss")
+
+
+def test_build_refuses_what_load_would_refuse_before_encoding_anything():
+    encoded = []
+
+    class Counting(PixelEncoder):
+        def encode(self, images):
+            encoded.append(len(images))
+            return super().encode(images)
+
+    with pytest.raises(ValueError, match="67500-dim rows; an index holds 1..65536"):
+        VerificationIndex.build(_noise(2), ["a", "b"], Counting(150))
+    with pytest.raises(ValueError, match="got 3 images but 2 ids"):
+        VerificationIndex.build(_noise(3), ["a", "b"], Counting(8))
+    with pytest.raises(TypeError, match="ids must be a sequence of ids"):
+        VerificationIndex.build(_noise(2), "ab", Counting(8))
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        VerificationIndex.build(_noise(2), ["a", "b"], Counting(8), batch_size=0)
+    with pytest.raises(TypeError, match="params must be an IndexParams"):
+        VerificationIndex.build(_noise(2), ["a", "b"], Counting(8), params={"nprobe": 4})
+    assert encoded == []
+
+
+def test_thresholds_and_k_follow_one_rule_and_threshold_one_catches_identical_images():
+    images = _noise(20, 2, size=32)
+    index = VerificationIndex.build(images, [str(i) for i in range(20)], PixelEncoder())
+    assert all(check.copied for check in index.check(images, 1.0))  # float32 cosine of a copy is ~1, not always >= 1
+    assert not any(check.copied for check in index.check(_noise(5, 3, size=32), 1.0))
+    for bad in (float("nan"), 5.0, -1.5):
+        with pytest.raises(ValueError, match="cosine similarity in \\[-1, 1\\]"):
+            index.check(images, bad)
+    with pytest.raises(TypeError, match="k must be an int"):
+        index.search(images, 2.5)
+    with pytest.raises(TypeError, match="k must be an int"):
+        index.search(images, True)
+    from memguard.verify import CopyVerification
+
+    quantile = np.quantile(np.asarray([0.5, 0.9], np.float32), 0.5)  # NumPy's float, as calibration code returns
+    assert CopyVerification(index, quantile).threshold == pytest.approx(0.7)
+
+
+def test_a_failed_add_leaves_the_ids_as_they_were():
+    index = VerificationIndex.build(_noise(2), ["a", "b"], PixelEncoder(8))
+
+    class Broken:
+        d, ntotal = 192, 2
+
+        def add(self, vectors):
+            raise RuntimeError("faiss failed")
+
+    index.index = Broken()
+    with pytest.raises(RuntimeError):
+        index.add(_noise(1, 5), ["c"])
+    assert index.ids == ["a", "b"]
+
+
+def test_image_arrays_and_files_are_read_as_the_picture_they_hold(tmp_path, monkeypatch):
+    rng = np.random.default_rng(4)
+    picture = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    encoder = PixelEncoder()
+    reference = encoder.encode([picture])[0]
+    same = [picture.astype(np.float32) / 255, picture.astype(np.uint16) * 257, np.dstack([picture, picture[..., :1]])]
+    for array in same:  # float in [0, 1], 16-bit, RGBA: one picture
+        assert float(encoder.encode([array])[0] @ reference) > 0.9999
+    for array, message in (
+        (picture.astype(np.int64), "must be uint8 \\(0-255\\), uint16"),
+        (picture.astype(np.float32), "read as 0-1, got values from 0 to 255"),
+        (picture.transpose(2, 0, 1).copy(), "must be \\(H, W\\), \\(H, W, 3\\) or \\(H, W, 4\\)"),
+        (np.full((32, 32, 3), np.nan, np.float32), "NaN"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            encoder.encode([array])
+    grey = rng.integers(0, 65536, (32, 32), dtype=np.uint16)
+    Image.fromarray(grey).save(tmp_path / "grey16.png")  # a 16-bit PNG: not clipped to white
+    Image.fromarray((grey / 257).round().astype(np.uint8)).save(tmp_path / "grey8.png")
+    rows = encoder.encode([tmp_path / "grey16.png", tmp_path / "grey8.png"])
+    assert float(rows[0] @ rows[1]) > 0.999
+    turned = Image.fromarray(np.rot90(picture).copy())  # stored on its side, with an EXIF tag to turn it upright
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to view
+    turned.save(tmp_path / "camera.jpg", exif=exif, quality=100)
+    Image.fromarray(picture).save(tmp_path / "upright.jpg", quality=100)
+    rows = encoder.encode([tmp_path / "camera.jpg", tmp_path / "upright.jpg"])
+    assert float(rows[0] @ rows[1]) > 0.99
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # over twice the limit: Pillow's decompression-bomb error
+    with pytest.raises(ValueError, match="cannot read image .*upright.jpg: more pixels than Pillow's"):
+        encoder.encode([tmp_path / "upright.jpg"])

@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray
 
 PIXEL_PREFIX = "pixel-"
+UNIT_TOLERANCE = 1e-3  # float images a little outside [0, 1] (a decoder's rounding) are clipped
 
 
 class EncoderError(ValueError):
@@ -52,17 +53,57 @@ def encoder_fingerprint(encoder: ImageEncoder) -> str:
 
 
 def as_pil(image: ImageLike) -> Image.Image:
-    """An RGB PIL image from a path, a PIL image or an (H, W, 3) array (uint8, or float in [0, 1])."""
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
+    """An RGB PIL image from a path, a PIL image or an array (see `as_unit_array`). Files are turned
+    upright by their EXIF orientation (as a viewer shows them); 16-bit images keep their tones."""
     if isinstance(image, np.ndarray):
-        array = image if image.dtype == np.uint8 else (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
-        return Image.fromarray(array).convert("RGB")
+        return Image.fromarray((as_unit_array(image) * 255).round().astype(np.uint8)).convert("RGB")
+    if isinstance(image, Image.Image):
+        return _rgb(image)
     try:
         with Image.open(Path(image)) as opened:
-            return opened.convert("RGB")
+            return _rgb(ImageOps.exif_transpose(opened))
+    except Image.DecompressionBombError:  # neither OSError nor ValueError
+        raise ValueError(
+            f"cannot read image {image}: more pixels than Pillow's decompression-bomb limit "
+            f"(PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS:,}); shrink it, or raise that limit"
+        ) from None
     except (OSError, ValueError) as err:
         raise ValueError(f"cannot read image {image}: {err}") from None
+
+
+def _rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):  # 16-bit grey: RGB conversion would clip at 255
+        grey = np.asarray(image, np.float64)
+        return Image.fromarray((np.clip(grey, 0, 65535) / 257).round().astype(np.uint8)).convert("RGB")
+    return image.convert("RGB")
+
+
+def as_unit_array(image: np.ndarray) -> np.ndarray:
+    """An image array as float32 values in [0, 1]: uint8 (0-255), uint16 (0-65535) or float in [0, 1],
+    shaped (H, W), (H, W, 3) or (H, W, 4) (alpha dropped). Other dtypes, shapes or ranges are refused:
+    read another way they would encode as a different picture and silently miss every copy."""
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in (1, 3, 4)):
+        raise ValueError(f"an image array must be (H, W), (H, W, 3) or (H, W, 4), got shape {image.shape}")
+    if image.ndim == 3:
+        image = image[..., :3] if image.shape[-1] != 1 else image[..., 0]
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / 255
+    if image.dtype == np.uint16:
+        return image.astype(np.float32) / 65535
+    if not np.issubdtype(image.dtype, np.floating):
+        raise ValueError(f"an image array must be uint8 (0-255), uint16 (0-65535) or float (0-1), got {image.dtype}")
+    array = image.astype(np.float32)
+    if not np.isfinite(array).all():
+        raise ValueError("an image array has NaN or infinite values")
+    low, high = float(array.min(initial=0.0)), float(array.max(initial=0.0))
+    if low < -UNIT_TOLERANCE or high > 1 + UNIT_TOLERANCE:
+        raise ValueError(
+            f"a float image array is read as 0-1, got values from {low:g} to {high:g} "
+            "(for 0-255 values pass uint8, or divide by 255)"
+        )
+    return np.clip(array, 0, 1)
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:
@@ -114,8 +155,7 @@ class PixelEncoder:
 
     def _pixels(self, image: ImageLike) -> np.ndarray:
         if isinstance(image, np.ndarray) and image.shape == (self.size, self.size, 3):
-            array = image.astype(np.float32) / 255 if image.dtype == np.uint8 else image.astype(np.float32)
-            return array.reshape(-1)  # already at size: skip the PIL round trip (the benchmark's hot path)
+            return as_unit_array(image).reshape(-1)  # already at size: skip the PIL round trip (the hot path)
         pil = as_pil(image)
         if pil.size != (self.size, self.size):
             pil = pil.resize((self.size, self.size), Image.Resampling.BILINEAR)

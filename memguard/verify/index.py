@@ -12,8 +12,10 @@ Kinds (all inner product on L2-normalized rows, so the score is cosine similarit
   incremental adds, the fastest searches with high recall, but the slowest build.
 
 Files: `save(path)` writes faiss's own format at `path` and a JSON sidecar at ``path + ".json"``
-(encoder spec and fingerprint, dims, count, kind, parameters and the image ids); never pickle. `load`
-checks they agree, and that the encoder searching the index is the one that built it.
+(encoder spec and fingerprint, dims, count, kind, parameters, the image ids and the index file's
+SHA-256); never pickle. `load` checks they agree (an index file beside another save's sidecar would
+give every match another image's id), and that the encoder searching the index is the one that
+built it.
 
 Limits on loading (see docs/limits.md): the sidecar is at most `MAX_SIDECAR_BYTES` (1 GiB, some 15
 million ids of 60 characters), nested at most 32 levels, and every field has its type (`dims` an
@@ -24,9 +26,12 @@ faiss reads it. faiss's binary format itself is trusted: load index files you bu
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import numbers
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,6 +51,7 @@ FORMAT_VERSION = 1
 _FAISS_CLASSES = {"flat": faiss.IndexFlatIP, "ivf": faiss.IndexIVFFlat, "hnsw": faiss.IndexHNSWFlat}
 MAX_SIDECAR_BYTES = 1 << 30
 MAX_DIMS = 65_536
+SIMILARITY_TOLERANCE = 1e-6
 
 
 class IndexFileError(MemguardValueError):
@@ -94,7 +100,39 @@ class CopyCheck:
 
     @property
     def copied(self) -> bool:
-        return bool(self.matches) and self.matches[0].similarity >= self.threshold
+        # float32 cosine of two identical images lands within a few 1e-7 of 1: threshold 1.0 means "identical"
+        threshold = min(self.threshold, 1.0 - SIMILARITY_TOLERANCE)
+        return bool(self.matches) and self.matches[0].similarity >= threshold
+
+
+def check_indexable(encoder: ImageEncoder) -> None:
+    """Refuse an encoder whose rows `load` would refuse: before encoding, not after saving."""
+    if not 1 <= encoder.dim <= MAX_DIMS:
+        raise MemguardValueError(f"encoder {encoder.name!r} makes {encoder.dim}-dim rows; an index holds 1..{MAX_DIMS}")
+
+
+def checked_threshold(threshold, name: str = "threshold") -> float:
+    """A copy threshold: a real number (NumPy's included) in [-1, 1], the range of cosine similarity."""
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+        raise MemguardTypeError(f"{name} must be a number, got {type_name(threshold)}")
+    value = float(threshold)
+    if not math.isfinite(value) or not -1.0 <= value <= 1.0:
+        raise MemguardValueError(f"{name} is a cosine similarity in [-1, 1], got {shown(value)}")
+    return value
+
+
+def _checked_positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise MemguardTypeError(f"{name} must be an int, got {type_name(value)}")
+    if value < 1:
+        raise MemguardValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+def _checked_ids(ids) -> list[str]:
+    if isinstance(ids, (str, bytes)):  # a string is a sequence of one-letter ids: never what was meant
+        raise MemguardTypeError("ids must be a sequence of ids, one per image, not one string")
+    return [str(i) for i in ids]
 
 
 class VerificationIndex:
@@ -121,10 +159,17 @@ class VerificationIndex:
         if kind not in INDEX_KINDS:
             raise ValueError(f"kind must be one of {INDEX_KINDS}, got {kind!r}")
         encoder = _as_encoder(encoder) if encoder is not None else PixelEncoder()
-        params = params or IndexParams()
-        ids = [str(i) for i in ids]
+        check_indexable(encoder)
+        if params is None:
+            params = IndexParams()
+        elif not isinstance(params, IndexParams):
+            raise MemguardTypeError(f"params must be an IndexParams, got {type_name(params)}")
+        batch_size = _checked_positive_int(batch_size, "batch_size")
+        ids = _checked_ids(ids)
         if len(set(ids)) != len(ids):
             raise ValueError("image ids must be unique")
+        if isinstance(images, Sequence) and len(images) != len(ids):  # before encoding them all
+            _check_count(len(images), len(ids))
         if kind == "ivf":  # k-means needs the vectors before the first add
             vectors = np.concatenate([np.zeros((0, encoder.dim), np.float32), *encode_in_batches(encoder, images)])
             _check_count(len(vectors), len(ids))
@@ -144,18 +189,24 @@ class VerificationIndex:
 
     def add(self, images: Sequence[ImageLike], ids: Sequence[str]) -> None:
         """Add more protected images (an IVF index keeps the clusters it was trained with)."""
-        ids = [str(i) for i in ids]
+        ids = _checked_ids(ids)
         if len(ids) != len(images):
             raise ValueError(f"got {len(images)} images but {len(ids)} ids")
         if set(ids) & set(self.ids) or len(set(ids)) != len(ids):
             raise ValueError("image ids must be unique (an id is already in the index or repeated)")
-        self.index.add(self.encoder.encode(images))
+        vectors = self.encoder.encode(images)
+        # ids first: a search running meanwhile may see the new rows, and must find their ids
+        before = len(self.ids)
         self.ids.extend(ids)
+        try:
+            self.index.add(vectors)
+        except BaseException:
+            del self.ids[before:]
+            raise
 
     def search(self, images: Sequence[ImageLike], k: int = 5) -> list[list[Match]]:
         """The `k` nearest protected images of each query, most similar first."""
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        k = _checked_positive_int(k, "k")
         queries = self.encoder.encode(images)
         if len(queries) == 0 or len(self) == 0:
             return [[] for _ in range(len(queries))]
@@ -168,11 +219,31 @@ class VerificationIndex:
 
     def check(self, images: Sequence[ImageLike], threshold: float, k: int = 1) -> list[CopyCheck]:
         """Per image: its nearest protected images and whether the closest is at least `threshold` similar."""
+        threshold = checked_threshold(threshold)
         return [CopyCheck(matches, threshold) for matches in self.search(images, k)]
 
     def save(self, path: str | os.PathLike) -> None:
+        """Write the index at `path` and its sidecar beside it. Both are written in full before either
+        replaces a file there; the sidecar records the index file's hash, so a pair that a crash between
+        the two renames leaves mixed is refused by `load`. IndexFileError names what failed."""
         path = Path(path)
-        sidecar = {
+        if not path.parent.is_dir():
+            raise IndexFileError(f"cannot save the index at {path}: no folder {path.parent}")
+        index_tmp, sidecar_tmp = _temporary(path), _temporary(sidecar_path(path))
+        try:
+            faiss.write_index(self.index, str(index_tmp))
+            digest = _file_sha256(index_tmp)
+            sidecar_tmp.write_text(json.dumps(self._sidecar(digest)) + "\n")
+            os.replace(index_tmp, path)
+            os.replace(sidecar_tmp, sidecar_path(path))
+        except (OSError, RuntimeError, ValueError) as err:  # faiss raises RuntimeError for its own I/O errors
+            for tmp in (index_tmp, sidecar_tmp):
+                _remove_quietly(tmp)
+            why = cannot_open(err).strip().splitlines()[-1]  # faiss's messages start with its C++ location
+            raise IndexFileError(f"cannot save the index at {path} ({why})") from None
+
+    def _sidecar(self, index_sha256: str) -> dict:
+        return {
             "format_version": FORMAT_VERSION,
             "kind": self.kind,
             "encoder": self.encoder.name,
@@ -182,10 +253,9 @@ class VerificationIndex:
             "metric": "inner_product",
             "params": asdict(self.params),
             "faiss_version": faiss.__version__,
+            "index_sha256": index_sha256,
             "ids": self.ids,
         }
-        _replace_atomically(path, lambda tmp: faiss.write_index(self.index, str(tmp)))
-        _replace_atomically(sidecar_path(path), lambda tmp: tmp.write_text(json.dumps(sidecar) + "\n"))
 
     @classmethod
     def load(
@@ -202,6 +272,12 @@ class VerificationIndex:
             raise IndexFileError(
                 f"{path} does not match its sidecar (the file is too small for {meta['count']} vectors "
                 f"of {meta['dims']} dims)"
+            )
+        if "index_sha256" in meta and _file_sha256(path) != meta["index_sha256"]:
+            raise IndexFileError(
+                f"{path} is not the index file its sidecar {sidecar_path(path).name} was written with (another "
+                "save's, or a save interrupted between the two files): its ids would name the wrong images; "
+                "save or build the index again"
             )
         try:
             index = faiss.read_index(str(path))
@@ -353,12 +429,25 @@ def _check_sidecar_fields(sidecar: Path, meta: dict) -> None:
         fail("ids", "expected a list of strings")
     if len(set(ids)) != len(ids):
         fail("ids", "an id is repeated")
+    digest = meta.get("index_sha256")
+    if digest is not None and not (isinstance(digest, str) and re.fullmatch("[0-9a-f]{64}", digest)):
+        fail("index_sha256", "expected 64 hexadecimal digits")
     if not isinstance(meta["params"], dict):
         fail("params", f"expected a mapping, got {type_name(meta['params'])}")
 
 
-def _replace_atomically(path: Path, write) -> None:
-    """Write to a temporary file beside `path`, then rename: a crash never leaves half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+def _temporary(path: Path) -> Path:
+    """Where `path` is written before it replaces the file there: a crash never leaves half a file."""
+    return path.with_name(path.name + ".tmp")
+
+
+def _remove_quietly(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()

@@ -7,7 +7,6 @@ so a re-sample that still copies a protected image counts as a failed attempt.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +15,7 @@ import torch
 from ..calibration import threshold_for_fpr
 from ..errors import MemguardTypeError, MemguardValueError
 from ..report import CopyFinding
-from .index import VerificationIndex
+from .index import VerificationIndex, checked_threshold
 
 
 @dataclass(frozen=True)
@@ -37,12 +36,8 @@ class CopyVerification:
             raise MemguardTypeError(
                 f"CopyVerification.index must be a memguard.verify.VerificationIndex, got {type(self.index).__name__}"
             )
-        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)):
-            raise MemguardTypeError(f"CopyVerification.threshold must be a float, got {type(self.threshold).__name__}")
-        if not math.isfinite(self.threshold) or not -1.0 <= self.threshold <= 1.0:
-            raise MemguardValueError(
-                f"CopyVerification.threshold is a cosine similarity in [-1, 1], got {self.threshold}"
-            )
+        # NumPy floats accepted (np.quantile of float32 similarities returns one), stored as a float
+        object.__setattr__(self, "threshold", checked_threshold(self.threshold, "CopyVerification.threshold"))
         if len(self.index) == 0:
             raise MemguardValueError("CopyVerification.index is empty; build it from the protected images first")
 

@@ -13,9 +13,13 @@ def checked_device(device, owner: str):
     import torch
 
     try:
-        return torch.device(device)
+        checked = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
         raise EncoderError(f"{owner}.device must be a torch device such as 'cpu' or 'cuda', got {device!r}") from None
+    backend = getattr(torch, checked.type, None) if checked.type in ("cuda", "mps", "xpu") else None
+    if backend is not None and not backend.is_available():
+        raise EncoderError(f"{owner}.device is {device!r}, but this torch has no {checked.type} device available")
+    return checked
 
 
 def checked_batch_size(batch_size, owner: str) -> int:

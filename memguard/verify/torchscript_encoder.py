@@ -77,7 +77,7 @@ class TorchScriptEncoder:
         path = Path(os.fspath(file)).expanduser()
         if not path.is_file():
             raise EncoderError(f"torchscript encoder file {os.fspath(file)!r}: no such file")
-        return str(path)
+        return str(path.resolve())  # the sidecar names it: an index must load from any working directory
 
     def _load(self):
         import torch
@@ -121,9 +121,9 @@ class TorchScriptEncoder:
         if self.resize != "square":
             options["resize"] = self.resize
         if not np.allclose(self.mean, IMAGENET_MEAN):
-            options["mean"] = ",".join(f"{v:g}" for v in self.mean)
+            options["mean"] = ",".join(repr(float(v)) for v in self.mean)  # exact: the fingerprint has them
         if not np.allclose(self.std, IMAGENET_STD):
-            options["std"] = ",".join(f"{v:g}" for v in self.std)
+            options["std"] = ",".join(repr(float(v)) for v in self.std)  # exact: the fingerprint has them
         return options
 
     def encode(self, images: Sequence[ImageLike]) -> np.ndarray:

@@ -99,7 +99,7 @@ class _TransformersEncoder:
                 raise EncoderError(
                     f"{self._label} {text!r}: the folder has no config.json (a model saved there with save_pretrained)"
                 )
-            return str(path)
+            return str(path.resolve())  # the sidecar names it: an index must load from any working directory
         if path.exists():
             raise EncoderError(f"{self._label} {text!r} is a file; pass the folder that holds the model")
         if not _HUB_ID.fullmatch(text) or ".." in text:
