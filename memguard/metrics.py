@@ -8,7 +8,8 @@ file path.
 
 Errors are counted by source: "guard" (the guard itself failed: a hook, a signal, a score, a
 re-sample; `GuardConfig.on_error` decided what the caller got) apart from "pipeline" (the guarded
-call raised from outside the guard: diffusers, the VAE, the caller's callback, invalid arguments).
+call raised from outside the guard: diffusers, the VAE, the caller's callback, invalid arguments or a
+config the call cannot run with, also when they happen in a re-sample).
 Series that alerts divide or take `increase()` of (images by outcome, errors by source) exist at
 zero from the moment a pipeline name is registered, so the first error or blocked image is a change
 Prometheus can see rather than a series that appears with its first sample.

@@ -68,13 +68,18 @@ def redacted_error(error: BaseException, secrets: Sequence[str]) -> BaseExceptio
     clean = redact(message, secrets)
     if clean == message:
         return None
-    try:
-        copy = type(error)(clean)
-        if str(copy) != clean:
-            raise TypeError
-    except Exception:
-        copy = RedactedError(f"{type(error).__name__}: {clean}")
-    return copy
+    # rebuilt from its arguments, redacted (a KeyError quotes its key in str(): rebuilt from the message
+    # it would quote it twice), else from the redacted message; either way the copy shows no secret
+    args = [redact(a, secrets) if isinstance(a, str) else a for a in error.args]
+    for rebuild in (lambda: type(error)(*args), lambda: type(error)(clean)):
+        try:
+            copy = rebuild()
+            shown_text = str(copy)
+        except Exception:
+            continue
+        if redact(shown_text, secrets) == shown_text:
+            return copy
+    return RedactedError(f"{type(error).__name__}: {clean}")
 
 
 class _CallRecords(logging.Filter):

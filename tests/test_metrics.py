@@ -159,6 +159,27 @@ def test_a_failing_callback_is_counted_as_the_pipeline_s_error(shared_base_pipe)
     assert _sample(registry, "memguard_guard_errors_total", pipeline="web", source="guard") == 0.0
 
 
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(num_inference_steps=0),
+        dict(num_inference_steps=2, negative_prompt=["blurry", "dark"]),  # two negative prompts for one prompt
+        dict(num_inference_steps=2, foo=1),
+    ],
+    ids=["checked by memguard", "checked by diffusers", "unknown argument"],
+)
+def test_the_callers_invalid_arguments_count_as_the_pipelines_errors_not_the_guards(shared_base_pipe, kwargs):
+    registry = CollectorRegistry()
+    pipe = memguard.guard(shared_base_pipe, GuardConfig(name="web", metrics=GuardMetrics(registry), threshold=1e9))
+    pipe(SECRET, num_inference_steps=2, output_type="latent")
+    assert pipe.last_memorization is not None
+    with pytest.raises((ValueError, TypeError)):
+        pipe(SECRET, output_type="latent", **kwargs)
+    assert _sample(registry, "memguard_guard_errors_total", pipeline="web", source="pipeline") == 1.0
+    assert _sample(registry, "memguard_guard_errors_total", pipeline="web", source="guard") == 0.0
+    assert pipe.last_memorization is None  # not the reports of the call before
+
+
 def test_configuring_a_guarded_pipeline_registers_its_series(shared_base_pipe):
     registry = CollectorRegistry()
     memguard.guard(shared_base_pipe, GuardConfig(name="fresh", metrics=GuardMetrics(registry)))

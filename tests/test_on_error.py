@@ -113,3 +113,48 @@ def test_a_failing_metrics_layer_never_costs_the_images(shared_base_pipe, caplog
     )
     assert np.array_equal(out.images, reference) and len(out.memorization) == 2
     assert "recording metrics failed (OSError)" in caplog.text
+
+
+def test_a_detector_score_that_is_not_finite_is_a_guard_failure_not_unavailable(shared_base_pipe):
+    from dataclasses import dataclass
+
+    from memguard.detection.noise import NoiseMagnitudeDetector
+
+    @dataclass(frozen=True)
+    class Ratio(NoiseMagnitudeDetector):  # a detector of one's own that divides by a spread of 0
+        name: str = "ratio"
+
+        def score(self, trace, upto_step):
+            score = super().score(trace, upto_step)
+            return (score - score) / (score - score)
+
+    registry = CollectorRegistry()
+    config = GuardConfig(
+        name="t", metrics=GuardMetrics(registry), detector=Ratio(), threshold=0.1, policy=Policy.uniform("block")
+    )
+    out = _run(shared_base_pipe, config)
+    assert [(r.status, r.action) for r in out.memorization] == [("error", "blocked")] * 2
+    assert "FloatingPointError" in out.memorization[0].reason and not np.asarray(out.images).any()
+    assert _errors(registry, "FloatingPointError") == 1.0
+
+
+@pytest.mark.parametrize("error", [RuntimeError("request cancelled"), KeyError(SECRET)], ids=["runtime", "key"])
+def test_the_callers_callback_failing_in_a_resample_propagates_with_its_type(shared_base_pipe, error):
+    calls = []
+
+    def cancel_in_the_resample(pipe, step, timestep, kwargs):
+        calls.append(step)
+        if len(calls) > 1 and step == 0:  # the re-sample's first step: the first pass already ran one
+            raise error
+        return kwargs
+
+    registry = CollectorRegistry()
+    config = GuardConfig(name="t", metrics=GuardMetrics(registry), threshold=-1.0, policy=Policy(max_attempts=1))
+    with pytest.raises(type(error)) as raised:
+        memguard.guard(shared_base_pipe, config)(
+            SECRET, num_inference_steps=STEPS, generator=seeded(1), callback_on_step_end=cancel_in_the_resample
+        )
+    assert "Zorblax" not in str(raised.value)  # a KeyError quoting the prompt keeps its type, not its text
+    pipeline_errors = {"pipeline": "t", "source": "pipeline"}
+    assert registry.get_sample_value("memguard_guard_errors_total", pipeline_errors) == 1.0
+    assert registry.get_sample_value("memguard_guard_errors_total", {"pipeline": "t", "source": "guard"}) == 0.0

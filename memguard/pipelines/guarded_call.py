@@ -21,7 +21,7 @@ import torch
 from ..actions import blank_out, replace_image
 from ..config import GuardConfig
 from ..detection import Detector, NoiseMagnitudeDetector
-from ..errors import MemguardValueError
+from ..errors import MemguardError, MemguardValueError
 from ..mitigation import MitigationContext, ResamplePlan, derive_seed, fresh_noise
 from ..privacy import guarded_logging, pipeline_loggers, redacted_error
 from ..report import Attempt, MemorizationReport
@@ -111,22 +111,26 @@ class GuardedCall:
             output = parent_call(**arguments, return_dict=True)
             return output, [disabled_report() for _ in range(len(output.images))], None
         verification = None if self.stop_after_decision else self.config.verification
-        if verification is not None and arguments.get("output_type") == "latent":
-            raise MemguardValueError(
-                "GuardConfig.verification checks decoded images; output_type='latent' cannot be verified "
-                "(use 'pil', 'np' or 'pt', or a config without verification)"
-            )
         resamples = self.config.policy.resamples and not self.stop_after_decision
-        first = GuardedPass(
-            self.pipe,
-            self.family,
-            self.config,
-            arguments,
-            detector=self.detector,
-            stop_after_decision=self.stop_after_decision,
-            keep_inputs=resamples,
-        )
-        first.validate()
+        try:
+            if verification is not None and arguments.get("output_type") == "latent":
+                raise MemguardValueError(
+                    "GuardConfig.verification checks decoded images; output_type='latent' cannot be verified "
+                    "(use 'pil', 'np' or 'pt', or a config without verification)"
+                )
+            first = GuardedPass(
+                self.pipe,
+                self.family,
+                self.config,
+                arguments,
+                detector=self.detector,
+                stop_after_decision=self.stop_after_decision,
+                keep_inputs=resamples,
+            )
+            first.validate()
+        except MemguardError as error:  # the call's arguments (or a config they cannot run with): not a guard fault
+            self._pipeline_errors.add(id(error))
+            raise
         result = first.run(parent_call)
         if first.observing and not self.stop_after_decision:
             _warn_uncalibrated_once(self.pipe, first.threshold.value)
@@ -141,6 +145,8 @@ class GuardedCall:
             try:
                 final_output, report = self._resample(parent_call, arguments, first, result, image)
             except Exception as error:  # the guard's own failure while re-sampling
+                if id(error) in self._pipeline_errors:  # the pipeline's or the caller's callback's: it propagates
+                    raise
                 self._count(self.config.effective_metrics.observe_guard_error, self.config.name, error)
                 reports[image] = self._failed_resample_report(first, result, image, error)
                 continue

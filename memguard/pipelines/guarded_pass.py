@@ -399,6 +399,9 @@ class GuardedPass:
         broken = sum(not all(map(math.isfinite, signals.values())) for signals in self.summaries)
         if broken:  # signals were read but are NaN or infinite (non-finite latents?): a fault, not "clean"
             raise FloatingPointError(f"the signals read for {broken} image(s) are not finite")
+        unscored = sum(not math.isfinite(d.score) for d in self.decisions)
+        if unscored and self.recorder.noise_unavailable_reason is None:  # a detector's fault, not "unavailable"
+            raise FloatingPointError(f"the detector's score for {unscored} image(s) is not finite")
         if not self.rescored:  # a re-sample whose mitigation the early score cannot see
             self.verdicts = [IntentVerdict("none") for _ in self.decisions]
             self.actions = ["none"] * len(self.decisions)

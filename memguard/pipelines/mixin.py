@@ -112,7 +112,7 @@ class GuardedPipelineMixin:
     @property
     def last_memorization(self) -> list[MemorizationReport] | None:
         """The reports of the last call this thread made on this object (for `return_dict=False`,
-        whose tuple is the parent's own); None before any call."""
+        whose tuple is the parent's own); None before any call, and after a call that raised."""
         return getattr(_state(self).local, "reports", None)
 
     @classmethod
@@ -154,7 +154,13 @@ class GuardedPipelineMixin:
 
     # --- the guarded call ----------------------------------------------------------------------------
     def _guarded_call(self, parent_call, args: tuple, kwargs: dict):
-        arguments = self.family.bind(self, args, kwargs)
+        _state(self).local.reports = None  # a call that raises leaves no earlier call's reports behind
+        try:
+            arguments = self.family.bind(self, args, kwargs)
+        except TypeError as error:  # an unknown or missing argument: the caller's, counted as the pipeline's
+            config = self.guard_config
+            GuardedCall._count(config.effective_metrics.observe_pipeline_error, config.name, error)
+            raise
         return_dict = arguments.pop("return_dict", True)
         with self._exclusive(), torch.no_grad():
             output, reports = GuardedCall(self, self.family, self.guard_config, arguments).run(parent_call)
