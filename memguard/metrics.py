@@ -26,6 +26,7 @@ Prometheus can see rather than a series that appears with its first sample.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import threading
@@ -92,6 +93,7 @@ class GuardMetrics:
         self.registry = registry
         self._registered: set[str] = set()
         self._registered_lock = threading.Lock()
+        self._threshold_labels: dict[str, tuple[str, str, str]] = {}  # each pipeline's threshold series now
         try:
             self.images = Counter(
                 "memguard_images",
@@ -206,8 +208,19 @@ class GuardMetrics:
             self.guard_seconds.labels(pipeline).observe(reports[0].guard_seconds)
 
     def observe_threshold(self, pipeline: str, value: float, source: str, model_fingerprint: str = "") -> None:
+        """The threshold now in force for `pipeline`: one series per pipeline, so the series of a
+        threshold it no longer uses (another source, another model) is dropped; in multiprocess mode,
+        where every process's file keeps its series, it is set to NaN instead."""
         self.register_pipeline(pipeline)
-        self.threshold.labels(pipeline, source, model_fingerprint).set(value)
+        labels = (pipeline, source, model_fingerprint)
+        with self._registered_lock:
+            previous = self._threshold_labels.get(pipeline)
+            self._threshold_labels[pipeline] = labels
+        if previous is not None and previous != labels:
+            self.threshold.labels(*previous).set(math.nan)
+            if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # there the files keep it (NaN); removal is unsupported
+                self.threshold.remove(*previous)
+        self.threshold.labels(*labels).set(value)
 
     def observe_guard_error(self, pipeline: str, error: BaseException) -> None:
         """The guard itself failed (a hook, a signal, a score, a re-sample, a copy check)."""

@@ -204,3 +204,18 @@ def test_calibrating_a_guarded_pipeline_leaves_its_metrics_alone(shared_base_pip
     assert after == before  # the threshold in force is still 0.5: calibration's working threshold never shows
     labels = (("model_fingerprint", ""), ("pipeline", "prod"), ("source", "config"))
     assert before[("memguard_threshold", labels)] == 0.5
+
+
+def test_the_threshold_gauge_holds_only_the_threshold_in_force():
+    registry = CollectorRegistry()
+    metrics = GuardMetrics(registry)
+    metrics.observe_threshold("web", 0.2, "default")
+    metrics.observe_threshold("web", 1.48, "calibration", "abc123")  # calibrated since
+    metrics.observe_threshold("batch", 0.5, "config")  # another pipeline keeps its own
+    series = {
+        (s.labels["pipeline"], s.labels["source"]): s.value
+        for family in registry.collect()
+        if family.name == "memguard_threshold"
+        for s in family.samples
+    }
+    assert series == {("web", "calibration"): 1.48, ("batch", "config"): 0.5}
