@@ -230,6 +230,7 @@ def scan(
         "steps": steps,
         "guidance_scale": guidance,
         "seed": seed,
+        "batch_size": batch_size,  # a score depends a little on its batch: a resume scores the same batches
         "include_text": include_text,
     }
     with user_errors(), user_errors("'--out'", (ScanOutputError,)):  # a scoring error is no --out error

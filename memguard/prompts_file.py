@@ -111,9 +111,12 @@ def _caption(path: Path, number: int, line: str, field: str) -> str:
 
 
 def prompts_digest(prompts: list[Prompt]) -> str:
-    """A hash of the prompt list (text and order): a resumed scan checks it runs on the same prompts."""
+    """A hash of the prompt list (text, order and line numbers, which the records carry): a resumed scan
+    checks it runs on the same prompts at the same lines. Each text is length-prefixed, so no split of
+    the same characters into other prompts hashes alike."""
     digest = hashlib.sha256()
     for prompt in prompts:
-        digest.update(prompt.text.encode())
-        digest.update(b"\0")
+        text = prompt.text.encode()
+        digest.update(f"{prompt.line}:{len(text)}:".encode())
+        digest.update(text)
     return digest.hexdigest()

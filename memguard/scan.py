@@ -5,14 +5,17 @@ Output: JSONL, one record per prompt in prompt order, plus a sidecar ``<out>.met
 run (prompt-list hash, model fingerprint, settings). A restarted scan checks the sidecar matches,
 keeps the records already written (by index) and appends the rest.
 
-Distribution: prompts are cut into batches (the same batches whatever the number of processes, so
-scores do not depend on it); each round hands one batch to each process with accelerate's
-`split_between_processes`, `gather_object` brings the records back in order and only the main
-process writes.
+Distribution: prompts are cut into batches of `batch_size` on a fixed grid (prompt i is in batch
+i // batch_size, whatever the number of processes and wherever a run stopped: a score depends a
+little on what else is in its batch, so a resumed or re-sharded scan scores every batch as the
+uninterrupted run did, re-scoring a batch a crash left half written and keeping the records it lacks);
+each round hands one batch to each process with accelerate's `split_between_processes`,
+`gather_object` brings the records back in order and only the main process writes.
 
 Limits on reading a run back (see docs/limits.md): the sidecar is at most `MAX_META_BYTES` (1 MiB)
 and nested at most 32 levels; a record line is at most `MAX_RECORD_BYTES` (16 MiB: a record with the
-longest prompt line, 1 Mi characters, JSON-escaped). Records are read one line at a time, so
+longest prompt line, 1 Mi characters, twice (the prompt and its trigger spans), JSON-escaped, non-ASCII
+written as UTF-8). Records are read one line at a time, so
 resuming holds one record in memory, not the file.
 """
 
@@ -32,9 +35,9 @@ from .errors import MemguardValueError
 from .prompts_file import Prompt
 from .safe_parse import FileTooLarge, ParseError, parse_json, read_limited
 
-META_VERSION = 1
+META_VERSION = 2  # 2: the prompt digest covers line numbers; batch_size is part of the run
 MAX_META_BYTES = 1 << 20
-MAX_RECORD_BYTES = 16 << 20
+MAX_RECORD_BYTES = 32 << 20
 
 
 class ScanOutputError(MemguardValueError):
@@ -71,6 +74,12 @@ def record(prompt: Prompt, report, include_text: bool) -> dict:
     if include_text:
         row["prompt"] = prompt.text
     return row
+
+
+def record_line(row: dict) -> str:
+    """A record as the output file holds it: one line of JSON, non-ASCII text as UTF-8 (escaped, an
+    emoji would take 12 bytes, and a record could outgrow what a resume reads back)."""
+    return json.dumps(row, ensure_ascii=False) + "\n"
 
 
 def prepare_output(out: Path, identity: dict, num_prompts: int) -> list[int]:
@@ -128,15 +137,11 @@ def _done_indices(out: Path, num_prompts: int) -> set[int]:
     return done
 
 
-def batches(indices: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Runs of consecutive indices, at most `batch_size` long (consecutive: seeds follow the index)."""
-    out: list[list[int]] = []
-    for index in indices:
-        if out and len(out[-1]) < batch_size and out[-1][-1] == index - 1:
-            out[-1].append(index)
-        else:
-            out.append([index])
-    return out
+def batches(indices: Sequence[int], batch_size: int, num_prompts: int) -> list[list[int]]:
+    """The batches of the fixed grid (prompt i in batch i // batch_size) that hold any of `indices`,
+    each whole: the scores of a batch are those of the uninterrupted run."""
+    starts = sorted({index // batch_size * batch_size for index in indices})
+    return [list(range(start, min(start + batch_size, num_prompts))) for start in starts]
 
 
 def run_scan(
@@ -174,7 +179,8 @@ def run_scan(
     status, pending = plan[0]
     if status == "error":
         raise ScanOutputError(pending)
-    work = batches(pending, batch_size)
+    work = batches(pending, batch_size, len(prompts))
+    wanted = set(pending)  # a batch re-scored for the records a crash cut keeps only those
     scored = memorized = 0
     bar = tqdm(
         total=len(pending), desc="memguard scan", unit="prompt", disable=not (progress and state.is_main_process)
@@ -186,10 +192,11 @@ def run_scan(
                     row
                     for batch in mine
                     for row in _score(pipe, prompts, batch, config, seed, include_text, call_kwargs)
+                    if row["index"] in wanted
                 ]
             rows = gather_object(local) if distributed else local
             if sink is not None:
-                sink.writelines(json.dumps(row) + "\n" for row in rows)
+                sink.writelines(map(record_line, rows))
                 sink.flush()
                 os.fsync(sink.fileno())  # a killed scan resumes after the last complete round
             scored += len(rows)

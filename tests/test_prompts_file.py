@@ -66,7 +66,7 @@ def test_missing_empty_and_binary_files_are_errors(tmp_path):
 
 def test_digest_changes_with_text_and_order():
     a, b = Prompt(0, 1, "a"), Prompt(1, 2, "b")
-    assert prompts_digest([a, b]) == prompts_digest([Prompt(0, 5, "a"), Prompt(1, 9, "b")])  # lines do not matter
+    assert prompts_digest([a, b]) == prompts_digest([Prompt(0, 1, "a"), Prompt(1, 2, "b")])
     assert prompts_digest([a, b]) != prompts_digest([b, a])
     assert prompts_digest([a]) != prompts_digest([Prompt(0, 1, "a ")])
 
@@ -85,3 +85,31 @@ def test_a_first_prompt_in_braces_is_a_prompt_and_a_lone_cr_ends_a_line(tmp_path
     assert [p.line for p in read_prompts(path)] == [1, 2, 3]
     with pytest.raises(PromptFileError, match="prompts:1: not valid JSON"):
         read_prompts(path, fmt="jsonl")  # asked for JSONL, it is refused, not guessed
+
+
+def test_the_prompt_digest_tells_apart_lists_that_share_their_characters_or_move_lines():
+    from memguard.prompts_file import Prompt, prompts_digest
+
+    def digest(*texts, first_line=1):
+        return prompts_digest([Prompt(i, first_line + i, text) for i, text in enumerate(texts)])
+
+    assert digest("a\0", "b") != digest("a", "\0b")  # NUL is text in a prompt line
+    assert digest("ab", "c") != digest("a", "bc")
+    assert digest("a", "b") != digest("a", "b", first_line=2)  # records carry line numbers
+    assert digest("a", "b") == digest("a", "b")
+
+
+def test_a_scan_record_of_the_longest_prompt_line_with_its_text_reads_back(tmp_path):
+    # the longest line the reader takes, of 4-byte characters, written twice (--include-text: the prompt
+    # and a trigger span covering it): what the scan writes, its resume must read
+    from memguard.prompts_file import MAX_LINE_CHARS
+    from memguard.report import MemorizationReport, Trigger
+    from memguard.scan import _done_indices, record, record_line
+
+    text = "\U0001f600" * MAX_LINE_CHARS
+    report = MemorizationReport(
+        score=2.0, threshold=1.0, memorized=True, decided_at_step=1, triggers=[Trigger(text, 0, len(text), 1.0)]
+    )
+    out = tmp_path / "scan.jsonl"
+    out.write_text(record_line(record(Prompt(0, 1, text), report, include_text=True)), encoding="utf-8")
+    assert _done_indices(out, 1) == {0}
