@@ -111,6 +111,14 @@ def test_score_refuses_arguments_it_sets_itself(shared_base_pipe):
         guarded.score(PROMPTS, generator=seeded(1))
     with pytest.raises(ValueError, match="batch_size"):
         guarded.score(PROMPTS, batch_size=0)
+    with pytest.raises(ValueError, match="num_images_per_prompt must be >= 1, got 0"):
+        guarded.score(PROMPTS, num_images_per_prompt=0)
+    with pytest.raises(TypeError, match="num_images_per_prompt must be an int, got float"):
+        guarded.score(PROMPTS, num_images_per_prompt=2.0)
+    with pytest.raises(ValueError, match="seed must be in 0..2\\*\\*64 - 2, got 18446744073709551615"):
+        guarded.score(PROMPTS, seed=2**64 - 1)  # the second prompt's image would be seeded past the range
+    with pytest.raises(ValueError, match="seed must be in"):
+        guarded.score(PROMPTS, seed=-1)
 
 
 def test_a_controlnet_image_of_the_wrong_batch_size_names_the_argument():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import numbers
 import os
 import threading
 import weakref
@@ -212,8 +213,16 @@ class GuardedPipelineMixin:
         """
         if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
             raise MemguardTypeError("prompts must be a sequence of prompt strings")
-        if batch_size < 1:
-            raise MemguardValueError(f"batch_size must be >= 1, got {batch_size}")
+        for name, value in (("batch_size", batch_size), ("num_images_per_prompt", num_images_per_prompt)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise MemguardTypeError(f"{name} must be an int, got {type(value).__name__}")
+            if value < 1:
+                raise MemguardValueError(f"{name} must be >= 1, got {value}")
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+            raise MemguardTypeError(f"seed must be an int, got {type(seed).__name__}")
+        last_seed = seed + len(prompts) * num_images_per_prompt - 1  # image k is seeded with seed + k
+        if seed < 0 or last_seed > 2**64 - 1:  # what a torch generator takes
+            raise MemguardValueError(f"seed must be in 0..2**64 - {len(prompts) * num_images_per_prompt}, got {seed}")
         for name in ("prompt", "prompt_embeds", "generator", "output_type", "latents"):
             if name in call_kwargs:
                 raise MemguardTypeError(f"score() sets {name!r} itself; do not pass it")
