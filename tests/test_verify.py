@@ -242,6 +242,8 @@ def test_image_arrays_and_files_are_read_as_the_picture_they_hold(tmp_path, monk
     ):
         with pytest.raises(ValueError, match=message):
             encoder.encode([array])
+    with pytest.raises(TypeError, match="an image must be a path, a PIL image or a NumPy array, got Tensor"):
+        encoder.encode([torch.zeros(3, 32, 32)])
     grey = rng.integers(0, 65536, (32, 32), dtype=np.uint16)
     Image.fromarray(grey).save(tmp_path / "grey16.png")  # a 16-bit PNG: not clipped to white
     Image.fromarray((grey / 257).round().astype(np.uint8)).save(tmp_path / "grey8.png")

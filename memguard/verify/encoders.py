@@ -59,6 +59,11 @@ def as_pil(image: ImageLike) -> Image.Image:
         return Image.fromarray((as_unit_array(image) * 255).round().astype(np.uint8)).convert("RGB")
     if isinstance(image, Image.Image):
         return _rgb(image)
+    if not isinstance(image, (str, os.PathLike)):
+        raise TypeError(
+            f"an image must be a path, a PIL image or a NumPy array, got {type(image).__name__} "
+            "(a torch tensor: .permute(1, 2, 0).cpu().numpy(), values in 0-1)"
+        )
     try:
         with Image.open(Path(image)) as opened:
             return _rgb(ImageOps.exif_transpose(opened))
