@@ -248,9 +248,10 @@ def scan(
             guidance_scale=guidance,
         )
     if state.is_main_process:
+        unscored = f", {summary.unscored} without a score (see their status)" if summary.unscored else ""
         typer.echo(
             f"{summary.total} prompts: {summary.resumed} already in {out}, {summary.scored} scored, "
-            f"{summary.memorized} of them memorized"
+            f"{summary.memorized} of them memorized{unscored}"
         )
     # Under a launcher, a process group left to the interpreter's exit can abort in gloo's teardown
     # ("terminate called without an active exception") after the work is done, failing the launch.

@@ -48,8 +48,9 @@ class ScanOutputError(MemguardValueError):
 class ScanSummary:
     total: int  # prompts in the input
     resumed: int  # records already in the output file, kept
-    scored: int  # prompts scored by this run
+    scored: int  # prompts this run wrote a record for
     memorized: int  # of those, scored as memorized
+    unscored: int = 0  # of those, with no score: the guard failed on them (status "error") or had no signal
 
 
 def meta_path(out: Path) -> Path:
@@ -181,7 +182,7 @@ def run_scan(
         raise ScanOutputError(pending)
     work = batches(pending, batch_size, len(prompts))
     wanted = set(pending)  # a batch re-scored for the records a crash cut keeps only those
-    scored = memorized = 0
+    scored = memorized = unscored = 0
     bar = tqdm(
         total=len(pending), desc="memguard scan", unit="prompt", disable=not (progress and state.is_main_process)
     )
@@ -201,8 +202,9 @@ def run_scan(
                 os.fsync(sink.fileno())  # a killed scan resumes after the last complete round
             scored += len(rows)
             memorized += sum(bool(row["memorized"]) for row in rows)
+            unscored += sum(row["status"] != "checked" for row in rows)
             bar.update(len(rows))
-    return ScanSummary(len(prompts), len(prompts) - len(pending), scored, memorized)
+    return ScanSummary(len(prompts), len(prompts) - len(pending), scored, memorized, unscored)
 
 
 def _score(pipe, prompts, batch: list[int], config, seed: int, include_text: bool, call_kwargs: dict) -> list[dict]:

@@ -270,3 +270,31 @@ def test_generate_in_bfloat16_with_a_detector_and_without_progress(tmp_path):
     for policy in ("resample", "block"):
         result = run("generate", "a plain picture", "--model", "tiny", "--out", out, "--policy", policy)
         assert result.exit_code == 2 and said("needs a calibration of this model", result.output)
+
+
+def test_a_scan_counts_the_prompts_the_guard_could_not_score(tmp_path):
+    from dataclasses import dataclass
+
+    from accelerate import PartialState
+
+    import memguard
+    from memguard.detection.noise import NoiseMagnitudeDetector
+    from memguard.prompts_file import Prompt
+    from memguard.scan import run_scan
+    from memguard.testbed.tiny import tiny_pipeline
+
+    @dataclass(frozen=True)
+    class Broken(NoiseMagnitudeDetector):  # signals read, but the score comes out NaN (an fp16 overflow, say)
+        name: str = "broken"
+
+        def score(self, trace, upto_step):
+            return super().score(trace, upto_step) * float("nan")
+
+    pipe = memguard.guard(tiny_pipeline(), memguard.GuardConfig(detector=Broken(), threshold=0.1))
+    prompts = [Prompt(i, i + 1, text) for i, text in enumerate(["one", "two", "three"])]
+    out = tmp_path / "scan.jsonl"
+    summary = run_scan(
+        pipe, prompts, out, identity={}, state=PartialState(cpu=True), progress=False, num_inference_steps=2
+    )
+    assert (summary.scored, summary.memorized, summary.unscored) == (3, 0, 3)
+    assert [json.loads(line)["status"] for line in out.read_text().splitlines()] == ["error"] * 3
