@@ -395,3 +395,54 @@ def test_a_subclass_of_a_supported_pipeline_keeps_its_own_overrides(pipes):
     assert isinstance(guarded, MyPipeline)
     out = call(guarded, "stable-diffusion")
     assert calls == [STEPS] and len(out.memorization) == 2
+
+
+@pytest.mark.parametrize("name", ["stable-diffusion", "stable-diffusion-xl-controlnet"])
+def test_a_saved_guarded_pipeline_loads_with_diffusers_own_loaders(pipes, name, tmp_path):
+    from diffusers import DiffusionPipeline
+
+    guarded = memguard.guard(pipes[name])
+    guarded.save_pretrained(tmp_path)
+    parent = type(pipes[name])
+    loaded = DiffusionPipeline.from_pretrained(tmp_path)  # the guard is not saved: the parent comes back
+    assert type(loaded) is parent
+    assert type(memguard.guard(loaded)) is type(guarded)
+
+
+def test_model_cpu_offload_set_on_the_parent_is_rearmed_after_each_guarded_call(pipes):
+    pipe = tiny_family_pipeline("stable-diffusion")
+    pipe.enable_model_cpu_offload(device="cpu")
+    guarded = memguard.guard(pipe, GuardConfig(threshold=-1.0, policy=Policy.uniform("flag")))
+    rearmed = []
+    original = type(guarded).enable_model_cpu_offload
+
+    def spy(self, *args, **kwargs):
+        rearmed.append(kwargs.get("device"))
+        return original(self, *args, **kwargs)
+
+    type(guarded).enable_model_cpu_offload = spy
+    try:
+        out = call(guarded, "stable-diffusion")
+    finally:
+        type(guarded).enable_model_cpu_offload = original
+    # diffusers' maybe_free_model_hooks at the end of the call, as on the parent
+    assert len(rearmed) == 1 and torch.device(rearmed[0]).type == "cpu"
+    assert same(out.images, call(pipe, "stable-diffusion").images)
+
+
+def test_clip_skip_reaches_the_guards_own_prompt_encodings(pipes, monkeypatch):
+    # the prompt without its concept (the intent check) is encoded as the call encodes its prompt
+    pipe = pipes["stable-diffusion-xl"]
+    registry = IntentRegistry([IntendedConcept("moon", ("the moon",))])
+    guarded = memguard.guard(pipe, GuardConfig(threshold=-1.0, registry=registry, policy=Policy.uniform("flag")))
+    seen = []
+    original = type(pipe).encode_prompt
+
+    def spy(self, *args, **kwargs):
+        seen.append((kwargs.get("prompt"), kwargs.get("clip_skip")))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(guarded), "encode_prompt", spy)
+    call(guarded, "stable-diffusion-xl", prompts=["the moon over a red square"], clip_skip=1)
+    guard_encodings = [skip for prompt, skip in seen if isinstance(prompt, str) and "moon over" not in prompt]
+    assert guard_encodings and set(guard_encodings) == {1}

@@ -496,7 +496,9 @@ class GuardedPass:
         latents = inputs.latents
         generator = torch.Generator("cpu").manual_seed(0)
         noise = torch.randn((self.config.residual_draws, *latents.shape[1:]), generator=generator)
-        cond = self.family.encode_text(self.pipe, PromptText(text), latents.device, inputs.cond_states.dtype)
+        cond = self.family.encode_text(
+            self.pipe, PromptText(text), latents.device, inputs.cond_states.dtype, self.arguments
+        )
         unet = recorder.eager  # the guard's own evaluation never runs (or retraces) a compiled graph
         probe = SignalRecorder(
             unet,

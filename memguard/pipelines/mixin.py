@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import numbers
 import os
 import threading
@@ -66,6 +67,24 @@ def _state(pipe) -> _ObjectState:
         return state
 
 
+def _keep_model_offload(source, pipe) -> None:
+    """`enable_model_cpu_offload()` on `source` keeps working on `pipe` (they share the modules):
+    diffusers re-arms the offload at the end of each call from the pipeline object's own record of
+    it, which `from_pipe` leaves behind, so the guarded call would leave its last model on the GPU."""
+    hooks = getattr(source, "_all_hooks", None)
+    if not hooks:
+        return
+    pipe._all_hooks = list(hooks)
+    for name in ("_offload_device", "_offload_gpu_id"):
+        if hasattr(source, name):
+            setattr(pipe, name, getattr(source, name))
+
+
+def unguarded_class(cls: type) -> type:
+    """The pipeline class a guarded class guards: the first class of its MRO that is not guarded."""
+    return next(c for c in cls.__mro__ if not issubclass(c, GuardedPipelineMixin))
+
+
 class GuardedPipelineMixin:
     """Mix-in of every guarded pipeline class; see the module docstring."""
 
@@ -98,6 +117,14 @@ class GuardedPipelineMixin:
                 parent_init(self, *args, **kwargs)
 
             cls.__init__ = __init__
+
+    # --- saving ---------------------------------------------------------------------------------
+    def to_json_string(self) -> str:
+        """The config `save_pretrained` writes, naming the pipeline class this one guards: the folder
+        loads with diffusers' own loaders as the parent's would (the guard is not saved with it)."""
+        config = json.loads(super().to_json_string())
+        config["_class_name"] = unguarded_class(type(self)).__name__
+        return json.dumps(config, indent=2, sort_keys=True) + "\n"
 
     # --- configuration -------------------------------------------------------------------------
     @property
@@ -146,6 +173,7 @@ class GuardedPipelineMixin:
         pipe.guard_config = config
         if hasattr(pipeline, "_progress_bar_config"):
             pipe.set_progress_bar_config(**pipeline._progress_bar_config)
+        _keep_model_offload(pipeline, pipe)
         return pipe
 
     def to(self, *args, **kwargs):

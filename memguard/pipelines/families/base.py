@@ -98,6 +98,19 @@ def _positive_int(value, name: str) -> int:
     return int(value)
 
 
+def text_encoding_options(arguments: dict) -> dict:
+    """How the call has its prompts encoded besides the text: `clip_skip`, and the LoRA scale the
+    pipeline takes from `cross_attention_kwargs["scale"]` for a text-encoder LoRA. The guard's own
+    encodings (a prompt without its concepts, a re-sample's changed prompt) use the same."""
+    options = {}
+    if arguments.get("clip_skip") is not None:
+        options["clip_skip"] = arguments["clip_skip"]
+    scale = (arguments.get("cross_attention_kwargs") or {}).get("scale")
+    if scale is not None:
+        options["lora_scale"] = scale
+    return options
+
+
 class Family:
     """Stable Diffusion 1.x/2.x text-to-image (`StableDiffusionPipeline`)."""
 
@@ -210,10 +223,15 @@ class Family:
         return prepared[0] if isinstance(prepared, tuple) else prepared
 
     # --- text as the UNet sees it --------------------------------------------------------------------
-    def encode_text(self, pipe, prompt: PromptText, device, dtype) -> TextConditioning:
-        """One text encoded as the pipeline encodes a prompt (no guidance, one image)."""
+    def encode_text(self, pipe, prompt: PromptText, device, dtype, arguments: dict) -> TextConditioning:
+        """One text encoded as the pipeline encodes the call's prompt (no guidance, one image): with
+        the call's `clip_skip` and text-encoder LoRA scale (`text_encoding_options`)."""
         states = pipe.encode_prompt(
-            prompt=prompt.text, device=device, num_images_per_prompt=1, do_classifier_free_guidance=False
+            prompt=prompt.text,
+            device=device,
+            num_images_per_prompt=1,
+            do_classifier_free_guidance=False,
+            **text_encoding_options(arguments),
         )[0]
         return TextConditioning(states.to(dtype), {})
 
@@ -227,6 +245,7 @@ class Family:
             do_classifier_free_guidance=True,
             negative_prompt=arguments.get("negative_prompt"),
             negative_prompt_embeds=arguments.get("negative_prompt_embeds"),
+            **text_encoding_options(arguments),
         )
         return {"encoder_hidden_states": encoded[1].to(dtype)}
 

@@ -20,7 +20,7 @@ from diffusers import (
 
 from ...signals.replay import ImageInputs
 from ..outputs import GuardedStableDiffusionXLPipelineOutput
-from .base import Family, PromptText, TextConditioning
+from .base import Family, PromptText, TextConditioning, text_encoding_options
 from .stable_diffusion import ControlImage, strength_steps
 
 
@@ -54,13 +54,14 @@ class StableDiffusionXLFamily(Family):
             return "denoising_end"
         return Family.steps_argument(self, arguments)
 
-    def encode_text(self, pipe, prompt: PromptText, device, dtype) -> TextConditioning:
+    def encode_text(self, pipe, prompt: PromptText, device, dtype, arguments: dict) -> TextConditioning:
         states, _, pooled, _ = pipe.encode_prompt(
             prompt=prompt.text,
             prompt_2=prompt.text_2,
             device=device,
             num_images_per_prompt=1,
             do_classifier_free_guidance=False,
+            **text_encoding_options(arguments),
         )
         return TextConditioning(states.to(dtype), {"added_cond_kwargs": {"text_embeds": pooled.to(dtype)}})
 
@@ -74,6 +75,7 @@ class StableDiffusionXLFamily(Family):
             negative_prompt_2=arguments.get("negative_prompt_2"),
             negative_prompt_embeds=arguments.get("negative_prompt_embeds"),
             negative_pooled_prompt_embeds=arguments.get("negative_pooled_prompt_embeds"),
+            **text_encoding_options(arguments),
         )
         return {"encoder_hidden_states": states.to(dtype), "added_cond_kwargs": {"text_embeds": pooled.to(dtype)}}
 
@@ -85,13 +87,14 @@ class StableDiffusionXLFamily(Family):
         device, dtype = inputs.cond_states.device, inputs.cond_states.dtype
         if plan.prompt_embeds is None:  # a pooled embedding of its own needs the prompt as embeddings
             shown = self.prompt_text(arguments, image)
-            if plan.prompt == shown.text:  # what the UNet saw (clip_skip, LoRA scale)
+            if plan.prompt == shown.text:  # what the UNet saw
                 states = inputs.cond_states
-            else:
-                states = self.encode_text(pipe, PromptText(plan.prompt, shown.text_2), device, dtype).states
+            else:  # encoded as the call encodes its prompt (clip_skip, LoRA scale)
+                text = PromptText(plan.prompt, shown.text_2)
+                states = self.encode_text(pipe, text, device, dtype, arguments).states
             plan = replace(plan, prompt_embeds=states)
         call = Family.resample_arguments(self, pipe, arguments, image, plan, inputs, generator)
-        pooled = self.encode_text(pipe, PromptText(plan.pooled_text), device, dtype)
+        pooled = self.encode_text(pipe, PromptText(plan.pooled_text), device, dtype, arguments)
         call["pooled_prompt_embeds"] = pooled.extra["added_cond_kwargs"]["text_embeds"]
         return call
 
