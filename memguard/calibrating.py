@@ -6,6 +6,10 @@ It sits above the pipelines it runs; the record it returns and the statistics it
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import numbers
+import os
 import sys
 from collections.abc import Sequence
 
@@ -13,7 +17,7 @@ import torch
 from prometheus_client import CollectorRegistry
 
 from .calibration import MAX_STORED_SCORES, Calibration, model_fingerprint
-from .detection import CALIBRATED_DEFAULT, default_decision_step, get_detector, is_fittable
+from .detection import CALIBRATED_DEFAULT, DETECTORS, default_decision_step, get_detector, is_fittable
 from .errors import MemguardTypeError, MemguardValueError
 from .metrics import GuardMetrics
 from .pipelines import GuardedPipelineMixin, guard
@@ -41,8 +45,12 @@ def calibrate(
     """Score benign prompts at the decision step (images are not finished) and pick the threshold.
 
     The threshold keeps the false-positive rate on fresh benign prompts of the same distribution at or
-    under `target_fpr` with probability at least `confidence` (`memguard.thresholds`): a target needs
-    enough scores (299 for 1% at 95%), and too few are refused, with the number, before any scoring.
+    under `target_fpr` with probability at least `confidence` (`memguard.thresholds`). The guarantee
+    needs independent samples, and the images of one prompt are not (its scores barely move with the
+    noise): each distinct prompt is one sample, scored as its highest image, so a target needs enough
+    distinct prompts (299 for 1% at 95%), and too few are refused, with the number, before any scoring.
+    More images per prompt make the threshold more conservative, never the sample larger; a prompt
+    given twice counts once.
     `pipe` is a guarded pipeline or any pipeline memguard guards (wrapped for the run); `call_kwargs`
     are further arguments of its call (`height`/`width`, an img2img `image` and `strength`, a ControlNet
     `image`...). `detector` (a detector or its name) defaults to memguard's own score,
@@ -51,19 +59,38 @@ def calibrate(
     "attention_or_updates"), else 1.
     Benign prompts for a real model: `memguard.prompts_corpus.benign_prompts()`.
     """
-    if isinstance(benign_prompts, str) or not all(isinstance(p, str) for p in benign_prompts):
+    if isinstance(benign_prompts, str):
+        raise MemguardTypeError("benign_prompts must be a sequence of prompt strings")
+    benign_prompts = list(benign_prompts)  # a generator is read once, here
+    if not all(isinstance(p, str) for p in benign_prompts):
         raise MemguardTypeError("benign_prompts must be a sequence of prompt strings")
     if len(benign_prompts) == 0:
         raise MemguardValueError("benign_prompts is empty")
+    _check_call(num_images_per_prompt, guidance_scale)
+    prompts = list(dict.fromkeys(benign_prompts))  # a prompt given twice is one sample
     needed = required_scores(target_fpr, confidence)  # before any scoring
-    if len(benign_prompts) * num_images_per_prompt < needed:
+    if len(prompts) < needed:
         raise MemguardValueError(
-            f"target_fpr={target_fpr} at confidence {confidence} needs at least {needed} benign scores, got "
-            f"{len(benign_prompts)} prompt(s) x {num_images_per_prompt} image(s); pass more prompts or "
-            "num_images_per_prompt"
+            f"target_fpr={target_fpr} at confidence {confidence} needs at least {needed} distinct benign prompts, "
+            f"got {len(prompts)}: the images of one prompt are not independent samples, so more images per "
+            "prompt do not count; pass more prompts"
         )
     guarded = pipe if isinstance(pipe, GuardedPipelineMixin) else guard(pipe)
     detector = get_detector(detector if detector is not None else CALIBRATED_DEFAULT)
+    registered = get_detector(detector.name) if detector.name in DETECTORS else None
+    fitted = is_fittable(detector) and detector.fitted  # calibrate() fits it afresh: its state is no setting
+    if (
+        type(registered) is type(detector)
+        and dataclasses.is_dataclass(detector)
+        and not fitted
+        and detector != registered
+    ):
+        # a calibration records the detector by name, and a guard rebuilds it with the registered settings
+        raise MemguardValueError(
+            f"calibrate: detector {detector.name!r} has settings other than the registered ones, which a "
+            "calibration cannot record; register it under a name of its own "
+            "(memguard.detection.register_detector(name, factory)) and calibrate that name"
+        )
     if decision_step is None:
         decision_step = default_decision_step(detector)
     if detector.needs.full_run:
@@ -83,7 +110,7 @@ def calibrate(
         metrics=GuardMetrics(CollectorRegistry()),
     )
     reports = guarded.score(
-        list(benign_prompts),
+        prompts,
         config=config,
         num_images_per_prompt=num_images_per_prompt,
         num_inference_steps=num_inference_steps,
@@ -93,11 +120,15 @@ def calibrate(
         progress=progress,
         **call_kwargs,
     )
-    scores, state = [r.score for r in reports], None
+    image_scores, state = [r.score for r in reports], None
     if collector is not None:
         features = collector.features()
-        fitted = detector.fit(features)
-        scores, state = fitted.score_features(features).tolist(), fitted.state()
+        fitted = detector.fit(features)  # fitted on every image
+        image_scores, state = fitted.score_features(features).tolist(), fitted.state()
+    # each prompt's sample is its highest image (reports are prompt-major): a fresh image scores over
+    # the threshold no more often than its prompt's highest image would
+    k = num_images_per_prompt
+    scores = [max(image_scores[i * k : (i + 1) * k]) for i in range(len(prompts))]
     choice = guaranteed_threshold(scores, target_fpr, confidence)
     height, width = guarded.family.resolution(guarded, call_kwargs)
     ranked = sorted(scores, reverse=True)
@@ -107,22 +138,43 @@ def calibrate(
         target_fpr=target_fpr,
         decision_step=decision_step,
         detector=reports[0].detector,
-        num_scores=len(reports),
+        num_scores=len(scores),  # one per distinct prompt
         achieved_fpr=choice.empirical_fpr,
         num_inference_steps=num_inference_steps,
         guidance_scale=guidance_scale,
         scheduler=type(guarded.scheduler).__name__,
-        model_name=str(getattr(guarded, "name_or_path", "") or ""),
+        model_name=_shareable_name(getattr(guarded, "name_or_path", "")),
         family=guarded.family.name,
         detector_state=state,
-        confidence=round(choice.confidence, 6),
+        confidence=math.floor(choice.confidence * 1e6) / 1e6,  # rounded down: never more than it is
         threshold_rank=choice.rank,
         expected_fpr=round(choice.expected_fpr, 6),
-        benign_scores=[float(f"{v:.7g}") for v in ranked[:MAX_STORED_SCORES]],
+        benign_scores=[float(v) for v in ranked[:MAX_STORED_SCORES]],  # exact: the threshold is one of them
         dtype=str(guarded.family.denoiser(guarded).dtype).removeprefix("torch."),
         height=height,
         width=width,
     )
+
+
+def _check_call(num_images_per_prompt, guidance_scale) -> None:
+    """What calibrate() checks itself before any scoring (the rest is the pipeline's to check)."""
+    if isinstance(num_images_per_prompt, bool) or not isinstance(num_images_per_prompt, numbers.Integral):
+        raise MemguardTypeError(f"num_images_per_prompt must be an int, got {type(num_images_per_prompt).__name__}")
+    if num_images_per_prompt < 1:
+        raise MemguardValueError(f"num_images_per_prompt must be >= 1, got {num_images_per_prompt}")
+    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, numbers.Real):
+        raise MemguardTypeError(f"guidance_scale must be a number, got {type(guidance_scale).__name__}")
+    if not math.isfinite(guidance_scale) or abs(guidance_scale) > 1e6:  # what a calibration file holds
+        raise MemguardValueError(f"guidance_scale must be finite, |guidance_scale| <= 1e6, got {guidance_scale}")
+
+
+def _shareable_name(name_or_path) -> str:
+    """The model's hub id as the calibration records it; a local folder only by its own name (a full
+    path can name a person or a client, and the file is meant to be shared with the model)."""
+    text = str(name_or_path or "")
+    if text and (os.path.isabs(text) or os.path.exists(text)):
+        return os.path.basename(os.path.normpath(text))
+    return text
 
 
 class _FeatureCollector:

@@ -356,7 +356,7 @@ def check_sample_size(target_fpr: float, num_scores: int) -> None:
     if num_scores < needed:
         raise ValueError(
             f"target_fpr={target_fpr} needs at least {needed} benign scores, got {num_scores}; "
-            "pass more prompts or num_images_per_prompt"
+            "pass more distinct prompts"
         )
 
 

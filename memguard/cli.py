@@ -271,7 +271,9 @@ def calibrate(
     num_prompts: int | None = typer.Option(
         None, min=1, help="prompts to take from the shipped corpus or the log (default: all of the corpus, 3000)"
     ),
-    images_per_prompt: int = typer.Option(1, min=1, help="starting noises scored per prompt"),
+    images_per_prompt: int = typer.Option(
+        1, min=1, help="starting noises scored per prompt (its highest counts: more make the threshold stricter)"
+    ),
     target_fpr: float = typer.Option(
         0.01, callback=fraction, help="false-positive rate on fresh benign prompts to stay under, in (0, 1)"
     ),
@@ -348,11 +350,11 @@ def calibrate(
     else:
         with user_errors("'--num-prompts'"):
             prompts, source = benign_prompts(limit=num_prompts), "the shipped benign corpus"
-    needed = required_scores(target_fpr, confidence)
-    if len(prompts) * images_per_prompt < needed:
+    needed, distinct = required_scores(target_fpr, confidence), len(set(prompts))
+    if distinct < needed:  # the images of one prompt are not independent samples: prompts count, not images
         raise typer.BadParameter(
-            f"--target-fpr {target_fpr:g} at --confidence {confidence:g} needs at least {needed} benign scores, got "
-            f"{len(prompts)} prompt(s) x {images_per_prompt} image(s): pass more prompts or --images-per-prompt",
+            f"--target-fpr {target_fpr:g} at --confidence {confidence:g} needs at least {needed} distinct benign "
+            f"prompts, got {distinct}: pass more prompts (more --images-per-prompt do not count)",
             param_hint="'--target-fpr'",
         )
     known = None

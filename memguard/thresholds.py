@@ -79,7 +79,7 @@ def guaranteed_threshold(
     if n < needed:
         raise MemguardValueError(
             f"target_fpr={target_fpr} at confidence {confidence} needs at least {needed} benign scores, got {n}; "
-            "pass more prompts or more images per prompt"
+            "pass more prompts (distinct ones: the images of one prompt are not independent samples)"
         )
     values = sorted((float(s) for s in scores), reverse=True)
     if not all(math.isfinite(v) for v in values):

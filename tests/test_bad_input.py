@@ -95,7 +95,11 @@ def test_unknown_call_argument(shared_base_pipe):
     [
         ([], {}, ValueError, "benign_prompts is empty"),
         ("one prompt", {}, TypeError, "sequence of prompt strings"),
-        ([SECRET] * 5, {"target_fpr": 0.01}, ValueError, "needs at least 299 benign scores, got 5 prompt"),
+        ([SECRET] * 5, {"target_fpr": 0.01}, ValueError, "needs at least 299 distinct benign prompts, got 1:"),
+        ([SECRET] * 20, {"target_fpr": 0.3, "num_images_per_prompt": 20}, ValueError, "distinct benign prompts, got 1"),
+        (["a", "b"] * 10, {"target_fpr": 0.3, "num_images_per_prompt": 0}, ValueError, "num_images_per_prompt must be"),
+        (["a", "b"] * 10, {"target_fpr": 0.3, "guidance_scale": float("nan")}, ValueError, "guidance_scale must be"),
+        (["a", "b"] * 10, {"target_fpr": 0.3, "guidance_scale": "7.5"}, TypeError, "guidance_scale must be a number"),
         ([SECRET] * 5, {"target_fpr": 1.5}, ValueError, "target_fpr"),
     ],
 )

@@ -170,17 +170,18 @@ def test_scan_and_calibrate_reject_bad_prompt_files(tmp_path, body, message):
 
 def test_calibrate_then_generate_with_that_calibration(tmp_path):
     benign = tmp_path / "benign.txt"
-    benign.write_text("\n".join(f"a plain picture number {i}" for i in range(10)) + "\n")
+    benign.write_text("\n".join(f"a plain picture number {i}" for i in range(30)) + "\n")
     calibration_file = tmp_path / "calib.json"
     known = tmp_path / "known.txt"
     known.write_text("a plain picture number 3\nsomething else entirely\n")
     result = run(
-        "calibrate", "--prompts", benign, "--model", "tiny", "--target-fpr", 0.1, "--images-per-prompt", 3,
+        "calibrate", "--prompts", benign, "--model", "tiny", "--target-fpr", 0.1, "--images-per-prompt", 2,
         "--out", calibration_file, "--steps", 10, "--memorized", known, "--no-progress",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     calibration = Calibration.load(calibration_file)
-    assert calibration.num_scores == 30 and calibration.target_fpr == 0.1 and calibration.num_inference_steps == 10
+    assert calibration.num_scores == 30  # one sample per distinct prompt, whatever --images-per-prompt
+    assert calibration.target_fpr == 0.1 and calibration.num_inference_steps == 10
     assert f"threshold {calibration.threshold:.6g}" in result.output and "probability 0.9" in result.output
     assert "benign quantiles: min" in result.output and "known memorized prompts:" in result.output
     above = round(calibration.achieved_fpr * 30)
@@ -201,7 +202,12 @@ def test_calibrate_then_generate_with_that_calibration(tmp_path):
     result = run(
         "calibrate", "--prompts", benign, "--model", "tiny", "--target-fpr", 0.01, "--out", tmp_path / "c2.json"
     )
-    assert result.exit_code == 2 and said("needs at least 299 benign scores", result.output)
+    assert result.exit_code == 2 and said("needs at least 299 distinct benign prompts, got 30", result.output)
+    result = run(  # images of one prompt are not independent samples: they never make up the count
+        "calibrate", "--prompts", benign, "--model", "tiny", "--target-fpr", 0.01, "--images-per-prompt", 10,
+        "--out", tmp_path / "c3.json",
+    )  # fmt: skip
+    assert result.exit_code == 2 and said("needs at least 299 distinct benign prompts, got 30", result.output)
 
 
 def test_index_build_and_check(tmp_path):

@@ -62,10 +62,12 @@ class Threshold:
 
 
 def resolve_threshold(pipe, config: GuardConfig, detector: Detector | None = None) -> Threshold:
+    if config.calibration is not None:
+        # also under an explicit threshold: the calibration's fitted statistics still shape the score
+        _check_calibration_once(pipe, config.calibration)
     if config.threshold is not None:
         return Threshold(float(config.threshold), "config")
     if config.calibration is not None:
-        _check_calibration_once(pipe, config.calibration)
         return Threshold(config.calibration.threshold, "calibration")
     detector = detector or config.effective_detector
     if detector.default_threshold is None:
@@ -196,7 +198,7 @@ class GuardedPass:
         if steps is not None and not self.full_run:
             self._check_steps(steps)
         calibration = self.config.calibration
-        if calibration is not None and self.config.threshold is None and calibration.family != self.family.name:
+        if calibration is not None and calibration.family != self.family.name:
             raise MemguardValueError(
                 f"GuardConfig.calibration was measured on a {calibration.family!r} pipeline; this one is "
                 f"{self.family.name!r} ({self.family.parent.__name__}), whose scores it does not describe: "
@@ -205,7 +207,7 @@ class GuardedPass:
         if calibration is not None and self.config.threshold is None:
             height, width = self.family.resolution(self.pipe, self.arguments)
             differs = calibration.call_differences(
-                num_inference_steps=steps,
+                num_inference_steps=self.arguments.get("num_inference_steps"),  # as asked, as calibrate() records
                 guidance_scale=float(self.arguments["guidance_scale"]),
                 scheduler=type(self.pipe.scheduler).__name__,
                 dtype=str(self.family.denoiser(self.pipe).dtype).removeprefix("torch."),

@@ -2,8 +2,9 @@
 
 Writes ``calibration.json`` into the model folder; `memguard.testbed.load()` applies it by default.
 Settings are the benchmarks': DDIM 50 steps, guidance 7.5, the detector's own decision step (1 for
-memguard's default, 8 for "attention_or_updates"), 1% target FPR at 95% confidence, on the 200
-calibration prompts with 5 starting noises each (1,000 benign scores; the guarantee needs at least 299).
+memguard's default, 8 for "attention_or_updates"), 1% target FPR at 95% confidence, on 1,000 distinct
+calibration prompts, one starting noise each (the guarantee needs at least 299 distinct prompts: the
+images of one prompt are not independent samples).
 ``--detector NAME`` calibrates another registered detector (`memguard.detection.DETECTORS`).
 """
 
@@ -28,9 +29,7 @@ def calibrate_testbed(model_dir: Path, target_fpr: float = 0.01, detector: str |
     """`detector`: a registered detector's name; None: memguard's default."""
     pipe = DiffusionPipeline.from_pretrained(model_dir)  # the class its model_index.json names (SD or SDXL)
     pipe.set_progress_bar_config(disable=True)
-    calibration = calibrate(
-        pipe, calibration_prompts(), target_fpr=target_fpr, detector=detector, num_images_per_prompt=5, batch_size=25
-    )
+    calibration = calibrate(pipe, calibration_prompts(n=1000), target_fpr=target_fpr, detector=detector, batch_size=25)
     # The folder's absolute path would name this machine in a file that ships; the fingerprint identifies it.
     calibration = replace(calibration, model_name=f"memguard testbed ({model_dir.name})")
     calibration.save(model_dir / CALIBRATION_FILE)

@@ -109,4 +109,7 @@ def calibration_prompts(seed: int = 4321, n: int = 200) -> list[str]:
     """Benign prompts for the shipped calibration: broad scenes in every wording (background named or
     not), drawn apart from the evaluation sets, so thresholds are not tuned on what is evaluated."""
     rng = np.random.default_rng(seed)
-    return [random_scene(rng).caption(int(rng.integers(WORDINGS))) for _ in range(n)]
+    prompts: dict[str, None] = {}  # distinct: each prompt is one sample of the calibration's guarantee
+    while len(prompts) < n:
+        prompts.setdefault(random_scene(rng).caption(int(rng.integers(WORDINGS))))
+    return list(prompts)
