@@ -1,14 +1,16 @@
 """Does the calibration's guarantee hold on prompts it never saw, and does one calibration serve
 float32 and bfloat16?
 
-    python benchmarks/calibration.py [--model testbed|testbed-xl|DIR] [--fresh 200] [--images 4]
+    python benchmarks/calibration.py [--model testbed|testbed-xl|DIR] [--fresh 1000] [--images 1]
                                      [--out benchmarks/results/calibration.json]
 
-1. Calibrates the testbed for a 1% false-positive rate at 95% confidence on its 200 calibration
-   prompts, 5 starting noises each (1,000 benign scores), with `memguard.calibrate`.
+1. Calibrates the testbed for a 1% false-positive rate at 95% confidence on its 1,000 distinct
+   calibration prompts, one starting noise each, with `memguard.calibrate` (each distinct prompt is
+   one sample of the guarantee: the images of one prompt are not independent).
 2. Scores fresh benign prompts the calibration never saw: new scenes (another seed) captioned in
    wordings the testbed never uses (`FRESH_WORDINGS`), `--images` starting noises each from seeds far
-   from the calibration's, and reports the realized false-positive rate with its Wilson 95% interval.
+   from the calibration's, and reports the realized false-positive rate with its Wilson 95% interval
+   (one image per prompt by default, so the interval's independence holds).
 3. Loads the same weights in bfloat16, scores the same fresh images, and reports how far the scores
    move, how many decisions flip at the float32 threshold, the realized rate in bfloat16, and the
    threshold a bfloat16 calibration picks.
@@ -38,7 +40,7 @@ from memguard.thresholds import wilson_interval  # noqa: E402
 
 STEPS, GUIDANCE = 50, 7.5
 TARGET_FPR, CONFIDENCE = 0.01, 0.95
-CALIBRATION_IMAGES = 5
+CALIBRATION_PROMPTS, CALIBRATION_IMAGES = 1000, 1
 FRESH_SEED = 98_765  # scenes drawn apart from the calibration's (4321) and the evaluation sets' (1234)
 FRESH_NOISE_SEED = 1_000_000  # starting noises far from the calibration's (0 ..)
 # Wordings the testbed's captions never use (memguard/testbed/scenes.py has the ones it trains on).
@@ -82,10 +84,11 @@ def fresh_prompts(n: int, seed: int = FRESH_SEED) -> list[str]:
 
 
 def calibrate(pipe, prompts: list[str] | None = None) -> memguard.Calibration:
-    """`prompts` (None: the testbed's calibration prompts), CALIBRATION_IMAGES starting noises each, 1% at 95%."""
+    """`prompts` (None: the testbed's CALIBRATION_PROMPTS calibration prompts), CALIBRATION_IMAGES starting
+    noises each, 1% at 95%."""
     return memguard.calibrate(
         pipe,
-        calibration_prompts() if prompts is None else prompts,
+        calibration_prompts(n=CALIBRATION_PROMPTS) if prompts is None else prompts,
         TARGET_FPR,
         confidence=CONFIDENCE,
         num_images_per_prompt=CALIBRATION_IMAGES,
@@ -126,8 +129,8 @@ def main() -> None:
     parser.add_argument(
         "--model", type=testbed_folder, default=testbed.MODEL_DIR, help="testbed, testbed-xl or a folder"
     )
-    parser.add_argument("--fresh", type=int, default=200, help="fresh benign prompts")
-    parser.add_argument("--images", type=int, default=4, help="starting noises per fresh prompt")
+    parser.add_argument("--fresh", type=int, default=1000, help="fresh benign prompts")
+    parser.add_argument("--images", type=int, default=1, help="starting noises per fresh prompt")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "calibration.json")
     args = parser.parse_args()
     torch.set_num_threads(2)

@@ -1,15 +1,15 @@
 """Does a calibration set worded more widely carry its guarantee to prompts worded otherwise?
 
-    python benchmarks/calibration_wordings.py [--model testbed|testbed-xl|DIR] [--wider 100] [--fresh 200]
+    python benchmarks/calibration_wordings.py [--model testbed|testbed-xl|DIR] [--wider 500] [--fresh 1000]
                                               [--out benchmarks/results/calibration_wordings.json]
 
 The testbed's calibration prompts use the testbed's own caption wordings; the fresh benign prompts of
 `benchmarks/calibration.py` use eight others (`FRESH_WORDINGS`). This calibrates memguard's default
-score twice with `memguard.calibrate` (1% at 95%, step 1): on the testbed's 200 calibration prompts x 5
-noises, as shipped, and on those plus `--wider` prompts x 5 noises in six further wordings
-(`WIDER_WORDINGS`: neither the testbed's nor the fresh ones, scenes from another seed). For each it
-reports the threshold, the fresh benign images over it (`--fresh` prompts x 4 noises, the same as
-`calibration.py`'s) and the memorized and mixed captions' images over it (4 seeds), so the cost of a
+score twice with `memguard.calibrate` (1% at 95%, step 1): on the testbed's 1,000 distinct calibration
+prompts, as shipped, and on those plus `--wider` prompts in six further wordings (`WIDER_WORDINGS`:
+neither the testbed's nor the fresh ones, scenes from another seed), one noise each. For each it
+reports the threshold, the fresh benign images over it (`--fresh` prompts x `--images` noises, the
+same as `calibration.py`'s) and the memorized and mixed captions' images over it (4 seeds), so the cost of a
 wider calibration set in missed copies is measured beside its gain in false positives. Scores only:
 about a minute on the testbeds on a 2-core CPU.
 """
@@ -28,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import model_label, testbed_folder, write_json  # noqa: E402
 from calibration import (  # noqa: E402
+    CALIBRATION_PROMPTS,
     CONFIDENCE,
     FRESH_NOISE_SEED,
     FRESH_WORDINGS,
@@ -86,9 +87,9 @@ def main() -> None:
     parser.add_argument(
         "--model", type=testbed_folder, default=testbed.MODEL_DIR, help="testbed, testbed-xl or a folder"
     )
-    parser.add_argument("--wider", type=int, default=100, help="calibration prompts in the wider wordings")
-    parser.add_argument("--fresh", type=int, default=200, help="fresh benign prompts (calibration.py's)")
-    parser.add_argument("--images", type=int, default=4, help="starting noises per fresh prompt")
+    parser.add_argument("--wider", type=int, default=500, help="calibration prompts in the wider wordings")
+    parser.add_argument("--fresh", type=int, default=1000, help="fresh benign prompts (calibration.py's)")
+    parser.add_argument("--images", type=int, default=1, help="starting noises per fresh prompt")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "calibration_wordings.json")
     args = parser.parse_args()
     if args.wider < 1:
@@ -97,7 +98,7 @@ def main() -> None:
     started = time.perf_counter()
 
     pipe, truth = testbed.load(model_dir=args.model)
-    own = calibration_prompts()
+    own = calibration_prompts(n=CALIBRATION_PROMPTS)
     fresh = fresh_prompts(args.fresh)
     memorized = [*truth.memorized_prompts.values(), *truth.mixed_prompts.values()]
     result = {
