@@ -290,6 +290,17 @@ def _check_values(calibration: Calibration) -> None:
             isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SCORES
         ):
             fail(name, f"must be a positive integer, got {shown(value)}")
+    guarantee = {
+        "confidence": calibration.confidence,
+        "threshold_rank": calibration.threshold_rank,
+        "expected_fpr": calibration.expected_fpr,
+    }
+    given = [name for name, value in guarantee.items() if value is not None]
+    if given and len(given) != len(guarantee):  # the guarantee is one statement: all three, or none
+        missing = sorted(set(guarantee) - set(given))
+        fail(missing[0], f"is missing while {', '.join(given)} is given: the guarantee needs all three")
+    if calibration.threshold_rank is not None and calibration.threshold_rank > calibration.num_scores:
+        fail("threshold_rank", f"is {calibration.threshold_rank}, more than num_scores ({calibration.num_scores})")
     state = calibration.detector_state
     if state is not None:
         if not isinstance(state, dict):

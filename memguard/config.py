@@ -195,6 +195,20 @@ class GuardConfig:
                 f"GuardConfig.detector={self.detector.name!r} differs from the calibration's detector "
                 f"{self.calibration.detector!r}; calibrate this detector or pass an explicit threshold"
             )
+        if (
+            self.calibration is not None
+            and self.threshold is None
+            and self.detector is not None
+            and is_fittable(self.detector)
+            and self.detector.fitted
+            and self.calibration.fitted_state
+            and self.detector.state() != self.calibration.fitted_state
+        ):  # the threshold was chosen on the calibration's fit: another fit makes other scores
+            raise MemguardValueError(
+                f"GuardConfig.detector {self.detector.name!r} is fitted differently from the calibration's "
+                "detector_state, whose fit its threshold was chosen on: pass the detector unfitted (the "
+                "calibration fits it) or an explicit threshold"
+            )
         if getattr(self.effective_detector, "fitted", True) is False:
             raise MemguardValueError(
                 f"detector {self.effective_detector.name!r} needs per-layer statistics of benign prompts: "

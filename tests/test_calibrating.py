@@ -79,3 +79,20 @@ def test_a_local_model_folder_is_recorded_by_its_name_only(shared_base_pipe, tmp
         <= calibration.confidence
         <= memguard.thresholds.guaranteed_threshold(calibration.benign_scores, 0.2).confidence
     )  # rounded down, never above what holds
+
+
+def test_a_detector_fitted_otherwise_than_the_calibration_is_refused(shared_base_pipe):
+    from memguard.detection import get_detector
+
+    first = memguard.calibrate(
+        shared_base_pipe, BENIGN_SCENES, target_fpr=0.2, num_inference_steps=STEPS, progress=False
+    )
+    other = memguard.calibrate(
+        shared_base_pipe, list(reversed(BENIGN_SCENES))[:20] + ["a tiny grey dot"] * 1 + ["a wide green band"],
+        target_fpr=0.25, num_inference_steps=STEPS, progress=False,
+    )  # fmt: skip
+    fitted_elsewhere = get_detector(first.detector).with_state(other.fitted_state)
+    assert fitted_elsewhere.state() != first.fitted_state
+    with pytest.raises(ValueError, match="fitted differently from the calibration's detector_state"):
+        GuardConfig(calibration=first, detector=fitted_elsewhere)
+    GuardConfig(calibration=first, detector=get_detector(first.detector).with_state(first.fitted_state))  # the same fit

@@ -105,6 +105,38 @@ def test_unreadable_or_malformed_calibration_files(tmp_path):
     bad.write_text(json.dumps({**_calibration().to_dict(), "threshold": float("nan")}))
     with pytest.raises(ValueError, match="threshold"):
         Calibration.load(bad)
+    # the guarantee is one statement: a file with part of it, or a rank past its scores, is refused
+    bad.write_text(json.dumps({**_calibration().to_dict(), "confidence": 0.97}))
+    with pytest.raises(ValueError, match="expected_fpr is missing while confidence is given"):
+        Calibration.load(bad)
+    bad.write_text(
+        json.dumps({**_calibration().to_dict(), "confidence": 0.97, "threshold_rank": 999, "expected_fpr": 0.01})
+    )
+    with pytest.raises(ValueError, match="threshold_rank is 999, more than num_scores \\(100\\)"):
+        Calibration.load(bad)
+
+
+def test_a_detector_of_ones_own_that_cannot_read_a_state_is_a_calibration_error(tmp_path):
+    from dataclasses import dataclass
+
+    from memguard.detection import DETECTORS, register_detector
+    from memguard.detection.top_layers import TopLayerEntropyDetector
+
+    @dataclass(frozen=True)
+    class Picky(TopLayerEntropyDetector):
+        name: str = "picky_for_a_test"
+
+        def with_state(self, state):
+            return super().with_state({"layer_stats": state["mean"]})  # a KeyError on any other state
+
+    register_detector("picky_for_a_test", Picky)
+    try:
+        path = tmp_path / "calibration.json"
+        path.write_text(json.dumps({**_calibration(detector="picky_for_a_test").to_dict(), "detector_state": {}}))
+        with pytest.raises(ValueError, match="detector_state does not fit detector 'picky_for_a_test'"):
+            Calibration.load(path)
+    finally:
+        DETECTORS.pop("picky_for_a_test")
 
 
 def test_threshold_for_fpr_keeps_at_most_the_target_share_above():

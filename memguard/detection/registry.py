@@ -90,8 +90,8 @@ def state_problem(name: str, state: dict) -> str | None:
         return None
     try:
         detector.with_state(state)
-    except (TypeError, ValueError) as err:
-        return str(err)
+    except Exception as err:  # a detector of one's own may raise anything on a state it cannot read
+        return str(err) or type(err).__name__
     return None
 
 
