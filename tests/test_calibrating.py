@@ -96,3 +96,20 @@ def test_a_detector_fitted_otherwise_than_the_calibration_is_refused(shared_base
     with pytest.raises(ValueError, match="fitted differently from the calibration's detector_state"):
         GuardConfig(calibration=first, detector=fitted_elsewhere)
     GuardConfig(calibration=first, detector=get_detector(first.detector).with_state(first.fitted_state))  # the same fit
+
+
+def test_the_negative_prompt_served_with_can_be_calibrated_with(shared_base_pipe):
+    one = memguard.calibrate(
+        shared_base_pipe, BENIGN_SCENES, target_fpr=0.2, negative_prompt="blurry", num_inference_steps=STEPS,
+        detector="noise_rms", progress=False,
+    )  # fmt: skip
+    each = memguard.calibrate(
+        shared_base_pipe, BENIGN_SCENES, target_fpr=0.2, negative_prompt=["blurry"] * len(BENIGN_SCENES),
+        num_inference_steps=STEPS, detector="noise_rms", progress=False,
+    )  # fmt: skip
+    plain = memguard.calibrate(
+        shared_base_pipe, BENIGN_SCENES, target_fpr=0.2, num_inference_steps=STEPS, detector="noise_rms", progress=False
+    )
+    assert one.benign_scores == each.benign_scores != plain.benign_scores  # the negative prompt is used
+    with pytest.raises(ValueError, match="negative_prompt has 2 entries for 24 prompts"):
+        memguard.calibrate(shared_base_pipe, BENIGN_SCENES, target_fpr=0.2, negative_prompt=["a", "b"], progress=False)

@@ -273,6 +273,7 @@ class GuardedPipelineMixin:
                     (),
                     dict(
                         call_kwargs,
+                        **_per_prompt(self.family, call_kwargs, len(prompts), start, len(batch)),
                         prompt=batch,
                         num_images_per_prompt=num_images_per_prompt,
                         generator=generators,
@@ -282,6 +283,23 @@ class GuardedPipelineMixin:
                 call = GuardedCall(self, self.family, config, arguments, stop_after_decision=True)
                 reports.extend(call.run(parent_call)[1])
         return reports
+
+
+def _per_prompt(family, call_kwargs: dict, num_prompts: int, start: int, size: int) -> dict:
+    """The per-prompt arguments of one batch (a negative prompt...): one string for every prompt is
+    repeated for the batch, one entry per prompt is cut to the batch's."""
+    cut = {}
+    for name in family.per_prompt_arguments:
+        value = call_kwargs.get(name)
+        if isinstance(value, str):
+            cut[name] = [value] * size
+        elif isinstance(value, (list, tuple)):
+            if len(value) != num_prompts:
+                raise MemguardValueError(f"{name} has {len(value)} entries for {num_prompts} prompts")
+            cut[name] = list(value[start : start + size])
+        elif isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == num_prompts:
+            cut[name] = value[start : start + size]
+    return cut
 
 
 @contextmanager
