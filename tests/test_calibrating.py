@@ -113,3 +113,16 @@ def test_the_negative_prompt_served_with_can_be_calibrated_with(shared_base_pipe
     assert one.benign_scores == each.benign_scores != plain.benign_scores  # the negative prompt is used
     with pytest.raises(ValueError, match="negative_prompt has 2 entries for 24 prompts"):
         memguard.calibrate(shared_base_pipe, BENIGN_SCENES, target_fpr=0.2, negative_prompt=["a", "b"], progress=False)
+
+
+def test_weights_loaded_after_the_first_call_are_checked_again():
+    from memguard.testbed.tiny import tiny_pipeline
+
+    pipe = tiny_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    calibration = memguard.calibrate(pipe, BENIGN_SCENES, target_fpr=0.2, num_inference_steps=STEPS, progress=False)
+    guarded = memguard.guard(pipe, GuardConfig(calibration=calibration))
+    guarded("a red square", num_inference_steps=STEPS)  # checked, and remembered
+    guarded.unet.load_state_dict(tiny_pipeline(seed=1).unet.state_dict())  # other weights, in place
+    with pytest.raises(CalibrationError, match="another model"):
+        guarded("a red square", num_inference_steps=STEPS)

@@ -79,12 +79,26 @@ def resolve_threshold(pipe, config: GuardConfig, detector: Detector | None = Non
 
 
 def _check_calibration_once(pipe, calibration) -> None:
-    # Fingerprinting reads every weight tensor's ends; do it once per (pipeline, calibration).
+    # Fingerprinting reads every weight tensor's ends; do it once per (pipeline, calibration, weights):
+    # weights loaded into the modules in place (a LoRA fused, a state dict loaded) bump their tensors'
+    # version counters, and a module swapped for another changes its id, so either is checked again.
     checked = pipe.__dict__.setdefault("_memguard_checked_calibrations", set())
-    key = calibration.model_fingerprint
+    key = (calibration.model_fingerprint, _weights_state(pipe))
     if key not in checked:
         calibration.check_model(pipe)
         checked.add(key)
+
+
+def _weights_state(pipe) -> tuple:
+    """What changes when the fingerprinted weights may have: the modules' ids and their tensors'
+    in-place version counters (microseconds to read, against the fingerprint's full pass)."""
+    state = []
+    for component in getattr(getattr(pipe, "family", None), "fingerprinted", ()):
+        module = getattr(pipe, component, None)
+        if isinstance(module, torch.nn.Module):
+            versions = sum(t._version for t in module.state_dict(keep_vars=True).values())
+            state.append((component, id(module), versions))
+    return tuple(state)
 
 
 def resolve_attention_layers(
