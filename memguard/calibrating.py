@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from .calibration import MAX_STORED_SCORES, Calibration, model_fingerprint
 from .detection import CALIBRATED_DEFAULT, DETECTORS, default_decision_step, get_detector, is_fittable
-from .errors import MemguardTypeError, MemguardValueError
+from .errors import MemguardTypeError, MemguardValueError, require_positive_int
 from .metrics import GuardMetrics
 from .pipelines import GuardedPipelineMixin, guard
 from .thresholds import DEFAULT_CONFIDENCE, guaranteed_threshold, required_scores
@@ -66,7 +66,8 @@ def calibrate(
         raise MemguardTypeError("benign_prompts must be a sequence of prompt strings")
     if len(benign_prompts) == 0:
         raise MemguardValueError("benign_prompts is empty")
-    _check_call(num_images_per_prompt, guidance_scale)
+    require_positive_int(num_images_per_prompt, "num_images_per_prompt")  # before the prompt count's message
+    _check_guidance(guidance_scale)
     prompts = list(dict.fromkeys(benign_prompts))  # a prompt given twice is one sample
     needed = required_scores(target_fpr, confidence)  # before any scoring
     if len(prompts) < needed:
@@ -156,12 +157,9 @@ def calibrate(
     )
 
 
-def _check_call(num_images_per_prompt, guidance_scale) -> None:
-    """What calibrate() checks itself before any scoring (the rest is the pipeline's to check)."""
-    if isinstance(num_images_per_prompt, bool) or not isinstance(num_images_per_prompt, numbers.Integral):
-        raise MemguardTypeError(f"num_images_per_prompt must be an int, got {type(num_images_per_prompt).__name__}")
-    if num_images_per_prompt < 1:
-        raise MemguardValueError(f"num_images_per_prompt must be >= 1, got {num_images_per_prompt}")
+def _check_guidance(guidance_scale) -> None:
+    """A guidance scale the calibration file can record (the pipeline accepts any float), checked
+    before any scoring rather than when the file is written."""
     if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, numbers.Real):
         raise MemguardTypeError(f"guidance_scale must be a number, got {type(guidance_scale).__name__}")
     if not math.isfinite(guidance_scale) or abs(guidance_scale) > 1e6:  # what a calibration file holds

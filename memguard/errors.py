@@ -7,6 +7,8 @@ working. Messages name the argument, or the file and the field; they never quote
 
 from __future__ import annotations
 
+import numbers
+
 
 class MemguardError(Exception):
     """Base class of memguard's errors about its input."""
@@ -27,4 +29,13 @@ def shown(value, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-__all__ = ["MemguardError", "MemguardTypeError", "MemguardValueError", "shown"]
+def require_positive_int(value, name: str) -> int:
+    """`value` as an int >= 1 (any integral number, NumPy's too, but not a bool), or an error naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise MemguardTypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise MemguardValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+__all__ = ["MemguardError", "MemguardTypeError", "MemguardValueError", "require_positive_int", "shown"]

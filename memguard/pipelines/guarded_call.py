@@ -174,7 +174,7 @@ class GuardedCall:
 
     def _verify_kept_images(self, verification, images, reports: list[MemorizationReport]) -> None:
         """Copy-check the images the detector let through (re-samples were checked per attempt)."""
-        kept = [i for i, r in enumerate(reports) if r.action in ("none", "allowed", "flagged") and r.copy is None]
+        kept = _unchecked_kept_images(reports)
         if not kept:
             return
         decoded = as_image_list(images)
@@ -193,12 +193,12 @@ class GuardedCall:
         """The images whose copy check failed: status "error"; fail_closed blocks them, fail_open
         returns them with the detector's decision. Only the error's type is kept (see `error_report`)."""
         closed = self.config.on_error == "fail_closed"
-        for report in reports:
-            if report.action in ("none", "allowed", "flagged") and report.copy is None:
-                report.status = "error"
-                if closed:
-                    report.action = "blocked"
-                report.reason = f"copy verification error ({type(error).__name__}); on_error={self.config.on_error}"
+        for i in _unchecked_kept_images(reports):
+            report = reports[i]
+            report.status = "error"
+            if closed:
+                report.action = "blocked"
+            report.reason = f"copy verification error ({type(error).__name__}); on_error={self.config.on_error}"
 
     def _failed_resample_report(self, first: GuardedPass, result: PassResult, image: int, error: BaseException):
         """fail_open returns the first image, flagged, when that image was finished; an image whose
@@ -311,6 +311,11 @@ class GuardedCall:
         if not plan.rescored:
             final.reason += " (this mitigation acts after the decision step, so the re-sample was not re-scored)"
         return output, final
+
+
+def _unchecked_kept_images(reports: list[MemorizationReport]) -> list[int]:
+    """The images the detector let through whose copy is not checked yet (re-samples are checked per attempt)."""
+    return [i for i, r in enumerate(reports) if r.action in ("none", "allowed", "flagged") and r.copy is None]
 
 
 UNCALIBRATED = (

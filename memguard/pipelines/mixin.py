@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import GuardConfig, coerce_config
-from ..errors import MemguardTypeError, MemguardValueError
+from ..errors import MemguardTypeError, MemguardValueError, require_positive_int
 from ..report import MemorizationReport
 from .families import Family
 from .guarded_call import GuardedCall
@@ -241,11 +241,8 @@ class GuardedPipelineMixin:
         """
         if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
             raise MemguardTypeError("prompts must be a sequence of prompt strings")
-        for name, value in (("batch_size", batch_size), ("num_images_per_prompt", num_images_per_prompt)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-                raise MemguardTypeError(f"{name} must be an int, got {type(value).__name__}")
-            if value < 1:
-                raise MemguardValueError(f"{name} must be >= 1, got {value}")
+        require_positive_int(batch_size, "batch_size")
+        require_positive_int(num_images_per_prompt, "num_images_per_prompt")
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
             raise MemguardTypeError(f"seed must be an int, got {type(seed).__name__}")
         last_seed = seed + len(prompts) * num_images_per_prompt - 1  # image k is seeded with seed + k

@@ -40,7 +40,7 @@ from typing import Literal
 import faiss
 import numpy as np
 
-from ..errors import MemguardTypeError, MemguardValueError, shown
+from ..errors import MemguardTypeError, MemguardValueError, require_positive_int, shown
 from ..safe_parse import FileTooLarge, JsonSyntaxError, ParseError, cannot_open, parse_json, read_limited, type_name
 from .encoders import EncoderError, ImageEncoder, ImageLike, PixelEncoder, encode_in_batches, encoder_fingerprint
 from .specs import encoder_from_name
@@ -121,14 +121,6 @@ def checked_threshold(threshold, name: str = "threshold") -> float:
     return value
 
 
-def _checked_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise MemguardTypeError(f"{name} must be an int, got {type_name(value)}")
-    if value < 1:
-        raise MemguardValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
-
-
 def _checked_ids(ids) -> list[str]:
     if isinstance(ids, (str, bytes)):  # a string is a sequence of one-letter ids: never what was meant
         raise MemguardTypeError("ids must be a sequence of ids, one per image, not one string")
@@ -164,7 +156,7 @@ class VerificationIndex:
             params = IndexParams()
         elif not isinstance(params, IndexParams):
             raise MemguardTypeError(f"params must be an IndexParams, got {type_name(params)}")
-        batch_size = _checked_positive_int(batch_size, "batch_size")
+        batch_size = require_positive_int(batch_size, "batch_size")
         ids = _checked_ids(ids)
         if len(set(ids)) != len(ids):
             raise ValueError("image ids must be unique")
@@ -206,7 +198,7 @@ class VerificationIndex:
 
     def search(self, images: Sequence[ImageLike], k: int = 5) -> list[list[Match]]:
         """The `k` nearest protected images of each query, most similar first."""
-        k = _checked_positive_int(k, "k")
+        k = require_positive_int(k, "k")
         queries = self.encoder.encode(images)
         if len(queries) == 0 or len(self) == 0:
             return [[] for _ in range(len(queries))]
