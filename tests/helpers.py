@@ -83,7 +83,8 @@ def run_script_here(script: str, *args) -> subprocess.CompletedProcess:
     try:
         os.chdir(ROOT)
         sys.argv = [script, *map(str, args)]
-        sys.path.insert(0, str(ROOT))
+        # as a separate interpreter: the script's own folder first (its sibling modules), then the root
+        sys.path[:0] = [str((ROOT / script).parent), str(ROOT)]
         with redirect_stdout(out), redirect_stderr(err):
             try:
                 runpy.run_path(str(ROOT / script), run_name="__main__")
