@@ -34,6 +34,7 @@ from _results import model_label, testbed_folder, write_json  # noqa: E402
 
 import memguard  # noqa: E402
 from memguard import testbed  # noqa: E402
+from memguard.detection import DETECTORS  # noqa: E402
 from memguard.testbed.data import calibration_prompts  # noqa: E402
 from memguard.testbed.scenes import article, random_scene, where  # noqa: E402
 from memguard.thresholds import wilson_interval  # noqa: E402
@@ -83,13 +84,14 @@ def fresh_prompts(n: int, seed: int = FRESH_SEED) -> list[str]:
     return one_shape_prompts(n, seed, FRESH_WORDINGS)
 
 
-def calibrate(pipe, prompts: list[str] | None = None) -> memguard.Calibration:
+def calibrate(pipe, prompts: list[str] | None = None, detector: str | None = None) -> memguard.Calibration:
     """`prompts` (None: the testbed's CALIBRATION_PROMPTS calibration prompts), CALIBRATION_IMAGES starting
-    noises each, 1% at 95%."""
+    noises each, 1% at 95%; `detector` None: memguard's default."""
     return memguard.calibrate(
         pipe,
         calibration_prompts(n=CALIBRATION_PROMPTS) if prompts is None else prompts,
         TARGET_FPR,
+        detector=detector,
         confidence=CONFIDENCE,
         num_images_per_prompt=CALIBRATION_IMAGES,
         num_inference_steps=STEPS,
@@ -131,13 +133,14 @@ def main() -> None:
     )
     parser.add_argument("--fresh", type=int, default=1000, help="fresh benign prompts")
     parser.add_argument("--images", type=int, default=1, help="starting noises per fresh prompt")
+    parser.add_argument("--detector", choices=sorted(DETECTORS), default=None, help="default: memguard's own")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "calibration.json")
     args = parser.parse_args()
     torch.set_num_threads(2)
     started = time.perf_counter()
 
     pipe, _ = testbed.load(model_dir=args.model)
-    calibration = calibrate(pipe)
+    calibration = calibrate(pipe, detector=args.detector)
     config = memguard.GuardConfig(calibration=calibration)
     fresh = fresh_prompts(args.fresh)
     full = scores(pipe, fresh, config, args.images, FRESH_NOISE_SEED)
@@ -146,7 +149,7 @@ def main() -> None:
     reduced = scores(
         half, fresh, memguard.GuardConfig(calibration=calibration, threshold=None), args.images, FRESH_NOISE_SEED
     )
-    half_calibration = calibrate(half)
+    half_calibration = calibrate(half, detector=args.detector)
     shift = np.abs(reduced - full)
     threshold = calibration.threshold
     result = {

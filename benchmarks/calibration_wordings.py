@@ -44,6 +44,7 @@ from calibration import (  # noqa: E402
 
 import memguard  # noqa: E402
 from memguard import testbed  # noqa: E402
+from memguard.detection import CALIBRATED_DEFAULT, DETECTORS  # noqa: E402
 from memguard.testbed.data import calibration_prompts  # noqa: E402
 
 WIDER_SEED = 55_555  # scenes apart from the calibration's (4321), the fresh ones (98765) and the evaluation sets (1234)
@@ -64,9 +65,12 @@ def wider_prompts(n: int, seed: int = WIDER_SEED) -> list[str]:
     return one_shape_prompts(n, seed, WIDER_WORDINGS)
 
 
-def measured(pipe, prompts: list[str], fresh: list[str], memorized: list[str], images: int) -> dict:
-    """Calibrate on `prompts` (CALIBRATION_IMAGES noises each), then count what passes its threshold."""
-    calibration = calibrate(pipe, prompts)
+def measured(
+    pipe, prompts: list[str], fresh: list[str], memorized: list[str], images: int, detector: str | None = None
+) -> dict:
+    """Calibrate `detector` (None: memguard's default) on `prompts` (CALIBRATION_IMAGES noises each), then
+    count what passes its threshold."""
+    calibration = calibrate(pipe, prompts, detector)
     config = memguard.GuardConfig(calibration=calibration)
     fresh_scores = scores(pipe, fresh, config, images, FRESH_NOISE_SEED)
     memorized_scores = scores(pipe, memorized, config, MEMORIZED_SEEDS, 0)
@@ -90,6 +94,7 @@ def main() -> None:
     parser.add_argument("--wider", type=int, default=500, help="calibration prompts in the wider wordings")
     parser.add_argument("--fresh", type=int, default=1000, help="fresh benign prompts (calibration.py's)")
     parser.add_argument("--images", type=int, default=1, help="starting noises per fresh prompt")
+    parser.add_argument("--detector", choices=sorted(DETECTORS), default=None, help="default: memguard's own")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "calibration_wordings.json")
     args = parser.parse_args()
     if args.wider < 1:
@@ -113,9 +118,10 @@ def main() -> None:
             "confidence": CONFIDENCE,
             "fresh_wordings": len(FRESH_WORDINGS),
             "wider_wordings": len(WIDER_WORDINGS),
+            "detector": args.detector or CALIBRATED_DEFAULT,
         },
-        "own_wordings": measured(pipe, own, fresh, memorized, args.images),
-        "wider_wordings": measured(pipe, own + wider_prompts(args.wider), fresh, memorized, args.images),
+        "own_wordings": measured(pipe, own, fresh, memorized, args.images, args.detector),
+        "wider_wordings": measured(pipe, own + wider_prompts(args.wider), fresh, memorized, args.images, args.detector),
     }
     result["seconds"] = round(time.perf_counter() - started, 1)
     write_json(result, args.out)

@@ -40,8 +40,9 @@ from .errors import MemguardValueError
 from .report import OUTCOMES, MemorizationReport
 
 # wide enough for every detector: noise RMS (~0.01-1), normalized entropies (0-1, benign ~0.9) and the
-# upper range of standardized scores (top_layer_entropy, attention_noise: memorized about 2-6). No negative bound:
-# prometheus_client then stops exporting _sum, and scores at or below 0.01 land in the first bucket.
+# upper range of standardized scores (top_layer_entropy, attention_spread, attention_noise: memorized
+# about 2-6). No negative bound: prometheus_client then stops exporting _sum, and scores at or below
+# 0.01 land in the first bucket.
 SCORE_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 0.85, 0.9, 0.95, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 STEP_BUCKETS = (1, 2, 3, 5, 10, 20, 50)
 SECONDS_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)

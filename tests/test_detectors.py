@@ -35,6 +35,7 @@ STEPS = 5
 ALL = SignalNeeds(
     attention=True,
     attention_by_layer=True,
+    attention_query_entropy=True,
     noise_map_first_step=True,
     end_token_map_last_step=True,
     hessian_first_step=True,

@@ -2,7 +2,8 @@
 
 Each detector is a small dataclass with `name`, `needs` (the signals it reads) and `score(trace,
 upto_step)`. memguard's own scores are in `top_layers.py` (the calibrated default: the attention
-entropy of the layers that rise most, fitted on benign prompts), `bottleneck.py` (the bottleneck's
+entropy of the layers that rise most, fitted on benign prompts), `spread.py` (the same with each
+layer's mean per-query entropy beside it, opt-in), `bottleneck.py` (the bottleneck's
 raw attention entropy, no fit), `combined.py` (every layer's attention entropy plus the noise
 magnitude, fitted) and `two_stage.py` (the top layers' attention at step 1 or the latent updates to
 step 8, fitted: also sees memorized captions in everyday words); the published baselines,
@@ -18,6 +19,7 @@ from .combined import AttentionNoiseDetector
 from .noise import DEFAULT_THRESHOLD, AnisotropyDetector, HessianDetector, NoiseMagnitudeDetector
 from .record import record_trace
 from .registry import CALIBRATED_DEFAULT, DETECTORS, UNCALIBRATED_DEFAULT, get_detector, register_detector
+from .spread import AttentionSpreadDetector
 from .top_layers import TopLayerEntropyDetector
 from .trajectory import LatentUpdateDetector
 from .two_stage import AttentionOrUpdatesDetector
@@ -30,6 +32,7 @@ __all__ = [
     "AnisotropyDetector",
     "AttentionNoiseDetector",
     "AttentionOrUpdatesDetector",
+    "AttentionSpreadDetector",
     "AttentionEntropyDetector",
     "BottleneckEntropyDetector",
     "BrightEndingDetector",

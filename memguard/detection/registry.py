@@ -17,6 +17,7 @@ from .base import Detector, is_fittable, score_range
 from .bottleneck import BottleneckEntropyDetector, StandardizedBottleneckEntropyDetector
 from .combined import AttentionNoiseDetector
 from .noise import AnisotropyDetector, HessianDetector, NoiseMagnitudeDetector
+from .spread import AttentionSpreadDetector
 from .top_layers import TopLayerEntropyDetector
 from .trajectory import LatentUpdateDetector
 from .two_stage import AttentionOrUpdatesDetector
@@ -24,6 +25,9 @@ from .two_stage import AttentionOrUpdatesDetector
 DETECTORS: dict[str, Callable[[], Detector]] = {
     # memguard's calibrated default: the most raised layers' standardized attention entropy (top_layers.py)
     "top_layer_entropy": TopLayerEntropyDetector,
+    # the same with each layer's mean per-query entropy beside it: more reworded copies caught, more
+    # one-word prompts flagged on the testbeds (spread.py)
+    "attention_spread": AttentionSpreadDetector,
     # every layer's attention entropy plus the noise magnitude, standardized on benign prompts (combined.py)
     "attention_noise": AttentionNoiseDetector,
     # the same attention at step 1, or the latent-update size over steps 1-8, each on its benign tail's

@@ -15,6 +15,9 @@ class SignalNeeds:
     noise: bool = True  # ||eps(x_t, c) - eps(x_t, "")|| per step: free under classifier-free guidance
     attention: bool = False  # per-token attention mass, summed over the recorded layers
     attention_by_layer: bool = False  # the same, kept per layer (one-layer detectors)
+    # per layer, each query's entropy over the prompt tokens, averaged over heads and queries: free (the
+    # same attention probabilities), one more reduction over them
+    attention_query_entropy: bool = False
     noise_map_first_step: bool = False  # the spatial eps difference of the first step (local detectors)
     end_token_map_last_step: bool = False  # where the end token is attended at the last step (post hoc)
     hessian_first_step: bool = False  # one Jacobian-vector product of the UNet at the first step

@@ -322,6 +322,8 @@ class SignalRecorder:
         layer = layer_name if self.needs.attention_by_layer else None
         self.trace.layer_queries[layer_name] = probs.shape[2]
         self.trace.record_attention(self.step, probs.mean(dim=(1, 2)), layer)  # (N, T): mean over heads, queries
+        if self.needs.attention_query_entropy:  # how spread each query's own attention is, not their mean's
+            self.trace.record_query_entropy(self.step, layer_name, torch.special.entr(probs).sum(-1).mean(dim=(1, 2)))
         if (
             self.needs.end_token_map_last_step
             and self._end_token_index is not None

@@ -29,6 +29,8 @@ class StepSignals:
     attention_sum: torch.Tensor | None = None  # (N, T) per-token attention mass, summed over layers
     attention_layers: int = 0
     attention_by_layer: dict[str, torch.Tensor] = field(default_factory=dict)  # layer -> (N, T)
+    # layer -> (N,) each query's attention entropy over tokens (nats), averaged over heads and queries
+    query_entropy_by_layer: dict[str, torch.Tensor] = field(default_factory=dict)
     noise_map: torch.Tensor | None = None  # (N, C, h, w) eps_text - eps_uncond, float32
     end_token_map_sum: torch.Tensor | None = None  # (N, h, w) end-token attention, summed over layers
     end_token_map_layers: int = 0
@@ -70,6 +72,10 @@ class SignalTrace:
         entry.attention_layers += 1
         if layer is not None:
             entry.attention_by_layer[layer] = token_mass
+
+    def record_query_entropy(self, step: int, layer: str, entropy_per_image: torch.Tensor) -> None:
+        """`entropy_per_image`: (N,) the mean over heads and queries of each query's entropy (nats)."""
+        self.at(step).query_entropy_by_layer[layer] = entropy_per_image.float()
 
     def record_end_token_map(self, step: int, attention_map: torch.Tensor) -> None:
         """`attention_map`: (N, h, w) at the latent resolution."""
