@@ -40,6 +40,7 @@ from memguard.detection import (
     AttentionEntropyDetector,
     AttentionNoiseDetector,
     AttentionOrUpdatesDetector,
+    AttentionSpreadDetector,
     BottleneckEntropyDetector,
     BrightEndingDetector,
     HessianDetector,
@@ -118,22 +119,30 @@ def _fitted(pipe, detector, prompts: list[str], steps: int, guidance: float, dec
 
 
 def _fitted_methods(pipe, prompts: list[str], steps: int, guidance: float, is_testbed: bool) -> list[Method]:
-    """memguard's calibrated default (top_layer_entropy) and attention_noise, each fitted at each early step
+    """memguard's calibrated default (attention_spread), the previous one (top_layer_entropy) and
+    attention_noise, each fitted at each early step
     it is scored at (a calibration fits the statistics at its decision step), and on the testbed the
     standardized bottleneck entropy."""
 
     def at_early_steps(label: str, detector) -> list[Method]:
         return [Method(label, _fitted(pipe, detector, prompts, steps, guidance, k), (k,)) for k in (1, 3)]
 
+    spread = at_early_steps("memguard (attention spread, calibrated)", AttentionSpreadDetector())
     top_layers = at_early_steps("memguard (top layers' entropy, calibrated)", TopLayerEntropyDetector())
     combined = at_early_steps("memguard (attention + noise, calibrated)", AttentionNoiseDetector())
     two_stage = AttentionOrUpdatesDetector()  # decides at its own step (8): attention at 1, updates to 8
     step = two_stage.decision_step
     both = [Method(TWO_STAGE, _fitted(pipe, two_stage, prompts, steps, guidance, step), (step,))]
     if not is_testbed:
-        return [*top_layers, *combined, *both]
+        return [*spread, *top_layers, *combined, *both]
     standardized = _fitted(pipe, StandardizedBottleneckEntropyDetector(), prompts, steps, guidance)
-    return [*top_layers, *combined, *both, Method("memguard (standardized bottleneck entropy)", standardized, (1,))]
+    return [
+        *spread,
+        *top_layers,
+        *combined,
+        *both,
+        Method("memguard (standardized bottleneck entropy)", standardized, (1,)),
+    ]
 
 
 def testbed_prompts(n_benign: int, model: str | Path = "testbed") -> tuple[list[str], list[str]]:

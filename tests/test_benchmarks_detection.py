@@ -8,6 +8,7 @@ from helpers import ROOT, loaded_script
 from helpers import run_script_here as run_script
 
 EARLY = {
+    "memguard (attention spread, calibrated)": [1, 3],
     "memguard (top layers' entropy, calibrated)": [1, 3],
     "memguard (attention + noise, calibrated)": [1, 3],
     "memguard (attention at 1 or latent updates to k, calibrated)": [8],  # its own decision step

@@ -71,8 +71,8 @@ class AttentionSpreadDetector(TopLayerEntropyDetector):
 
     def features(self, trace: SignalTrace, upto_step: int) -> dict[str, torch.Tensor] | None:
         layers = sorted(trace.layer_queries)
-        spread = layer_entropies(trace, upto_step, layers)
-        per_query = layer_query_entropies(trace, upto_step, layers)
+        spread = layer_entropies(trace, upto_step, layers)  # None unless every step has every layer's mass
+        per_query = None if spread is None else layer_query_entropies(trace, upto_step, layers)
         if spread is None or per_query is None:
             return None
         return {
