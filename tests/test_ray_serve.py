@@ -59,6 +59,10 @@ def _example_modules():
 def _local_ray(monkeypatch):
     """A Ray instance of this test alone: 2 CPUs, no dashboard, no usage reporting; shut down on exit."""
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")  # inherited by every Ray process started below
+    # Serve kills an HTTP proxy that is not ready within 5 s (health checks: 10 s); on a 2-core machine
+    # busy with other work that happens before any request, so the test gives it a minute
+    monkeypatch.setenv("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
+    monkeypatch.setenv("RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S", "60")
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     temp_dir = tempfile.mkdtemp(prefix="mg-ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     ray.init(
