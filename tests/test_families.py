@@ -446,3 +446,20 @@ def test_clip_skip_reaches_the_guards_own_prompt_encodings(pipes, monkeypatch):
     call(guarded, "stable-diffusion-xl", prompts=["the moon over a red square"], clip_skip=1)
     guard_encodings = [skip for prompt, skip in seen if isinstance(prompt, str) and "moon over" not in prompt]
     assert guard_encodings and set(guard_encodings) == {1}
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_the_opt_in_attention_spread_reads_its_per_query_entropy_on_every_family(pipes, name):
+    from memguard.detection import AttentionSpreadDetector
+    from memguard.detection.spread import ENTROPY_PREFIX, QUERY_ENTROPY_PREFIX
+    from memguard.signals import cross_attention_layers
+
+    pipe = pipes[name]
+    layers = sorted(cross_attention_layers(pipe.unet))
+    stats = tuple((prefix + layer, 0.5, 0.1) for prefix in (ENTROPY_PREFIX, QUERY_ENTROPY_PREFIX) for layer in layers)
+    detector = AttentionSpreadDetector(layer_stats=tuple(sorted(stats)), top_layers=3)
+    guarded = memguard.guard(pipe, GuardConfig(detector=detector, threshold=1e6, policy=Policy.uniform("flag")))
+    out = call(guarded, name)
+    assert [r.detector for r in out.memorization] == ["attention_spread"] * len(PROMPTS)
+    assert all(r.status == "checked" and math.isfinite(r.score) for r in out.memorization)
+    assert same(out.images, call(pipe, name).images)  # flag mode: the parent's images
