@@ -119,7 +119,7 @@ def _fitted(pipe, detector, prompts: list[str], steps: int, guidance: float, dec
 
 
 def _fitted_methods(pipe, prompts: list[str], steps: int, guidance: float, is_testbed: bool) -> list[Method]:
-    """memguard's calibrated default (attention_spread), the previous one (top_layer_entropy) and
+    """memguard's calibrated default (top_layer_entropy), the opt-in attention_spread and
     attention_noise, each fitted at each early step
     it is scored at (a calibration fits the statistics at its decision step), and on the testbed the
     standardized bottleneck entropy."""

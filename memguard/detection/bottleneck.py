@@ -53,17 +53,24 @@ class BottleneckEntropyDetector:
         return (entropy(mass) / math.log(mass.shape[-1])).cpu()
 
 
+def layer_step_means(
+    trace: SignalTrace, upto_step: int, layers: list[str], field: str = "attention_by_layer"
+) -> dict[str, torch.Tensor] | None:
+    """Per layer: its entry in the steps' `field` (a per-layer dict of `StepSignals`), averaged over the
+    first `upto_step` steps. None when a step or a layer was not recorded."""
+    steps = [s for s in range(upto_step) if s in trace.steps]
+    if not steps or not layers or not all(name in getattr(trace.steps[s], field) for s in steps for name in layers):
+        return None
+    return {name: torch.stack([getattr(trace.steps[s], field)[name] for s in steps]).mean(dim=0) for name in layers}
+
+
 def layer_entropies(trace: SignalTrace, upto_step: int, layers: list[str]) -> dict[str, torch.Tensor] | None:
     """Per layer: the entropy of its attention mass over prompt tokens (averaged over the first
     `upto_step` steps), divided by log(T). None when a step or a layer was not recorded."""
-    steps = [s for s in range(upto_step) if s in trace.steps]
-    if not steps or not layers or not all(name in trace.steps[s].attention_by_layer for s in steps for name in layers):
+    masses = layer_step_means(trace, upto_step, layers)
+    if masses is None:
         return None
-    out = {}
-    for name in layers:
-        mass = torch.stack([trace.steps[s].attention_by_layer[name] for s in steps]).mean(dim=0)
-        out[name] = (entropy(mass) / math.log(mass.shape[-1])).cpu()
-    return out
+    return {name: (entropy(mass) / math.log(mass.shape[-1])).cpu() for name, mass in masses.items()}
 
 
 @dataclass(frozen=True)

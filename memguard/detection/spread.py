@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..signals import SignalNeeds, SignalTrace
-from .bottleneck import layer_entropies
+from .bottleneck import layer_entropies, layer_step_means
 from .top_layers import TopLayerEntropyDetector
 
 ENTROPY_PREFIX = "entropy:"  # the entropy of the layer's mean attention over tokens
@@ -40,19 +40,13 @@ def layer_query_entropies(trace: SignalTrace, upto_step: int, layers: list[str])
     """Per layer: the mean over heads and queries of each query's attention entropy over the prompt
     tokens (averaged over the first `upto_step` steps), divided by log(T). None when a step or a layer
     was not recorded."""
-    steps = [s for s in range(upto_step) if s in trace.steps]
-    if not steps or not layers:
+    per_query = layer_step_means(trace, upto_step, layers, "query_entropy_by_layer")
+    if per_query is None:
         return None
-    if not all(name in trace.steps[s].query_entropy_by_layer for s in steps for name in layers):
+    first = trace.steps[min(s for s in range(upto_step) if s in trace.steps)].attention_by_layer  # T per layer
+    if not all(name in first for name in layers):
         return None
-    tokens = {trace.steps[s].attention_by_layer[name].shape[-1] for s in steps for name in layers}
-    if len(tokens) != 1:
-        return None
-    scale = math.log(tokens.pop())
-    return {
-        name: (torch.stack([trace.steps[s].query_entropy_by_layer[name] for s in steps]).mean(dim=0) / scale).cpu()
-        for name in layers
-    }
+    return {name: (value / math.log(first[name].shape[-1])).cpu() for name, value in per_query.items()}
 
 
 @dataclass(frozen=True)
@@ -71,8 +65,8 @@ class AttentionSpreadDetector(TopLayerEntropyDetector):
 
     def features(self, trace: SignalTrace, upto_step: int) -> dict[str, torch.Tensor] | None:
         layers = sorted(trace.layer_queries)
-        spread = layer_entropies(trace, upto_step, layers)  # None unless every step has every layer's mass
-        per_query = None if spread is None else layer_query_entropies(trace, upto_step, layers)
+        spread = layer_entropies(trace, upto_step, layers)
+        per_query = layer_query_entropies(trace, upto_step, layers)
         if spread is None or per_query is None:
             return None
         return {
