@@ -21,6 +21,7 @@ from .detection import CALIBRATED_DEFAULT, DETECTORS, default_decision_step, get
 from .errors import MemguardTypeError, MemguardValueError, require_positive_int
 from .metrics import GuardMetrics
 from .pipelines import GuardedPipelineMixin, guard
+from .prompt_tokens import prompt_token_counts
 from .thresholds import DEFAULT_CONFIDENCE, guaranteed_threshold, required_scores
 
 __all__ = ["calibrate"]
@@ -57,7 +58,10 @@ def calibrate(
     "top_layer_entropy", which, like any fittable detector, is fitted on the same benign prompts.
     `decision_step` defaults to the detector's own `decision_step` where it declares one (8 for
     "attention_or_updates"), else 1.
-    Benign prompts for a real model: `memguard.prompts_corpus.benign_prompts()`.
+    Benign prompts for a real model: `memguard.prompts_corpus.benign_prompts()`. The calibration records
+    the shortest and longest of them in text-encoder tokens (`prompt_tokens`): the guarantee describes
+    prompts in that range, and the guard says of each image whether its prompt is
+    (`MemorizationReport.calibration_coverage`), so include prompts as short as your users write.
     """
     if isinstance(benign_prompts, str):
         raise MemguardTypeError("benign_prompts must be a sequence of prompt strings")
@@ -154,7 +158,17 @@ def calibrate(
         dtype=str(guarded.family.denoiser(guarded).dtype).removeprefix("torch."),
         height=height,
         width=width,
+        prompt_tokens=_token_range(guarded, prompts),
     )
+
+
+def _token_range(guarded, prompts: list[str]) -> list[int] | None:
+    """The shortest and longest benign prompt in the tokens the pipeline's text encoder reads."""
+    tokenizer = guarded.family.tokenizer(guarded)
+    if tokenizer is None:
+        return None
+    counts = prompt_token_counts(tokenizer, prompts)
+    return [min(counts), max(counts)]
 
 
 def _check_guidance(guidance_scale) -> None:

@@ -22,7 +22,8 @@ an integer field takes an int, not 1.5 or "50". Limits (see docs/limits.md):
 - names (`model_fingerprint`, `detector`, `scheduler`, `model_name`, `family`) at most 1,024 characters;
 - `layer_stats`: at most 1,024 layers, each [mean, std] finite with std > 0;
 - `detector_state`: a JSON object of at most 256 KiB (the detector checks its own fields when loaded);
-- `benign_scores`: at most 20,000 finite numbers.
+- `benign_scores`: at most 20,000 finite numbers;
+- `prompt_tokens`: [shortest, longest], integers with 0 <= shortest <= longest <= 100,000.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -41,8 +43,9 @@ from .detection.registry import known_score_range, state_problem
 from .errors import MemguardTypeError, MemguardValueError, shown
 from .safe_parse import FileTooLarge, JsonSyntaxError, ParseError, cannot_open, parse_json, read_limited, type_name
 
-FORMAT_VERSION = 2  # 2 adds the guarantee, the benign score distribution and the call settings
-READABLE_VERSIONS = (1, 2)  # a version-1 file reads with those fields unset
+# 2 adds the guarantee, the benign score distribution and the call settings; 3 the prompts' token range
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)  # an older file reads with the fields it lacks unset
 MAX_STORED_SCORES = 20_000
 MAX_STATE_BYTES = 256 * 1024  # a fitted detector's parameters, as JSON
 MAX_FILE_BYTES = 1 << 20
@@ -57,6 +60,10 @@ _RANGE_SLACK = 1e-6
 _TEXT_FIELDS = ("model_fingerprint", "detector", "scheduler", "model_name", "family", "dtype")
 _INT_FIELDS = ("decision_step", "num_scores", "num_inference_steps", "format_version")
 _REAL_FIELDS = ("threshold", "target_fpr", "achieved_fpr", "guidance_scale")
+MAX_PROMPT_TOKENS = 100_000
+
+# Whether a calibration's prompts span a prompt's length: its guarantee is about prompts like them.
+Coverage = Literal["covered", "shorter", "longer"]
 
 
 class CalibrationError(MemguardValueError):
@@ -121,6 +128,9 @@ class Calibration:
     dtype: str = ""
     height: int | None = None
     width: int | None = None
+    # the benign prompts' lengths in their own tokens (memguard.prompt_tokens), [shortest, longest]:
+    # the false-positive guarantee describes prompts in that range (`coverage`)
+    prompt_tokens: list[int] | None = None
     format_version: int = FORMAT_VERSION
 
     @property
@@ -129,6 +139,16 @@ class Calibration:
         if self.detector_state is not None:
             return self.detector_state
         return {"layer_stats": self.layer_stats} if self.layer_stats else None
+
+    def coverage(self, tokens: int | None) -> Coverage | None:
+        """Whether the benign prompts this calibration was measured on span a prompt of `tokens` tokens
+        (`memguard.prompt_tokens.prompt_token_counts`): "covered", or "shorter" / "longer" than every
+        one of them, where the calibrated false-positive rate says nothing. None when either length is
+        unknown (a file that predates the record, prompt embeddings passed instead of text)."""
+        if tokens is None or self.prompt_tokens is None:
+            return None
+        shortest, longest = self.prompt_tokens
+        return "shorter" if tokens < shortest else "longer" if tokens > longest else "covered"
 
     def call_differences(self, **call) -> list[str]:
         """The settings of a call (`dtype`, `scheduler`, `num_inference_steps`, `guidance_scale`,
@@ -320,6 +340,14 @@ def _check_values(calibration: Calibration) -> None:
             fail("benign_scores", f"must be a list of at most {MAX_STORED_SCORES:,} numbers")
         if not all(_is_number(v) and _finite(v) and abs(v) <= MAX_MAGNITUDE for v in scores):
             fail("benign_scores", f"must hold finite numbers with |value| <= {MAX_MAGNITUDE:g}")
+    span = calibration.prompt_tokens
+    if span is not None and not (
+        isinstance(span, list)
+        and len(span) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in span)
+        and 0 <= span[0] <= span[1] <= MAX_PROMPT_TOKENS
+    ):
+        fail("prompt_tokens", f"must be [shortest, longest], integers in 0..{MAX_PROMPT_TOKENS:,}, shortest first")
     stats = calibration.layer_stats
     if stats is not None:
         if len(stats) > MAX_LAYERS:

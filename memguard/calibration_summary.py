@@ -1,5 +1,6 @@
-"""What `memguard calibrate` shows an operator: the threshold and its guarantee, the benign score
-quantiles, the margin to known memorized prompts, and a histogram (matplotlib, written to a PNG)."""
+"""What `memguard calibrate` shows an operator: the threshold and its guarantee, the prompt lengths it
+describes, the benign score quantiles, the margin to known memorized prompts, and a histogram
+(matplotlib, written to a PNG)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,12 @@ def summary_lines(calibration: Calibration, margin: Margin | None = None) -> lis
         )
     above = round(calibration.achieved_fpr * calibration.num_scores)
     lines.append(f"benign scores above it: {above} of {calibration.num_scores} ({calibration.achieved_fpr:.4f})")
+    if calibration.prompt_tokens is not None:
+        shortest, longest = calibration.prompt_tokens
+        lines.append(
+            f"benign prompts {shortest}-{longest} tokens long: the guarantee describes prompts of those lengths "
+            "(reports' calibration_coverage)"
+        )
     quantiles = calibration.quantiles()
     if quantiles:
         lines.append("benign quantiles: " + ", ".join(f"{k} {v:.6g}" for k, v in quantiles.items()))

@@ -70,6 +70,12 @@ class GuardConfig:
             have acted on) and counts, returns the parent's images as drawn (a configured copy
             verification still acts on them), and warns once per
             pipeline with the command that calibrates. True acts on the default threshold anyway.
+        act_uncovered: a calibration's false-positive guarantee describes prompts as long as its
+            benign prompts (`Calibration.prompt_tokens`); each report says whether its prompt was
+            (`calibration_coverage`). True (the default) acts on every prompt alike; False only
+            observes the images whose prompt is shorter or longer than every calibration prompt
+            (outcome "observed" for what it would have acted on, the image returned as drawn), where
+            a threshold with no guarantee would otherwise re-sample or block them.
     """
 
     enabled: bool = True
@@ -92,9 +98,17 @@ class GuardConfig:
     on_error: str = "fail_closed"
     verification: CopyVerification | None = None
     act_uncalibrated: bool = False
+    act_uncovered: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("enabled", "record_attention", "unconditional_pass", "record_all_steps", "act_uncalibrated"):
+        for name in (
+            "enabled",
+            "record_attention",
+            "unconditional_pass",
+            "record_all_steps",
+            "act_uncalibrated",
+            "act_uncovered",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise MemguardTypeError(f"GuardConfig.{name} must be a bool, got {type(getattr(self, name)).__name__}")
         if not isinstance(self.name, str) or not _NAME.fullmatch(self.name):

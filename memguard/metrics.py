@@ -1,16 +1,16 @@
 """Prometheus metrics of the guard.
 
 Every guarded call is counted: images by outcome, scores, decision steps, the guard's own time,
-errors, and the threshold in force. Labels are low-cardinality by construction: the operator's
-pipeline name (`GuardConfig.name`), the outcome, where an error came from and its class (bounded,
-see `error_kind`), the threshold's source and the model fingerprint — never a prompt, a token or a
-file path.
+errors, the threshold in force, and whether the calibration's prompts span each prompt's length.
+Labels are low-cardinality by construction: the operator's pipeline name (`GuardConfig.name`), the
+outcome, the coverage, where an error came from and its class (bounded, see `error_kind`), the
+threshold's source and the model fingerprint — never a prompt, a token or a file path.
 
 Errors are counted by source: "guard" (the guard itself failed: a hook, a signal, a score, a
 re-sample; `GuardConfig.on_error` decided what the caller got) apart from "pipeline" (the guarded
 call raised from outside the guard: diffusers, the VAE, the caller's callback, invalid arguments or a
 config the call cannot run with, also when they happen in a re-sample).
-Series that alerts divide or take `increase()` of (images by outcome, errors by source) exist at
+Series that alerts divide or take `increase()` of (images by outcome and coverage, errors by source) exist at
 zero from the moment a pipeline name is registered, so the first error or blocked image is a change
 Prometheus can see rather than a series that appears with its first sample.
 
@@ -50,6 +50,9 @@ SECONDS_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
 # every value `outcome()` can return (report.OUTCOMES); each registered pipeline has all of them from the start
 ErrorSource = Literal["guard", "pipeline"]
 ERROR_SOURCES: tuple[ErrorSource, ...] = ("guard", "pipeline")
+# a checked image's prompt against its calibration's benign prompt lengths (Calibration.coverage);
+# "unknown": no calibrated threshold that records them, or prompt embeddings
+COVERAGES = ("covered", "shorter", "longer", "unknown")
 PIPELINE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # what GuardConfig.name allows
 # Exception classes defined in these packages form a fixed set; a class from anywhere else (the
 # caller's own callback, say) is counted as "other", so no code outside them can grow the series.
@@ -155,6 +158,13 @@ class GuardMetrics:
                 ["pipeline", "result"],
                 registry=registry,
             )
+            self.coverage = Counter(
+                "memguard_calibration_coverage",
+                "Checked images by whether the calibration's benign prompts span their prompt's length in "
+                "tokens: covered, shorter, longer (than every calibration prompt), unknown.",
+                ["pipeline", "coverage"],
+                registry=registry,
+            )
             self.threshold = Gauge(
                 "memguard_threshold",
                 "Detection threshold in force, by its source (calibration, config, default) and model fingerprint.",
@@ -173,7 +183,8 @@ class GuardMetrics:
             ) from None
 
     def register_pipeline(self, pipeline: str) -> None:
-        """Create `pipeline`'s error series (both sources) and image series (every outcome) at zero.
+        """Create `pipeline`'s error series (both sources), image series (every outcome) and coverage
+        series (every coverage) at zero.
 
         Idempotent and cheap after the first call. The guard calls it when a guarded pipeline is
         configured, so a dashboard shows the pipeline, and an `increase()` alert sees its first error,
@@ -189,6 +200,8 @@ class GuardMetrics:
                 self.errors.labels(pipeline, source)
             for name in OUTCOMES:
                 self.images.labels(pipeline, name)
+            for name in COVERAGES:
+                self.coverage.labels(pipeline, name)
             self._registered.add(pipeline)
 
     def observe_call(self, pipeline: str, reports: Sequence[MemorizationReport]) -> None:
@@ -198,6 +211,7 @@ class GuardMetrics:
             if report.status == "checked":
                 self.score.labels(pipeline).observe(report.score)
                 self.decision_step.labels(pipeline).observe(report.decided_at_step)
+                self.coverage.labels(pipeline, report.calibration_coverage or "unknown").inc()
             if report.copy is not None:
                 self.copy_checks.labels(pipeline, "copy" if report.copy.copied else "clean").inc()
             if report.resamples:

@@ -6,6 +6,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
+from .calibration import Coverage
+
 # "checked": signals were read and a decision taken; "unavailable": the signal does not exist for
 # this call (e.g. guidance off without `unconditional_pass`); "disabled": `GuardConfig(enabled=False)`.
 Status = Literal["checked", "unavailable", "disabled", "error"]
@@ -100,6 +102,9 @@ class MemorizationReport:
     reason: str | None = None
     copy: CopyFinding | None = None  # set when GuardConfig.verification checked the returned image
     returned_score: float | None = None  # re-sampled images: the returned re-sample's own score
+    # whether the calibration's benign prompts span this prompt's length (Calibration.coverage): None
+    # without a calibrated threshold that records them, or for prompt embeddings
+    calibration_coverage: Coverage | None = None
 
     @property
     def outcome(self) -> Outcome:

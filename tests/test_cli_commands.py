@@ -188,6 +188,8 @@ def test_calibrate_then_generate_with_that_calibration(tmp_path):
     assert f"benign scores above it: {above} of 30 ({calibration.achieved_fpr:.4f})" in result.output
     assert calibration_file.with_suffix(".png").stat().st_size > 1000  # the histogram
     assert "number 3" not in result.output  # prompts are never printed
+    shortest, longest = calibration.prompt_tokens
+    assert shortest >= 5 and f"benign prompts {shortest}-{longest} tokens long" in result.output
 
     out = tmp_path / "gen"
     result = run(
@@ -196,6 +198,7 @@ def test_calibrate_then_generate_with_that_calibration(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((out / "image_000.json").read_text())["report"]
     assert report["threshold"] == calibration.threshold and report["threshold_source"] == "calibration"
+    assert report["calibration_coverage"] == "shorter"  # three words, against five or more
 
     result = run("generate", "a plain picture", "--out", out, "--calibration", calibration_file)  # on the testbed
     assert result.exit_code == 2 and said("measured on another model", result.output)

@@ -208,6 +208,7 @@ class GuardedCall:
             report.action = "blocked" if result.stopped_at is not None else "flagged"
         report.score, report.memorized = result.reports[image].score, result.reports[image].memorized
         report.attempts = list(result.reports[image].attempts)
+        report.calibration_coverage = result.reports[image].calibration_coverage
         return report
 
     # --- re-sampling one image -------------------------------------------------------------------
@@ -297,6 +298,7 @@ class GuardedCall:
         final.decided_at_step = report.decided_at_step
         final.intent, final.triggers = report.intent, report.triggers
         final.residual_score, final.reference_score = report.residual_score, report.reference_score
+        final.calibration_coverage = report.calibration_coverage  # the prompt's, whatever the re-sample encoded
         if final.copy is not None and final.copy.copied:
             final.action = REPORT_ACTION[policy.fallback]
             final.reason = (

@@ -19,11 +19,13 @@ from dataclasses import dataclass, field
 import torch
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 
+from ..calibration import Coverage
 from ..config import GuardConfig
 from ..detection import Decision, Detector, decide
 from ..errors import MemguardValueError
 from ..intent import IntentResolver, IntentVerdict
 from ..intent.attribution import gradient_token_scores, token_offsets
+from ..prompt_tokens import prompt_token_counts
 from ..report import Attempt, MemorizationReport
 from ..signals import SignalRecorder, UNetTap, cross_attention_layers
 from ..signals.edits import Edits, editing
@@ -204,6 +206,8 @@ class GuardedPass:
         self.resolver = IntentResolver(config.registry, config.implicit)
         self.offsets: dict[int, list[tuple[int, int]] | None] = {}
         self._uncond_cache: dict | None = None
+        self._coverage: dict[int, Coverage | None] = {}
+        self.uncovered_observed: set[int] = set()  # images left as drawn: GuardConfig.act_uncovered=False
         self.collected: LoopStartSink | None = None  # what prepare_latents reported while the pass ran
 
     # --- validation before anything runs ------------------------------------------------------
@@ -440,10 +444,26 @@ class GuardedPass:
             self.actions.append(action)
         if self.observing:  # an uncalibrated default threshold: report what it finds, touch nothing
             self.actions = ["none"] * len(self.actions)
+        elif not self.config.act_uncovered:  # nor where the calibration's guarantee says nothing
+            for i, action in enumerate(self.actions):
+                if action in ("flag", "block", "retry") and self.coverage(i) in ("shorter", "longer"):
+                    self.actions[i] = "none"
+                    self.uncovered_observed.add(i)
 
     @property
     def observing(self) -> bool:
         return self.threshold is not None and self.threshold.source == "default" and not self.config.act_uncalibrated
+
+    def coverage(self, image: int) -> Coverage | None:
+        """Whether the calibrated threshold's benign prompts span this image's prompt length (None:
+        no calibrated threshold, a calibration without the record, or prompt embeddings)."""
+        if image not in self._coverage:
+            calibration = self.config.calibration
+            prompt = self.prompt_text(image) if self.threshold.source == "calibration" else None
+            tokenizer = self.family.tokenizer(self.pipe) if prompt is not None else None
+            tokens = prompt_token_counts(tokenizer, [prompt])[0] if tokenizer is not None else None
+            self._coverage[image] = calibration.coverage(tokens) if tokens is not None else None
+        return self._coverage[image]
 
     # --- intent ----------------------------------------------------------------------------------
     def _verdict(self, image: int, decision: Decision) -> IntentVerdict:
@@ -555,6 +575,13 @@ class GuardedPass:
         return self._uncond_cache
 
     # --- reports -------------------------------------------------------------------------------
+    def _uncovered_note(self, image: int) -> str:
+        coverage = self.coverage(image)
+        if coverage not in ("shorter", "longer"):
+            return ""
+        observed = "; observed only (GuardConfig.act_uncovered=False)" if image in self.uncovered_observed else ""
+        return f"; the prompt is {coverage} than every calibration prompt{observed}"
+
     def _reports(self) -> list[MemorizationReport]:
         threshold = self.threshold
         unavailable = self.recorder.noise_unavailable_reason
@@ -581,6 +608,7 @@ class GuardedPass:
                 detector=self.detector.name,
                 threshold_source=threshold.source,
                 reason=None if checked else (unavailable or "no denoising step ran before the loop ended"),
+                calibration_coverage=self.coverage(i),
             )
             report.attempts = [
                 Attempt(
@@ -597,6 +625,7 @@ class GuardedPass:
                     f"at step {report.decided_at_step}; intent {verdict.intent}"
                     + (f" ({verdict.note})" if verdict.note else "")
                     + ("; observed only: no calibration (GuardConfig.act_uncalibrated=False)" if self.observing else "")
+                    + self._uncovered_note(i)
                 )
             reports.append(report)
         return reports
