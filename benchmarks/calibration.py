@@ -10,7 +10,8 @@ float32 and bfloat16?
 2. Scores fresh benign prompts the calibration never saw: new scenes (another seed) captioned in
    wordings the testbed never uses (`FRESH_WORDINGS`), `--images` starting noises each from seeds far
    from the calibration's, and reports the realized false-positive rate with its Wilson 95% interval
-   (one image per prompt by default, so the interval's independence holds).
+   (one image per prompt by default, so the interval's independence holds), overall and split by
+   whether the calibration prompts' token range covers each prompt (`Calibration.coverage`).
 3. Loads the same weights in bfloat16, scores the same fresh images, and reports how far the scores
    move, how many decisions flip at the float32 threshold, the realized rate in bfloat16, and the
    threshold a bfloat16 calibration picks.
@@ -35,6 +36,7 @@ from _results import model_label, testbed_folder, write_json  # noqa: E402
 import memguard  # noqa: E402
 from memguard import testbed  # noqa: E402
 from memguard.detection import DETECTORS  # noqa: E402
+from memguard.prompt_tokens import prompt_token_counts  # noqa: E402
 from memguard.testbed.data import calibration_prompts  # noqa: E402
 from memguard.testbed.scenes import article, random_scene, where  # noqa: E402
 from memguard.thresholds import wilson_interval  # noqa: E402
@@ -144,6 +146,9 @@ def main() -> None:
     config = memguard.GuardConfig(calibration=calibration)
     fresh = fresh_prompts(args.fresh)
     full = scores(pipe, fresh, config, args.images, FRESH_NOISE_SEED)
+    # each fresh image's prompt against the calibration prompts' token range (reports are prompt-major)
+    lengths = prompt_token_counts(pipe.tokenizer, fresh)
+    coverage = np.repeat([calibration.coverage(n) or "unknown" for n in lengths], args.images)
 
     half, _ = testbed.load(model_dir=args.model, dtype=torch.bfloat16)
     reduced = scores(
@@ -171,6 +176,11 @@ def main() -> None:
             ],
         },
         "fresh_float32": realized(full, threshold),
+        "fresh_float32_by_coverage": {
+            "calibration_prompt_tokens": calibration.prompt_tokens,
+            "fresh_prompt_tokens": [min(lengths), max(lengths)],
+            **{c: realized(full[coverage == c], threshold) for c in sorted(set(coverage))},
+        },
         "fresh_wordings": len(FRESH_WORDINGS),
         "bfloat16": {
             "score_shift_mean": float(shift.mean()),

@@ -274,10 +274,10 @@ def main() -> None:
     for seed in args.seeds:
         pipe.guard_config = config.replace(policy=Policy.uniform("flag"))  # the parent's image, and the verdict
         images, reports = _generate(pipe, prompts, seed, args.batch_size, args.steps)
-        returned = None
+        returned = returned_reports = None
         if not args.no_policy_run:
             pipe.guard_config = config
-            returned, _ = _generate(pipe, prompts, seed, args.batch_size, args.steps)
+            returned, returned_reports = _generate(pipe, prompts, seed, args.batch_size, args.steps)
         for j, (variant, image, report) in enumerate(zip(suite, images, reports, strict=True)):
             item = items[variant.item]
             row = {
@@ -291,6 +291,11 @@ def main() -> None:
             }
             if returned is not None:
                 row["returned_copy_any"] = bool(replicated_items(returned[j], truth.memorized))
+                final = returned_reports[j]
+                row["returned_outcome"] = final.outcome
+                # what each re-sample applied (the guard's strategy names), so a re-sample that copies
+                # again can be traced to the branch that drew it
+                row["mitigations"] = [a.mitigation for a in final.attempts[1:]]
             rows.append(row)
     pipe.guard_config = config
 
@@ -316,6 +321,8 @@ def main() -> None:
         "overall": _summary(rows, policy_run),
         "by_kind": {kind: _summary(by_kind[kind], policy_run) for kind in KINDS if by_kind[kind]},
         "missed": [r for r in rows if r["replicates_own"] and not r["caught"]],
+        # images the default policy re-sampled that still copy a training image
+        "resampled_copies": [r for r in rows if r.get("returned_copy_any") and r.get("mitigations")],
         "seconds": round(time.perf_counter() - started, 1),
     }
     write_json(result, args.out, echo=False)

@@ -178,7 +178,13 @@ def generate(
             payload["prompt"] = prompt
         payload["report"] = report.to_dict(include_text=include_text)
         (out / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
-        typer.echo(f"{stem}.png: {report.outcome} (score {report.score:.4f}, threshold {report.threshold:.4f})")
+        coverage = report.calibration_coverage
+        uncovered = ""
+        if coverage in ("shorter", "longer"):  # the calibrated false-positive rate says nothing of it
+            uncovered = f"; the prompt is {coverage} than every calibration prompt"
+        typer.echo(
+            f"{stem}.png: {report.outcome} (score {report.score:.4f}, threshold {report.threshold:.4f}{uncovered})"
+        )
 
 
 @app.command()

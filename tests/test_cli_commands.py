@@ -199,6 +199,7 @@ def test_calibrate_then_generate_with_that_calibration(tmp_path):
     report = json.loads((out / "image_000.json").read_text())["report"]
     assert report["threshold"] == calibration.threshold and report["threshold_source"] == "calibration"
     assert report["calibration_coverage"] == "shorter"  # three words, against five or more
+    assert "the prompt is shorter than every calibration prompt" in result.output
 
     result = run("generate", "a plain picture", "--out", out, "--calibration", calibration_file)  # on the testbed
     assert result.exit_code == 2 and said("measured on another model", result.output)
