@@ -77,6 +77,28 @@ def test_without_a_recorded_range_or_a_prompt_the_coverage_is_unknown(shared_bas
     assert by_embeds.memorization[0].calibration_coverage is None  # no text to count
 
 
+def test_a_tokenizer_that_cannot_count_leaves_the_coverage_unknown_and_the_image_judged(base_pipe, calibration):
+    class Refusing:  # the pipeline's tokenizer, refusing the counting call's arguments
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __call__(self, *args, **kwargs):
+            if kwargs.get("add_special_tokens") is False:
+                raise TypeError("unsupported")
+            return self.inner(*args, **kwargs)
+
+        def __getattr__(self, name):
+            if name == "inner":  # not set yet (a copy being built)
+                raise AttributeError(name)
+            return getattr(self.inner, name)
+
+    base_pipe.tokenizer = Refusing(base_pipe.tokenizer)
+    everything = dataclasses.replace(calibration, threshold=0.0)
+    guarded = memguard.guard(base_pipe, GuardConfig(calibration=everything, policy=Policy.uniform("flag")))
+    report = _run(guarded, [SHORT]).memorization[0]
+    assert report.status == "checked" and report.outcome == "flagged" and report.calibration_coverage is None
+
+
 def test_act_uncovered_false_leaves_prompts_outside_the_range_as_drawn(shared_base_pipe, calibration):
     everything = dataclasses.replace(calibration, threshold=0.0)  # every noise RMS is above it
     prompts = [SHORT, BENIGN_SCENES[0], LONG]

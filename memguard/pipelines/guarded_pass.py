@@ -456,12 +456,18 @@ class GuardedPass:
 
     def coverage(self, image: int) -> Coverage | None:
         """Whether the calibrated threshold's benign prompts span this image's prompt length (None:
-        no calibrated threshold, a calibration without the record, or prompt embeddings)."""
+        no calibrated threshold, a calibration without the record, prompt embeddings, or a tokenizer
+        that cannot count the prompt)."""
         if image not in self._coverage:
             calibration = self.config.calibration
             prompt = self.prompt_text(image) if self.threshold.source == "calibration" else None
             tokenizer = self.family.tokenizer(self.pipe) if prompt is not None else None
-            tokens = prompt_token_counts(tokenizer, [prompt])[0] if tokenizer is not None else None
+            tokens = None
+            if tokenizer is not None:
+                try:
+                    tokens = prompt_token_counts(tokenizer, [prompt])[0]
+                except Exception:  # a tokenizer of its own kind: the coverage is unknown, the image still judged
+                    tokens = None
             self._coverage[image] = calibration.coverage(tokens) if tokens is not None else None
         return self._coverage[image]
 
