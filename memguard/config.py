@@ -74,8 +74,9 @@ class GuardConfig:
             benign prompts (`Calibration.prompt_tokens`); each report says whether its prompt was
             (`calibration_coverage`). True (the default) acts on every prompt alike; False only
             observes the images whose prompt is shorter or longer than every calibration prompt
-            (outcome "observed" for what it would have acted on, the image returned as drawn), where
-            a threshold with no guarantee would otherwise re-sample or block them.
+            (outcome "observed" for what it would have acted on, the image returned as drawn; a
+            configured copy verification still acts on it), where a threshold with no guarantee
+            would otherwise re-sample or block them.
     """
 
     enabled: bool = True
