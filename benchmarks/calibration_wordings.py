@@ -11,7 +11,8 @@ neither the testbed's nor the fresh ones, scenes from another seed), one noise e
 reports the threshold, the fresh benign images over it (`--fresh` prompts x `--images` noises, the
 same as `calibration.py`'s) and the memorized and mixed captions' images over it (4 seeds), so the cost of a
 wider calibration set in missed copies is measured beside its gain in false positives. Scores only:
-about a minute on the testbeds on a 2-core CPU.
+about a minute on the testbeds on a 2-core CPU. `--save-wider FILE` also writes the wider calibration,
+for `benchmarks/perturbations.py --calibration FILE`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import argparse
 import platform
 import sys
 import time
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -66,11 +68,19 @@ def wider_prompts(n: int, seed: int = WIDER_SEED) -> list[str]:
 
 
 def measured(
-    pipe, prompts: list[str], fresh: list[str], memorized: list[str], images: int, detector: str | None = None
+    pipe,
+    prompts: list[str],
+    fresh: list[str],
+    memorized: list[str],
+    images: int,
+    detector: str | None = None,
+    save: Path | None = None,
 ) -> dict:
     """Calibrate `detector` (None: memguard's default) on `prompts` (CALIBRATION_IMAGES noises each), then
-    count what passes its threshold."""
+    count what passes its threshold; `save`: write that calibration there too."""
     calibration = calibrate(pipe, prompts, detector)
+    if save is not None:  # named as the shipped ones are: the folder's path would name this machine
+        replace(calibration, model_name=f"memguard testbed ({Path(pipe.name_or_path).name})").save(save)
     config = memguard.GuardConfig(calibration=calibration)
     fresh_scores = scores(pipe, fresh, config, images, FRESH_NOISE_SEED)
     memorized_scores = scores(pipe, memorized, config, MEMORIZED_SEEDS, 0)
@@ -96,6 +106,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1, help="starting noises per fresh prompt")
     parser.add_argument("--detector", choices=sorted(DETECTORS), default=None, help="default: memguard's own")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "calibration_wordings.json")
+    parser.add_argument(
+        "--save-wider", type=Path, default=None, help="also write the wider calibration (for other benchmarks)"
+    )
     args = parser.parse_args()
     if args.wider < 1:
         parser.error(f"--wider must be at least 1, got {args.wider}")
@@ -121,7 +134,9 @@ def main() -> None:
             "detector": args.detector or CALIBRATED_DEFAULT,
         },
         "own_wordings": measured(pipe, own, fresh, memorized, args.images, args.detector),
-        "wider_wordings": measured(pipe, own + wider_prompts(args.wider), fresh, memorized, args.images, args.detector),
+        "wider_wordings": measured(
+            pipe, own + wider_prompts(args.wider), fresh, memorized, args.images, args.detector, args.save_wider
+        ),
     }
     result["seconds"] = round(time.perf_counter() - started, 1)
     write_json(result, args.out)
