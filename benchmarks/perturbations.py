@@ -321,8 +321,9 @@ def main() -> None:
         "overall": _summary(rows, policy_run),
         "by_kind": {kind: _summary(by_kind[kind], policy_run) for kind in KINDS if by_kind[kind]},
         "missed": [r for r in rows if r["replicates_own"] and not r["caught"]],
-        # images the default policy re-sampled that still copy a training image
-        "resampled_copies": [r for r in rows if r.get("returned_copy_any") and r.get("mitigations")],
+        # returned copies of images the guard judged memorized: re-samples that copy again, and copies
+        # allowed as intended
+        "judged_copies": [r for r in rows if r.get("returned_copy_any") and r["returned_outcome"] != "clean"],
         "seconds": round(time.perf_counter() - started, 1),
     }
     write_json(result, args.out, echo=False)

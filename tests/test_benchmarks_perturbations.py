@@ -63,8 +63,9 @@ def test_a_one_item_run_reports_each_kind_and_every_copy(tmp_path):
     missed = sum(kind["missed_copies"] for kind in result["by_kind"].values())
     assert missed == len(result["missed"]) and all(not row["caught"] for row in result["missed"])
     assert 0.0 <= result["overall"]["returned_copies_any"] <= 1.0
-    for row in result["resampled_copies"]:  # each traced to what its re-samples applied
-        assert row["returned_copy_any"] and row["mitigations"] and row["returned_outcome"] != "clean"
+    for row in result["judged_copies"]:  # each traced to the guard's outcome and what its re-samples applied
+        assert row["returned_copy_any"] and row["returned_outcome"] != "clean"
+        assert bool(row["mitigations"]) == (row["returned_outcome"] in ("resampled", "flagged", "blocked"))
 
 
 def test_an_unknown_item_is_refused_by_name_before_anything_runs(tmp_path):
