@@ -130,7 +130,11 @@ def test_the_fit_counts_features_saves_and_refuses_another_model(tiny):
     entropies_only = TopLayerEntropyDetector().fit(
         TopLayerEntropyDetector().features(_trace(tiny, detector.needs, 1), 1)
     )
-    with pytest.raises(ValueError, match="cross-attention layers differ from the calibration"):
+    n = len(features)  # two per layer: counted as features, not layers
+    with pytest.raises(
+        ValueError,
+        match=rf"layers differ from the calibration's \({n} per-layer features recorded, {n // 2} calibrated\)",
+    ):
         detector.with_state(entropies_only.state()).score(_trace(tiny, detector.needs, 1), 1)
 
 

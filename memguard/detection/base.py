@@ -193,7 +193,7 @@ def standardize_layers(layer_stats: LayerStats, features: dict[str, torch.Tensor
     if sorted(stats) != layers:
         raise ValueError(
             f"detector {detector_name!r}: the model's cross-attention layers differ from the calibration's "
-            f"({len(layers)} recorded, {len(stats)} calibrated); calibrate this model"
+            f"({len(layers)} per-layer features recorded, {len(stats)} calibrated); calibrate this model"
         )
     # in float64, as the fit computes them: a small benign spread magnifies rounding
     return torch.stack([(features[k].double() - stats[k][0]) / stats[k][1] for k in layers])
