@@ -255,9 +255,14 @@ def scan(
         )
     if state.is_main_process:
         unscored = f", {summary.unscored} without a score (see their status)" if summary.unscored else ""
+        uncovered = (
+            f", {summary.uncovered} shorter or longer than every calibration prompt (calibration_coverage)"
+            if summary.uncovered
+            else ""
+        )
         typer.echo(
             f"{summary.total} prompts: {summary.resumed} already in {out}, {summary.scored} scored, "
-            f"{summary.memorized} of them memorized{unscored}"
+            f"{summary.memorized} of them memorized{unscored}{uncovered}"
         )
     # Under a launcher, a process group left to the interpreter's exit can abort in gloo's teardown
     # ("terminate called without an active exception") after the work is done, failing the launch.

@@ -51,6 +51,7 @@ class ScanSummary:
     scored: int  # prompts this run wrote a record for
     memorized: int  # of those, scored as memorized
     unscored: int = 0  # of those, with no score: the guard failed on them (status "error") or had no signal
+    uncovered: int = 0  # of those, shorter or longer than every prompt of the calibration in force
 
 
 def meta_path(out: Path) -> Path:
@@ -71,6 +72,7 @@ def record(prompt: Prompt, report, include_text: bool) -> dict:
         "status": data["status"],
         "decided_at_step": data["decided_at_step"],
         "threshold_source": data["threshold_source"],
+        "calibration_coverage": data["calibration_coverage"],
     }
     if include_text:
         row["prompt"] = prompt.text
@@ -182,7 +184,7 @@ def run_scan(
         raise ScanOutputError(pending)
     work = batches(pending, batch_size, len(prompts))
     wanted = set(pending)  # a batch re-scored for the records a crash cut keeps only those
-    scored = memorized = unscored = 0
+    scored = memorized = unscored = uncovered = 0
     bar = tqdm(
         total=len(pending), desc="memguard scan", unit="prompt", disable=not (progress and state.is_main_process)
     )
@@ -203,8 +205,9 @@ def run_scan(
             scored += len(rows)
             memorized += sum(bool(row["memorized"]) for row in rows)
             unscored += sum(row["status"] != "checked" for row in rows)
+            uncovered += sum(row["calibration_coverage"] in ("shorter", "longer") for row in rows)
             bar.update(len(rows))
-    return ScanSummary(len(prompts), len(prompts) - len(pending), scored, memorized, unscored)
+    return ScanSummary(len(prompts), len(prompts) - len(pending), scored, memorized, unscored, uncovered)
 
 
 def _score(pipe, prompts, batch: list[int], config, seed: int, include_text: bool, call_kwargs: dict) -> list[dict]:

@@ -128,6 +128,29 @@ def test_a_resampled_image_keeps_its_prompts_coverage(shared_base_pipe, calibrat
     assert report.resamples == 1 and report.calibration_coverage == "shorter"
 
 
+def test_a_scan_records_each_prompts_coverage_and_counts_those_outside(shared_base_pipe, calibration, tmp_path):
+    from accelerate import PartialState
+
+    from memguard.prompts_file import Prompt
+    from memguard.scan import run_scan
+
+    pipe = memguard.guard(shared_base_pipe, GuardConfig(calibration=calibration))
+    texts = [SHORT, BENIGN_SCENES[5], LONG, BENIGN_SCENES[6]]
+    out = tmp_path / "scan.jsonl"
+    summary = run_scan(
+        pipe,
+        [Prompt(i, i + 1, t) for i, t in enumerate(texts)],
+        out,
+        identity={},
+        state=PartialState(cpu=True),
+        progress=False,
+        num_inference_steps=STEPS,
+    )
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["calibration_coverage"] for r in rows] == ["shorter", "covered", "longer", "covered"]
+    assert (summary.scored, summary.uncovered) == (4, 2)
+
+
 @pytest.mark.parametrize(
     "value",
     [[5, 3], [-1, 2], [1, 2, 3], [1], ["1", 2], [True, 2], [1.0, 2], 7, [0, 100_001]],

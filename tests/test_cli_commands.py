@@ -150,6 +150,18 @@ def test_scan_with_include_text_writes_prompts(tmp_path, prompt_file):
     assert rows[3]["prompt"] == SECRET and rows[3]["threshold_source"] == "default"
 
 
+def test_scan_counts_prompts_outside_the_calibrations_lengths(tmp_path, truth):
+    path = tmp_path / "prompts.txt"
+    long = ", ".join(truth.novel[:3])  # three captions in one prompt: longer than any calibration prompt
+    path.write_text("\n".join(["zorblax", truth.novel[0], long]) + "\n")
+    out = tmp_path / "scan.jsonl"
+    result = run("scan", path, "--out", out, "--no-progress")  # the testbed, with its shipped calibration
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["calibration_coverage"] for r in rows] == ["shorter", "covered", "longer"]
+    assert "2 shorter or longer than every calibration prompt" in result.output and "zorblax" not in result.output
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [
