@@ -165,10 +165,8 @@ def calibrate(
 def _token_range(guarded, prompts: list[str]) -> list[int] | None:
     """The shortest and longest benign prompt in the tokens the pipeline's text encoder reads."""
     tokenizer = guarded.family.tokenizer(guarded)
-    if tokenizer is None:
-        return None
-    counts = prompt_token_counts(tokenizer, prompts)
-    return [min(counts), max(counts)]
+    counts = prompt_token_counts(tokenizer, prompts) if tokenizer is not None else None
+    return [min(counts), max(counts)] if counts else None
 
 
 def _check_guidance(guidance_scale) -> None:

@@ -64,6 +64,7 @@ MAX_PROMPT_TOKENS = 100_000
 
 # Whether a calibration's prompts span a prompt's length: its guarantee is about prompts like them.
 Coverage = Literal["covered", "shorter", "longer"]
+UNCOVERED: tuple[Coverage, ...] = ("shorter", "longer")  # where the calibrated false-positive rate says nothing
 
 
 class CalibrationError(MemguardValueError):

@@ -146,6 +146,7 @@ def generate(
     """Generate images under the guard; write each image and its memorization report."""
     import torch
 
+    from .calibration import UNCOVERED
     from .policy import Policy
 
     if not prompt.strip():
@@ -180,7 +181,7 @@ def generate(
         (out / f"{stem}.json").write_text(json.dumps(payload, indent=2) + "\n")
         coverage = report.calibration_coverage
         uncovered = ""
-        if coverage in ("shorter", "longer"):  # the calibrated false-positive rate says nothing of it
+        if coverage in UNCOVERED:
             uncovered = f"; the prompt is {coverage} than every calibration prompt"
         typer.echo(
             f"{stem}.png: {report.outcome} (score {report.score:.4f}, threshold {report.threshold:.4f}{uncovered})"

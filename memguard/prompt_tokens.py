@@ -22,11 +22,15 @@ def window(tokenizer) -> int:
     return DEFAULT_WINDOW
 
 
-def prompt_token_counts(tokenizer, prompts: Sequence[str]) -> list[int]:
+def prompt_token_counts(tokenizer, prompts: Sequence[str]) -> list[int] | None:
     """Each prompt's own tokens as its pipeline encodes it (truncated to the window, special tokens
-    not counted)."""
+    not counted); None when the tokenizer cannot count them that way (a tokenizer of its own kind):
+    the length is then unknown, which neither a calibration nor a guarded call fails over."""
     if not prompts:
         return []
     room = window(tokenizer) - 2
-    encoded = tokenizer(list(prompts), add_special_tokens=False, truncation=True, max_length=room)
-    return [min(len(ids), room) for ids in encoded["input_ids"]]
+    try:
+        encoded = tokenizer(list(prompts), add_special_tokens=False, truncation=True, max_length=room)
+        return [min(len(ids), room) for ids in encoded["input_ids"]]
+    except Exception:  # any tokenizer's own failure: an informational count is never worth a failed call
+        return None

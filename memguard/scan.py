@@ -31,6 +31,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from .calibration import UNCOVERED
 from .errors import MemguardValueError
 from .prompts_file import Prompt
 from .safe_parse import FileTooLarge, ParseError, parse_json, read_limited
@@ -205,7 +206,7 @@ def run_scan(
             scored += len(rows)
             memorized += sum(bool(row["memorized"]) for row in rows)
             unscored += sum(row["status"] != "checked" for row in rows)
-            uncovered += sum(row["calibration_coverage"] in ("shorter", "longer") for row in rows)
+            uncovered += sum(row["calibration_coverage"] in UNCOVERED for row in rows)
             bar.update(len(rows))
     return ScanSummary(len(prompts), len(prompts) - len(pending), scored, memorized, unscored, uncovered)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 
-from ..calibration import Coverage
+from ..calibration import UNCOVERED, Coverage
 from ..config import GuardConfig
 from ..detection import Decision, Detector, decide
 from ..errors import MemguardValueError
@@ -446,7 +446,7 @@ class GuardedPass:
             self.actions = ["none"] * len(self.actions)
         elif not self.config.act_uncovered:  # nor where the calibration's guarantee says nothing
             for i, action in enumerate(self.actions):
-                if action in ("flag", "block", "retry") and self.coverage(i) in ("shorter", "longer"):
+                if action in ("flag", "block", "retry") and self.coverage(i) in UNCOVERED:
                     self.actions[i] = "none"
                     self.uncovered_observed.add(i)
 
@@ -462,13 +462,8 @@ class GuardedPass:
             calibration = self.config.calibration
             prompt = self.prompt_text(image) if self.threshold.source == "calibration" else None
             tokenizer = self.family.tokenizer(self.pipe) if prompt is not None else None
-            tokens = None
-            if tokenizer is not None:
-                try:
-                    tokens = prompt_token_counts(tokenizer, [prompt])[0]
-                except Exception:  # a tokenizer of its own kind: the coverage is unknown, the image still judged
-                    tokens = None
-            self._coverage[image] = calibration.coverage(tokens) if tokens is not None else None
+            counts = prompt_token_counts(tokenizer, [prompt]) if tokenizer is not None else None
+            self._coverage[image] = calibration.coverage(counts[0]) if counts else None
         return self._coverage[image]
 
     # --- intent ----------------------------------------------------------------------------------
@@ -583,7 +578,7 @@ class GuardedPass:
     # --- reports -------------------------------------------------------------------------------
     def _uncovered_note(self, image: int) -> str:
         coverage = self.coverage(image)
-        if coverage not in ("shorter", "longer"):
+        if coverage not in UNCOVERED:
             return ""
         observed = "; observed only (GuardConfig.act_uncovered=False)" if image in self.uncovered_observed else ""
         return f"; the prompt is {coverage} than every calibration prompt{observed}"
