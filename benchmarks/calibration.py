@@ -4,14 +4,16 @@ float32 and bfloat16?
     python benchmarks/calibration.py [--model testbed|testbed-xl|DIR] [--fresh 1000] [--images 1]
                                      [--out benchmarks/results/calibration.json]
 
-1. Calibrates the testbed for a 1% false-positive rate at 95% confidence on its 1,000 distinct
-   calibration prompts, one starting noise each, with `memguard.calibrate` (each distinct prompt is
-   one sample of the guarantee: the images of one prompt are not independent).
+1. Calibrates the testbed for a 1% false-positive rate at 95% confidence on the shipped calibration's
+   1,500 distinct prompts (`memguard.testbed.data.shipped_calibration_prompts`), one starting noise each,
+   with `memguard.calibrate` (each distinct prompt is one sample of the guarantee: the images of one
+   prompt are not independent).
 2. Scores fresh benign prompts the calibration never saw: new scenes (another seed) captioned in
-   wordings the testbed never uses (`FRESH_WORDINGS`), `--images` starting noises each from seeds far
-   from the calibration's, and reports the realized false-positive rate with its Wilson 95% interval
-   (one image per prompt by default, so the interval's independence holds), overall and split by
-   whether the calibration prompts' token range covers each prompt (`Calibration.coverage`).
+   wordings neither the training nor the calibration uses (`FRESH_WORDINGS`), `--images` starting
+   noises each from seeds far from the calibration's, and reports the realized false-positive rate
+   with its Wilson 95% interval (one image per prompt by default, so the interval's independence
+   holds), overall and split by whether the calibration prompts' token range covers each prompt
+   (`Calibration.coverage`).
 3. Loads the same weights in bfloat16, scores the same fresh images, and reports how far the scores
    move, how many decisions flip at the float32 threshold, the realized rate in bfloat16, and the
    threshold a bfloat16 calibration picks.
@@ -37,13 +39,12 @@ import memguard  # noqa: E402
 from memguard import testbed  # noqa: E402
 from memguard.detection import DETECTORS  # noqa: E402
 from memguard.prompt_tokens import prompt_token_counts  # noqa: E402
-from memguard.testbed.data import calibration_prompts  # noqa: E402
-from memguard.testbed.scenes import article, random_scene, where  # noqa: E402
+from memguard.testbed.data import one_shape_prompts, shipped_calibration_prompts  # noqa: E402
 from memguard.thresholds import wilson_interval  # noqa: E402
 
 STEPS, GUIDANCE = 50, 7.5
 TARGET_FPR, CONFIDENCE = 0.01, 0.95
-CALIBRATION_PROMPTS, CALIBRATION_IMAGES = 1000, 1
+CALIBRATION_IMAGES = 1
 FRESH_SEED = 98_765  # scenes drawn apart from the calibration's (4321) and the evaluation sets' (1234)
 FRESH_NOISE_SEED = 1_000_000  # starting noises far from the calibration's (0 ..)
 # Wordings the testbed's captions never use (memguard/testbed/scenes.py has the ones it trains on).
@@ -59,39 +60,16 @@ FRESH_WORDINGS = (
 )
 
 
-def one_shape_prompts(n: int, seed: int, wordings: tuple[str, ...]) -> list[str]:
-    """`n` one-shape scenes drawn from `seed`, each captioned in one of `wordings` (format fields a,
-    size, colour, shape, where, bg)."""
-    rng = np.random.default_rng(seed)
-    prompts = []
-    while len(prompts) < n:
-        scene = random_scene(rng)
-        if len(scene.positions) != 1:
-            continue  # the wordings describe one shape
-        template = wordings[int(rng.integers(len(wordings)))]
-        prompts.append(
-            template.format(
-                a=article(scene.size),
-                size=scene.size,
-                colour=scene.colour,
-                shape=scene.shape,
-                where=where(scene.positions[0]),
-                bg=scene.background,
-            )
-        )
-    return prompts
-
-
 def fresh_prompts(n: int, seed: int = FRESH_SEED) -> list[str]:
     return one_shape_prompts(n, seed, FRESH_WORDINGS)
 
 
 def calibrate(pipe, prompts: list[str] | None = None, detector: str | None = None) -> memguard.Calibration:
-    """`prompts` (None: the testbed's CALIBRATION_PROMPTS calibration prompts), CALIBRATION_IMAGES starting
+    """`prompts` (None: the shipped calibration's, `shipped_calibration_prompts`), CALIBRATION_IMAGES starting
     noises each, 1% at 95%; `detector` None: memguard's default."""
     return memguard.calibrate(
         pipe,
-        calibration_prompts(n=CALIBRATION_PROMPTS) if prompts is None else prompts,
+        shipped_calibration_prompts() if prompts is None else prompts,
         TARGET_FPR,
         detector=detector,
         confidence=CONFIDENCE,

@@ -3,16 +3,17 @@
     python benchmarks/calibration_wordings.py [--model testbed|testbed-xl|DIR] [--wider 500] [--fresh 1000]
                                               [--out benchmarks/results/calibration_wordings.json]
 
-The testbed's calibration prompts use the testbed's own caption wordings; the fresh benign prompts of
-`benchmarks/calibration.py` use eight others (`FRESH_WORDINGS`). This calibrates memguard's default
+The fresh benign prompts of `benchmarks/calibration.py` use eight wordings (`FRESH_WORDINGS`) that
+neither the testbed's training captions nor its calibration use. This calibrates memguard's default
 score twice with `memguard.calibrate` (1% at 95%, step 1): on the testbed's 1,000 distinct calibration
-prompts, as shipped, and on those plus `--wider` prompts in six further wordings (`WIDER_WORDINGS`:
-neither the testbed's nor the fresh ones, scenes from another seed), one noise each. For each it
-reports the threshold, the fresh benign images over it (`--fresh` prompts x `--images` noises, the
-same as `calibration.py`'s) and the memorized and mixed captions' images over it (4 seeds), so the cost of a
-wider calibration set in missed copies is measured beside its gain in false positives. Scores only:
-about a minute on the testbeds on a 2-core CPU. `--save-wider FILE` also writes the wider calibration,
-for `benchmarks/perturbations.py --calibration FILE`.
+prompts in its training captions' wordings only, and on those plus `--wider` prompts in six other
+wordings (`memguard.testbed.data.OTHER_WORDINGS`: scenes from another seed), one noise each; at the
+default 500 the second is the shipped calibration. For each it reports the threshold, the fresh benign
+images over it (`--fresh` prompts x `--images` noises, the same as `calibration.py`'s) and the memorized
+and mixed captions' images over it (4 seeds), so the cost of a wider calibration set in missed copies is
+measured beside its gain in false positives. Scores only: about a minute on the testbeds on a 2-core
+CPU. `--save-wider FILE` also writes the wider calibration, for `benchmarks/perturbations.py
+--calibration FILE`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _results import model_label, testbed_folder, write_json  # noqa: E402
 from calibration import (  # noqa: E402
-    CALIBRATION_PROMPTS,
     CONFIDENCE,
     FRESH_NOISE_SEED,
     FRESH_WORDINGS,
@@ -39,7 +39,6 @@ from calibration import (  # noqa: E402
     TARGET_FPR,
     calibrate,
     fresh_prompts,
-    one_shape_prompts,
     realized,
     scores,
 )
@@ -47,24 +46,9 @@ from calibration import (  # noqa: E402
 import memguard  # noqa: E402
 from memguard import testbed  # noqa: E402
 from memguard.detection import CALIBRATED_DEFAULT, DETECTORS  # noqa: E402
-from memguard.testbed.data import calibration_prompts  # noqa: E402
+from memguard.testbed.data import CALIBRATION_PROMPTS, OTHER_WORDINGS, calibration_prompts, other_wording_prompts  # noqa: E402
 
-WIDER_SEED = 55_555  # scenes apart from the calibration's (4321), the fresh ones (98765) and the evaluation sets (1234)
 MEMORIZED_SEEDS = 4
-# Six wordings that are neither the testbed's (memguard/testbed/scenes.py) nor calibration.py's fresh ones.
-WIDER_WORDINGS = (
-    "an illustration: {a} {size} {colour} {shape} {where} on {bg}",
-    "{size} {colour} {shape}, {where}, {bg} behind it",
-    "sketch of {a} {colour} {shape} {where}",
-    "{bg} surface with {a} {size} {colour} {shape}",
-    "icon of {a} {colour} {shape}, {size}",
-    "{a} {colour} {shape} sits {where}",
-)
-
-
-def wider_prompts(n: int, seed: int = WIDER_SEED) -> list[str]:
-    """`n` one-shape scenes, each captioned in one of WIDER_WORDINGS."""
-    return one_shape_prompts(n, seed, WIDER_WORDINGS)
 
 
 def measured(
@@ -130,12 +114,12 @@ def main() -> None:
             "target_fpr": TARGET_FPR,
             "confidence": CONFIDENCE,
             "fresh_wordings": len(FRESH_WORDINGS),
-            "wider_wordings": len(WIDER_WORDINGS),
+            "wider_wordings": len(OTHER_WORDINGS),
             "detector": args.detector or CALIBRATED_DEFAULT,
         },
         "own_wordings": measured(pipe, own, fresh, memorized, args.images, args.detector),
         "wider_wordings": measured(
-            pipe, own + wider_prompts(args.wider), fresh, memorized, args.images, args.detector, args.save_wider
+            pipe, own + other_wording_prompts(args.wider), fresh, memorized, args.images, args.detector, args.save_wider
         ),
     }
     result["seconds"] = round(time.perf_counter() - started, 1)

@@ -2,9 +2,10 @@
 
 Writes ``calibration.json`` into the model folder; `memguard.testbed.load()` applies it by default.
 Settings are the benchmarks': DDIM 50 steps, guidance 7.5, the detector's own decision step (1 for
-memguard's default, 8 for "attention_or_updates"), 1% target FPR at 95% confidence, on 1,000 distinct
-calibration prompts, one starting noise each (the guarantee needs at least 299 distinct prompts: the
-images of one prompt are not independent samples).
+memguard's default, 8 for "attention_or_updates"), 1% target FPR at 95% confidence, on 1,500 distinct
+calibration prompts (1,000 in the training captions' wordings, 500 in six others:
+`data.shipped_calibration_prompts`), one starting noise each (the guarantee needs at least 299 distinct
+prompts: the images of one prompt are not independent samples).
 ``--detector NAME`` calibrates another registered detector (`memguard.detection.DETECTORS`).
 """
 
@@ -19,7 +20,7 @@ from diffusers import DiffusionPipeline
 from ..calibrating import calibrate
 from ..calibration import Calibration
 from ..detection import DETECTORS
-from .data import calibration_prompts
+from .data import shipped_calibration_prompts
 from .paths import MODEL_DIR
 
 CALIBRATION_FILE = "calibration.json"
@@ -29,7 +30,9 @@ def calibrate_testbed(model_dir: Path, target_fpr: float = 0.01, detector: str |
     """`detector`: a registered detector's name; None: memguard's default."""
     pipe = DiffusionPipeline.from_pretrained(model_dir)  # the class its model_index.json names (SD or SDXL)
     pipe.set_progress_bar_config(disable=True)
-    calibration = calibrate(pipe, calibration_prompts(n=1000), target_fpr=target_fpr, detector=detector, batch_size=25)
+    calibration = calibrate(
+        pipe, shipped_calibration_prompts(), target_fpr=target_fpr, detector=detector, batch_size=25
+    )
     # The folder's absolute path would name this machine in a file that ships; the fingerprint identifies it.
     calibration = replace(calibration, model_name=f"memguard testbed ({model_dir.name})")
     calibration.save(model_dir / CALIBRATION_FILE)

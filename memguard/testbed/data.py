@@ -14,11 +14,25 @@ import numpy as np
 
 from .concepts import CONCEPTS, ConceptScene, training_concept_scenes
 from .memorized import MEMORIZED, training_images
-from .scenes import POSITIONS, WORDINGS, random_scene
+from .scenes import POSITIONS, WORDINGS, article, random_scene, where
 
 # Share of training samples per source; each memorized item gets MEMORIZED_SHARE / 24 (1.25%).
 BROAD_SHARE, CONCEPT_SHARE, MEMORIZED_SHARE = 0.45, 0.25, 0.30
 CAPTION_DROPOUT = 0.1
+
+# The shipped calibration: the training captions' own wordings, plus one-shape scenes in wordings the model
+# never trained on, since users word prompts their own way (benchmarks/calibration_wordings.py measures
+# both). Neither these wordings nor their scenes' seed are the benchmarks' fresh or evaluation prompts'.
+CALIBRATION_SEED, CALIBRATION_PROMPTS = 4321, 1000
+OTHER_WORDINGS_SEED, OTHER_WORDINGS_PROMPTS = 55_555, 500
+OTHER_WORDINGS = (
+    "an illustration: {a} {size} {colour} {shape} {where} on {bg}",
+    "{size} {colour} {shape}, {where}, {bg} behind it",
+    "sketch of {a} {colour} {shape} {where}",
+    "{bg} surface with {a} {size} {colour} {shape}",
+    "icon of {a} {colour} {shape}, {size}",
+    "{a} {colour} {shape} sits {where}",
+)
 
 
 @dataclass(frozen=True)
@@ -105,7 +119,7 @@ def evaluation_prompts(seed: int = 1234, n_novel: int = 25) -> EvaluationPrompts
     )
 
 
-def calibration_prompts(seed: int = 4321, n: int = 200) -> list[str]:
+def calibration_prompts(seed: int = CALIBRATION_SEED, n: int = 200) -> list[str]:
     """Benign prompts for the shipped calibration: broad scenes in every wording (background named or
     not), drawn apart from the evaluation sets, so thresholds are not tuned on what is evaluated."""
     rng = np.random.default_rng(seed)
@@ -113,3 +127,38 @@ def calibration_prompts(seed: int = 4321, n: int = 200) -> list[str]:
     while len(prompts) < n:
         prompts.setdefault(random_scene(rng).caption(int(rng.integers(WORDINGS))))
     return list(prompts)
+
+
+def one_shape_prompts(n: int, seed: int, wordings: tuple[str, ...], distinct: bool = False) -> list[str]:
+    """`n` one-shape scenes drawn from `seed`, each captioned in one of `wordings` (format fields a,
+    size, colour, shape, where, bg); `distinct`: skip a prompt already drawn."""
+    rng = np.random.default_rng(seed)
+    prompts: list[str] = []
+    while len(prompts) < n:
+        scene = random_scene(rng)
+        if len(scene.positions) != 1:
+            continue  # the wordings describe one shape
+        template = wordings[int(rng.integers(len(wordings)))]
+        prompt = template.format(
+            a=article(scene.size),
+            size=scene.size,
+            colour=scene.colour,
+            shape=scene.shape,
+            where=where(scene.positions[0]),
+            bg=scene.background,
+        )
+        if not (distinct and prompt in prompts):
+            prompts.append(prompt)
+    return prompts
+
+
+def other_wording_prompts(n: int = OTHER_WORDINGS_PROMPTS, seed: int = OTHER_WORDINGS_SEED) -> list[str]:
+    """`n` distinct one-shape prompts, each captioned in one of OTHER_WORDINGS (distinct: each is one
+    sample of a calibration's guarantee)."""
+    return one_shape_prompts(n, seed, OTHER_WORDINGS, distinct=True)
+
+
+def shipped_calibration_prompts() -> list[str]:
+    """What `python -m memguard.testbed.calibrate` calibrates on: CALIBRATION_PROMPTS distinct prompts in
+    the training wordings, then OTHER_WORDINGS_PROMPTS in OTHER_WORDINGS."""
+    return calibration_prompts(n=CALIBRATION_PROMPTS) + other_wording_prompts()
