@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .calibration import Calibration
+from .thresholds import threshold_spread
+
+SPREAD_SHARE = 0.9  # the share of bootstrap draws the printed threshold range holds
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,14 @@ def summary_lines(calibration: Calibration, margin: Margin | None = None) -> lis
             f"guarantee: false-positive rate on fresh benign prompts <= {calibration.target_fpr:g} with probability "
             f"{calibration.confidence:.3f} (the {_ordinal(calibration.threshold_rank)} highest of "
             f"{calibration.num_scores} benign scores; expected rate {calibration.expected_fpr:.4f})"
+        )
+    # resampled only when every score is stored (a large calibration keeps its highest MAX_STORED_SCORES)
+    if calibration.threshold_rank is not None and len(calibration.benign_scores or ()) == calibration.num_scores:
+        low, high = threshold_spread(calibration.benign_scores, calibration.threshold_rank, SPREAD_SHARE)
+        lines.append(
+            f"threshold spread: another {len(calibration.benign_scores)} prompts like these would put it in "
+            f"{low:.6g}-{high:.6g} ({SPREAD_SHARE:.0%} of bootstrap draws); prompts scoring inside are caught or "
+            "not by the draw: more prompts narrow it"
         )
     above = round(calibration.achieved_fpr * calibration.num_scores)
     lines.append(f"benign scores above it: {above} of {calibration.num_scores} ({calibration.achieved_fpr:.4f})")

@@ -97,6 +97,36 @@ def guaranteed_threshold(
     )
 
 
+def threshold_spread(
+    scores: Sequence[float], rank: int, share: float = 0.9, draws: int = 1000, seed: int = 0
+) -> tuple[float, float]:
+    """Where a threshold chosen as the `rank`-th largest of `scores` (`ThresholdChoice.rank`,
+    `Calibration.threshold_rank`) would land had another set of as many benign prompts been drawn
+    from the same distribution: the central `share` of that order statistic over `draws` bootstrap
+    resamples of `scores` (with replacement, seeded). The guarantee holds whichever threshold a draw
+    picks; the spread says how much this one rests on the few prompts in the tail, so a prompt whose
+    score lies inside it is caught or not depending on the draw.
+    """
+    import numpy as np
+
+    values = np.asarray([float(s) for s in scores], dtype=np.float64)
+    if not len(values) or not np.isfinite(values).all():
+        raise MemguardValueError("scores must be a non-empty sequence of finite numbers")
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= len(values):
+        raise MemguardValueError(f"rank must be an int in 1..{len(values)} (the number of scores), got {rank!r}")
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 < share < 1.0:
+        raise MemguardValueError(f"share must be a number in (0, 1), got {share!r}")
+    if isinstance(draws, bool) or not isinstance(draws, int) or draws < 1:
+        raise MemguardValueError(f"draws must be a positive int, got {draws!r}")
+    n = len(values)
+    picks = np.random.default_rng(seed).integers(0, n, size=(draws, n))
+    # the rank-th largest of each resample is its (n - rank)-th smallest
+    thresholds = np.partition(values[picks], n - rank, axis=1)[:, n - rank]
+    tail = (1.0 - share) / 2
+    low, high = np.quantile(thresholds, [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
 @functools.lru_cache(maxsize=256)
 def _rank(n: int, target_fpr: float, confidence: float) -> int:
     """The largest rank whose tail probability still reaches the confidence (it falls as rank grows);

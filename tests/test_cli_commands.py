@@ -196,6 +196,7 @@ def test_calibrate_then_generate_with_that_calibration(tmp_path):
     assert calibration.target_fpr == 0.1 and calibration.num_inference_steps == 10
     assert f"threshold {calibration.threshold:.6g}" in result.output and "probability 0.9" in result.output
     assert "benign quantiles: min" in result.output and "known memorized prompts:" in result.output
+    assert "threshold spread: another 30 prompts like these would put it in" in result.output
     above = round(calibration.achieved_fpr * 30)
     assert f"benign scores above it: {above} of 30 ({calibration.achieved_fpr:.4f})" in result.output
     assert calibration_file.with_suffix(".png").stat().st_size > 1000  # the histogram

@@ -6,7 +6,16 @@ import math
 import numpy as np
 import pytest
 
-from memguard.thresholds import binomial_tail, guaranteed_threshold, required_scores, wilson_interval
+from memguard.calibration import Calibration
+from memguard.calibration_summary import summary_lines
+from memguard.errors import MemguardValueError
+from memguard.thresholds import (
+    binomial_tail,
+    guaranteed_threshold,
+    required_scores,
+    threshold_spread,
+    wilson_interval,
+)
 
 
 def test_the_fewest_scores_a_target_needs():
@@ -54,3 +63,84 @@ def test_wilson_interval():
     low, high = wilson_interval(19, 800)
     assert low == pytest.approx(0.0152, abs=5e-4) and high == pytest.approx(0.0369, abs=5e-4)
     assert wilson_interval(0, 10)[0] == 0.0
+
+
+def _width(spread: tuple[float, float]) -> float:
+    return spread[1] - spread[0]
+
+
+def test_the_threshold_spread_lies_among_the_scores_and_holds_the_chosen_threshold():
+    rng = np.random.default_rng(7)
+    for n in (300, 1000, 3000):
+        scores = rng.normal(size=n)
+        choice = guaranteed_threshold(scores, 0.01)
+        low, high = threshold_spread(scores, choice.rank)
+        assert scores.min() <= low < high <= scores.max()
+        assert low <= choice.threshold <= high  # the threshold picked is a typical draw
+
+
+def test_more_prompts_narrow_the_threshold_spread():
+    rng = np.random.default_rng(11)
+    widths = []
+    for n in (400, 4000):
+        scores = rng.standard_t(df=4, size=n)  # a heavy upper tail, as attention scores have
+        widths.append(_width(threshold_spread(scores, guaranteed_threshold(scores, 0.01).rank)))
+    assert widths[1] < 0.6 * widths[0]
+
+
+def test_the_threshold_spread_is_seeded_and_a_flat_tail_has_none():
+    scores = np.random.default_rng(3).normal(size=500)
+    assert threshold_spread(scores, 5, seed=1) == threshold_spread(scores, 5, seed=1)
+    assert threshold_spread([0.5] * 400, 3) == (0.5, 0.5)
+    # a wider share holds a wider range
+    assert _width(threshold_spread(scores, 5, share=0.99)) > _width(threshold_spread(scores, 5, share=0.5))
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        (([1.0, 2.0], 0), {}, "rank must be an int in 1..2"),
+        (([1.0, 2.0], 3), {}, "rank must be an int in 1..2"),
+        (([1.0, 2.0], True), {}, "rank must be an int"),
+        (([1.0, float("nan")], 1), {}, "scores must be a non-empty sequence of finite numbers"),
+        (([], 1), {}, "scores must be a non-empty"),
+        (([1.0, 2.0], 1), {"share": 1.0}, "share must be a number in \\(0, 1\\)"),
+        (([1.0, 2.0], 1), {"draws": 0}, "draws must be a positive int"),
+    ],
+)
+def test_threshold_spread_refuses_bad_arguments_by_name(args, kwargs, message):
+    with pytest.raises(MemguardValueError, match=message):
+        threshold_spread(*args, **kwargs)
+
+
+def _calibration(scores: list[float], **changes) -> Calibration:
+    choice = guaranteed_threshold(scores, 0.01)
+    fields = dict(
+        model_fingerprint="abc",
+        threshold=choice.threshold,
+        target_fpr=0.01,
+        decision_step=1,
+        detector="top_layer_entropy",
+        num_scores=len(scores),
+        achieved_fpr=choice.empirical_fpr,
+        num_inference_steps=50,
+        guidance_scale=7.5,
+        scheduler="DDIMScheduler",
+        confidence=choice.confidence,
+        threshold_rank=choice.rank,
+        expected_fpr=choice.expected_fpr,
+        benign_scores=sorted(scores, reverse=True),
+    )
+    return Calibration(**{**fields, **changes})
+
+
+def test_the_calibration_summary_prints_the_spread_only_when_it_can_be_measured():
+    scores = [float(v) for v in np.random.default_rng(5).normal(size=400)]
+    calibration = _calibration(scores)
+    low, high = threshold_spread(scores, calibration.threshold_rank)
+    text = "\n".join(summary_lines(calibration))
+    assert f"threshold spread: another 400 prompts like these would put it in {low:.6g}-{high:.6g}" in text
+    # format 1 (no rank), or only the highest scores stored: nothing to resample
+    unranked = _calibration(scores, confidence=None, threshold_rank=None, expected_fpr=None)
+    for partial in (unranked, _calibration(scores, num_scores=40_000)):
+        assert not any(line.startswith("threshold spread") for line in summary_lines(partial))
