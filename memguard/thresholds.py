@@ -21,6 +21,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from .errors import MemguardValueError
 
 DEFAULT_CONFIDENCE = 0.95
@@ -107,8 +109,6 @@ def threshold_spread(
     picks; the spread says how much this one rests on the few prompts in the tail, so a prompt whose
     score lies inside it is caught or not depending on the draw.
     """
-    import numpy as np
-
     values = np.asarray([float(s) for s in scores], dtype=np.float64)
     if not len(values) or not np.isfinite(values).all():
         raise MemguardValueError("scores must be a non-empty sequence of finite numbers")

@@ -134,6 +134,7 @@ def one_shape_prompts(n: int, seed: int, wordings: tuple[str, ...], distinct: bo
     size, colour, shape, where, bg); `distinct`: skip a prompt already drawn."""
     rng = np.random.default_rng(seed)
     prompts: list[str] = []
+    seen: set[str] = set()
     while len(prompts) < n:
         scene = random_scene(rng)
         if len(scene.positions) != 1:
@@ -147,8 +148,9 @@ def one_shape_prompts(n: int, seed: int, wordings: tuple[str, ...], distinct: bo
             where=where(scene.positions[0]),
             bg=scene.background,
         )
-        if not (distinct and prompt in prompts):
+        if not (distinct and prompt in seen):
             prompts.append(prompt)
+            seen.add(prompt)
     return prompts
 
 
