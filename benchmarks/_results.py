@@ -1,10 +1,14 @@
-"""What the testbed benchmarks share when they report: the model's label and the JSON file."""
+"""What the testbed benchmarks share when they report: the model's label, the provenance and the JSON file."""
 
 from __future__ import annotations
 
 import json
 import math
+import platform
+from datetime import date
 from pathlib import Path
+
+import torch
 
 from memguard.testbed import SHIPPED
 from memguard.testbed import folder as testbed_folder
@@ -27,6 +31,16 @@ def _strict(value):
     if isinstance(value, list | tuple):
         return [_strict(item) for item in value]
     return value
+
+
+def provenance(script: str, model: str | Path) -> dict:
+    """What every result file opens with: the script, the day, this machine's CPU and torch, the model."""
+    return {
+        "script": script,
+        "date": date.today().isoformat(),
+        "machine": f"CPU ({platform.machine()}), {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "model": model_label(model),
+    }
 
 
 def write_json(result: dict, out: Path, echo: bool = True) -> None:

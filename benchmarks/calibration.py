@@ -22,18 +22,16 @@ float32 and bfloat16?
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _results import model_label, testbed_folder, write_json  # noqa: E402
+from _results import provenance, testbed_folder, write_json  # noqa: E402
 
 import memguard  # noqa: E402
 from memguard import testbed  # noqa: E402
@@ -136,10 +134,7 @@ def main() -> None:
     shift = np.abs(reduced - full)
     threshold = calibration.threshold
     result = {
-        "script": "benchmarks/calibration.py",
-        "date": date.today().isoformat(),
-        "machine": f"CPU ({platform.machine()}), {torch.get_num_threads()} threads, torch {torch.__version__}",
-        "model": model_label(args.model),
+        **provenance("benchmarks/calibration.py", args.model),
         "settings": {"steps": STEPS, "guidance_scale": GUIDANCE, "target_fpr": TARGET_FPR, "confidence": CONFIDENCE},
         "calibration": {
             "detector": calibration.detector,

@@ -19,17 +19,15 @@ CPU. `--save-wider FILE` also writes the wider calibration, for `benchmarks/pert
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from dataclasses import replace
-from datetime import date
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _results import model_label, testbed_folder, write_json  # noqa: E402
+from _results import provenance, testbed_folder, write_json  # noqa: E402
 from calibration import (  # noqa: E402
     CONFIDENCE,
     FRESH_NOISE_SEED,
@@ -104,10 +102,7 @@ def main() -> None:
     fresh = fresh_prompts(args.fresh)
     memorized = [*truth.memorized_prompts.values(), *truth.mixed_prompts.values()]
     result = {
-        "script": "benchmarks/calibration_wordings.py",
-        "date": date.today().isoformat(),
-        "machine": f"CPU ({platform.machine()}), {torch.get_num_threads()} threads, torch {torch.__version__}",
-        "model": model_label(args.model),
+        **provenance("benchmarks/calibration_wordings.py", args.model),
         "settings": {
             "steps": STEPS,
             "guidance_scale": GUIDANCE,

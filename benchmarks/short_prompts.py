@@ -22,24 +22,21 @@ per prompt, seeds apart from the benchmarks'), and reported by the prompt's cove
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _results import model_label, testbed_folder, write_json  # noqa: E402
+from _results import provenance, testbed_folder, write_json  # noqa: E402
+from calibration import GUIDANCE, STEPS, realized, scores  # noqa: E402
 
 from memguard import testbed  # noqa: E402
 from memguard.prompt_tokens import prompt_token_counts  # noqa: E402
 from memguard.testbed.scenes import PALETTE, POSITIONS, SHAPES, SIZES  # noqa: E402
-from memguard.thresholds import wilson_interval  # noqa: E402
 
-STEPS, GUIDANCE = 50, 7.5
 NOISE_SEED = 3_000_000  # apart from the calibration's (0 ..) and the fresh prompts' (1,000,000 ..)
 IN_RANGE_SEED, IN_RANGE_PROMPTS = 777, 120
 PROBES, PROBE_NOISES = ("", "!!!", ".", "red", "a photo"), 8
@@ -67,31 +64,6 @@ def in_range_prompts(n: int = IN_RANGE_PROMPTS, seed: int = IN_RANGE_SEED) -> li
     return list(prompts)
 
 
-def flagged(pipe, prompts: list[str], images: int, seed: int) -> tuple[np.ndarray, list[str | None]]:
-    """Per image (prompt-major): over the shipped threshold, and its prompt's coverage."""
-    reports = pipe.score(
-        prompts,
-        num_images_per_prompt=images,
-        num_inference_steps=STEPS,
-        guidance_scale=GUIDANCE,
-        batch_size=25,
-        seed=seed,
-        progress=False,
-    )
-    return np.array([r.memorized for r in reports]), [r.calibration_coverage for r in reports]
-
-
-def share(hits: np.ndarray) -> dict:
-    count = int(hits.sum())
-    low, high = wilson_interval(count, len(hits))
-    return {
-        "images": len(hits),
-        "flagged": count,
-        "rate": round(count / len(hits), 4),
-        "wilson95": [round(low, 4), round(high, 4)],
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -106,38 +78,32 @@ def main() -> None:
     started = time.perf_counter()
 
     pipe, _ = testbed.load(model_dir=args.model)
-    calibration = pipe.guard_config.calibration
+    config = pipe.guard_config
+    calibration, threshold = config.calibration, config.calibration.threshold
     terse, in_range = terse_prompts(), in_range_prompts()
-    terse_hits, terse_coverage = flagged(pipe, terse, args.images, NOISE_SEED)
-    range_hits, range_coverage = flagged(pipe, in_range, args.images, NOISE_SEED)
-    by_coverage: dict[str, dict] = {}
-    hits, coverage = (
-        np.concatenate([terse_hits, range_hits]),
-        np.array([c or "unknown" for c in terse_coverage + range_coverage]),
-    )
-    for name in sorted(set(coverage)):
-        by_coverage[str(name)] = share(hits[coverage == name])
+    terse_scores = scores(pipe, terse, config, args.images, NOISE_SEED)
+    range_scores = scores(pipe, in_range, config, args.images, NOISE_SEED)
+    lengths = prompt_token_counts(pipe.tokenizer, terse + in_range)
+    # each image's prompt against the calibration prompts' token range (scores are prompt-major)
+    coverage = np.repeat([calibration.coverage(n) or "unknown" for n in lengths], args.images)
+    every = np.concatenate([terse_scores, range_scores])
     probes = {}
     for probe in PROBES:
-        probe_hits, _ = flagged(pipe, [probe], PROBE_NOISES, 0)
-        probes[repr(probe)] = f"{int(probe_hits.sum())} of {PROBE_NOISES}"
-    lengths = prompt_token_counts(pipe.tokenizer, terse + in_range)
+        above = realized(scores(pipe, [probe], config, PROBE_NOISES, 0), threshold)["above"]
+        probes[repr(probe)] = f"{above} of {PROBE_NOISES}"
     result = {
-        "script": "benchmarks/short_prompts.py",
-        "date": date.today().isoformat(),
-        "machine": f"CPU ({platform.machine()}), {torch.get_num_threads()} threads, torch {torch.__version__}",
-        "model": model_label(args.model),
+        **provenance("benchmarks/short_prompts.py", args.model),
         "settings": {
             "steps": STEPS,
             "guidance_scale": GUIDANCE,
             "images_per_prompt": args.images,
             "noise_seed": NOISE_SEED,
-            "threshold": calibration.threshold,
+            "threshold": threshold,
             "calibration_prompt_tokens": calibration.prompt_tokens,
         },
-        "terse": {"prompts": len(terse), **share(terse_hits)},
-        "terse_in_range": {"prompts": len(in_range), **share(range_hits)},
-        "by_coverage": by_coverage,
+        "terse": {"prompts": len(terse), **realized(terse_scores, threshold)},
+        "terse_in_range": {"prompts": len(in_range), **realized(range_scores, threshold)},
+        "by_coverage": {str(c): realized(every[coverage == c], threshold) for c in sorted(set(coverage))},
         "prompt_tokens": {
             "terse": [min(lengths[: len(terse)]), max(lengths[: len(terse)])],
             "terse_in_range": [min(lengths[len(terse) :]), max(lengths[len(terse) :])],
